@@ -1,0 +1,35 @@
+# The README's two commands: `make run` (one fit) and `make test`.
+# Each creates the virtual environment on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BASE   := $(VENV)/.installed-base
+DEV    := $(VENV)/.installed-dev
+PIP    := $(PY) -m pip install --quiet -c constraints.txt
+
+.PHONY: run test test-fast bench clean-venv
+
+$(BASE): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
+	touch $@
+
+$(DEV): $(BASE)
+	$(PIP) -e '.[dev,ray]'
+	touch $@
+
+run: $(BASE)
+	$(PY) -m kanode.fit $(ARGS)
+
+test: $(DEV)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(DEV)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: $(BASE)
+	$(PY) experiments/bench_layers.py
+	$(PY) experiments/bench_ode.py
+
+clean-venv:
+	rm -rf $(VENV)

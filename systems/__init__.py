@@ -1,0 +1,1 @@
+"""Dynamical systems that generate trajectories (numpy + scipy only)."""
