@@ -1,0 +1,277 @@
+"""One neural-ODE fit: ``python -m kanode.fit`` and :func:`fit` for notebooks.
+
+With no arguments it fits a KAN [2, 10, 2] (grid 5) to Lotka–Volterra with
+the KAN-ODE paper's protocol: train on t ∈ [0, 3.5], extrapolate to t = 14.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cli_args import build_parser, overrides_from_args
+from .config import ConfigError, FitConfig, load_config
+from .data import FitData, load_data
+from .ode import VectorField
+from .runs import RunDir, default_run_dir, read_metrics
+from .train import Diverged, StepRecord, Trainer, count_parameters
+
+__all__ = ["fit", "FitResult", "build_model", "build_field", "main"]
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+
+@dataclass
+class FitResult:
+    """What a fit returns: the trained field, its per-step history and summary."""
+
+    field: VectorField
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+    run_dir: Path | None = None
+    data: FitData | None = field(default=None, repr=False)
+
+
+def default_widths(config: FitConfig, dim: int) -> list[int]:
+    hidden = 50 if config.model == "mlp" else 10
+    return [dim + int(config.time_input), hidden, dim]
+
+
+def build_model(config: FitConfig, dim: int) -> nn.Module:
+    """The network a config names, mapping (..., dim [+1 time]) → (..., dim)."""
+    from . import nn as knn
+
+    widths = list(config.widths) or default_widths(config, dim)
+    expected_in = dim + int(config.time_input)
+    if widths[0] != expected_in or widths[-1] != dim:
+        raise ConfigError(f"widths {widths} do not fit a {dim}-dimensional state: the first "
+                          f"must be {expected_in} and the last {dim}")
+    if config.model == "mlp":
+        try:
+            return knn.MLP(widths, activation=config.activation)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    kwargs = dict(grid_size=config.grid_size, spline_order=config.spline_order,
+                  grid_range=tuple(config.grid_range))
+    if config.model == "rswaf":
+        return knn.KAN(widths, basis="rswaf", grid_size=config.grid_size,
+                       grid_range=tuple(config.grid_range))
+    return knn.KAN(widths, **kwargs)
+
+
+def build_field(config: FitConfig, data: FitData) -> VectorField:
+    """Seeded model wrapped with the data's normalisation, on the config's dtype/device."""
+    torch.manual_seed(config.seed)
+    net = build_model(config, data.dim)
+    dtype = getattr(torch, config.dtype)
+    field_ = VectorField.from_data(net, data.t_train, data.y_train,
+                                   grid_range=config.grid_range, time_input=config.time_input)
+    return field_.to(dtype=dtype, device=config.device)
+
+
+def _set_threads(config: FitConfig) -> None:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+
+def _check_device(config: FitConfig) -> None:
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu")
+
+
+def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: bool = True,
+        resume: str | Path | None = None, stop_at: int | None = None,
+        **overrides: Any) -> FitResult:
+    """Fit a neural ODE.
+
+    Parameters
+    ----------
+    config : the settings (defaults: :class:`FitConfig`'s); ``overrides``
+        replace single fields, e.g. ``fit(model="mlp", steps=200)``.
+    out : run directory to write (config, metrics, checkpoints, plots,
+        summary); None keeps everything in memory.
+    quiet : no progress bar.
+    resume : continue the run in this directory from its last checkpoint
+        (``overrides`` may only extend ``steps``/``lbfgs_steps`` or set ``threads``).
+    stop_at : stop after this global step with status "stopped", leaving a
+        checkpoint that ``resume`` continues from (for time-boxed work).
+
+    Returns
+    -------
+    FitResult; ``summary["status"]`` is "finished" or "diverged".
+
+    Raises
+    ------
+    ConfigError : invalid settings or data.
+    """
+    run = None
+    if resume is not None:
+        run = RunDir(resume)
+        base = run.load_config()
+        allowed = {"steps", "lbfgs_steps", "threads"}
+        bad = sorted(k for k, v in overrides.items() if k not in allowed and getattr(base, k) != v)
+        if bad:
+            raise ConfigError(f"cannot change {', '.join(bad)} when resuming; start a new run instead")
+        config = base.replace(**overrides)
+    else:
+        config = (config or FitConfig()).replace(**overrides)
+        if out is not None:
+            run = RunDir(out)
+    _set_threads(config)
+    _check_device(config)
+    data = load_data(config).to(getattr(torch, config.dtype), config.device)
+    field_ = build_field(config, data)
+    trainer = Trainer(field_, data, config)
+    if resume is not None:
+        assert run is not None
+        state = run.load_last()
+        if state.get("grid_size") and state["grid_size"] != getattr(field_.net, "grid_size", None):
+            field_.net.extend_grid(int(state["grid_size"]))
+        trainer.load_state_dict(state)
+        run.truncate_metrics(trainer.state.step)
+    elif run is not None:
+        run.start(config)
+        run.save_last(trainer.state_dict())
+    return _train(trainer, run, quiet, stop_at)
+
+
+def _train(trainer: Trainer, run: RunDir | None, quiet: bool,
+           stop_at: int | None = None) -> FitResult:
+    from tqdm.auto import tqdm
+
+    config = trainer.config
+    history: list[dict[str, Any]] = []
+    status, reason = "finished", ""
+    bar = tqdm(total=trainer.total_steps, initial=trainer.state.step, disable=quiet,
+               desc=f"{config.model} on {config.data or config.system}", unit="step",
+               dynamic_ncols=True)
+    best_saved = trainer.state.best_step
+    try:
+        for record in trainer.steps():
+            history.append(record.as_row())
+            if run is not None:
+                run.append_metrics(record.as_row())
+                if record.step % config.checkpoint_every == 0 or record.step == trainer.total_steps:
+                    run.save_last(trainer.state_dict())
+                    best_saved = _save_best(trainer, run, best_saved)
+            bar.set_postfix_str(_postfix(record), refresh=False)
+            bar.update(1)
+            if stop_at is not None and record.step >= stop_at and record.step < trainer.total_steps:
+                status, reason = "stopped", f"stopped after step {record.step} as asked"
+                if run is not None:
+                    run.save_last(trainer.state_dict())
+                break
+    except Diverged as exc:
+        status, reason = "diverged", f"step {trainer.state.step + 1}: {exc}"
+    except KeyboardInterrupt:
+        status, reason = "stopped", f"interrupted at step {trainer.state.step}"
+    finally:
+        bar.close()
+    if run is not None:
+        _save_best(trainer, run, best_saved)
+    full_history = read_metrics(run.metrics_path) if run is not None else history
+    summary = _summary(trainer, full_history, status, reason)
+    result = FitResult(field=trainer.field, history=full_history, summary=summary,
+                       run_dir=run.path if run else None, data=trainer.data)
+    if run is not None:
+        run.write_summary(summary)
+        if status == "finished":
+            from .plots.run import save_run_plots
+            save_run_plots(result, run.plots_path)
+    return result
+
+
+def _save_best(trainer: Trainer, run: RunDir, saved_step: int) -> int:
+    state = trainer.state
+    if state.best_model is not None and state.best_step != saved_step:
+        run.save_best(state.best_model, state.best_step, state.best_loss,
+                      getattr(trainer.field.net, "grid_size", None))
+        return state.best_step
+    return saved_step
+
+
+def _postfix(record: StepRecord) -> str:
+    text = f"{record.phase} loss={record.train_loss:.3e}"
+    if record.extrap_loss is not None:
+        text += f" extrap={record.extrap_loss:.2e}"
+    return text
+
+
+def _summary(trainer: Trainer, history: list[dict[str, Any]], status: str,
+             reason: str) -> dict[str, Any]:
+    config = trainer.config
+    final = trainer.evaluate() if status == "finished" else None
+    losses = [r["train_loss"] for r in history if r["train_loss"] is not None]
+    if final is not None:
+        losses.append(final.train_loss)
+    last_eval = next((r for r in reversed(history) if r["extrap_loss"] is not None
+                      or r["val_loss"] is not None), None)
+    steps = trainer.state.step
+    nfe = sum((r["nfe_forward"] or 0) + (r["nfe_backward"] or 0) for r in history)
+    net = trainer.field.net
+    return {
+        "status": status,
+        "reason": reason,
+        "system": config.system if not config.data else Path(config.data).stem,
+        "model": config.model,
+        "widths": list(config.widths) or default_widths(config, trainer.data.dim),
+        "grid_size": getattr(net, "grid_size", None),
+        "seed": config.seed,
+        "final_train_loss": final.train_loss if final else (losses[-1] if losses else None),
+        "best_train_loss": min(losses) if losses else None,
+        "final_val_loss": final.val_loss if final else (last_eval or {}).get("val_loss"),
+        "final_extrap_loss": final.extrap_loss if final else (last_eval or {}).get("extrap_loss"),
+        "n_params": count_parameters(trainer.field),
+        "steps": steps,
+        "wall_time_s": trainer.state.wall_time,
+        "time_per_step_s": trainer.state.wall_time / steps if steps else None,
+        "nfe_per_step": nfe / len(history) if history else None,
+    }
+
+
+def _print_summary(result: FitResult) -> None:
+    s = result.summary
+    fmt = lambda v: "n/a" if v is None else f"{v:.3e}"  # noqa: E731
+    print(f"{s['status']}: {s['model']} ({s['n_params']} parameters) on {s['system']}, "
+          f"{s['steps']} steps in {s['wall_time_s']:.1f} s")
+    print(f"  train MSE {fmt(s['final_train_loss'])} (best {fmt(s['best_train_loss'])}), "
+          f"held-out MSE {fmt(s['final_val_loss'])}, extrapolation MSE {fmt(s['final_extrap_loss'])}")
+    if s["reason"]:
+        print(f"  reason: {s['reason']}")
+    if result.run_dir is not None:
+        print(f"  run directory: {result.run_dir}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides = overrides_from_args(args)
+        if args.resume:
+            result = fit(resume=args.resume, quiet=args.quiet, **overrides)
+        else:
+            config = load_config(args.config) if args.config else FitConfig()
+            config = config.replace(**overrides)
+            out = Path(args.out) if args.out else default_run_dir(config)
+            result = fit(config, out=out, quiet=args.quiet)
+    except ConfigError as exc:
+        print(f"kanode: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _print_summary(result)
+    if result.summary["status"] == "diverged":
+        print(f"kanode: error: training diverged ({result.summary['reason']}); the last good "
+              f"checkpoint is {result.run_dir}/checkpoints/last.pt", file=sys.stderr)
+        return EXIT_DIVERGED
+    return 0 if result.summary["status"] == "finished" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Matplotlib figures. Every function takes data and returns a Figure."""
+
+from .run import loss_curves, phase_portrait, save_run_plots, trajectory_fit, vector_field_error
+
+__all__ = ["loss_curves", "phase_portrait", "save_run_plots", "trajectory_fit",
+           "vector_field_error"]

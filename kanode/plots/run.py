@@ -1,0 +1,173 @@
+"""Figures of one run. Each function takes arrays and returns a Figure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..fit import FitResult
+
+__all__ = ["loss_curves", "trajectory_fit", "phase_portrait", "vector_field_error",
+           "save_run_plots"]
+
+_LOSSES = (("train_loss", "train"), ("val_loss", "held-out ICs"), ("extrap_loss", "extrapolation"))
+
+
+def _figure(*args: Any, **kwargs: Any) -> tuple["Figure", Any]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(*args, **kwargs)
+    return fig, fig.subplots
+
+
+def loss_curves(history: Sequence[dict[str, Any]], title: str = "") -> "Figure":
+    """Training, held-out and extrapolation MSE against step (log scale).
+
+    ``history`` rows have the ``metrics.csv`` columns.
+    """
+    fig, subplots = _figure(figsize=(6, 4), layout="constrained")
+    ax = subplots()
+    for key, label in _LOSSES:
+        pts = [(r["step"], r[key]) for r in history if r.get(key) is not None and r[key] > 0]
+        if pts:
+            steps, values = zip(*pts)
+            ax.plot(steps, values, label=label, marker="." if key != "train_loss" else None)
+    switch = next((r["step"] for r in history if r.get("phase") == "lbfgs"), None)
+    if switch is not None and history[0].get("phase") == "adam":
+        ax.axvline(switch, color="grey", ls=":", lw=1, label="Adam → L-BFGS")
+    ax.set(yscale="log", xlabel="step", ylabel="MSE", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def trajectory_fit(t: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, n_train: int,
+                   state_names: Sequence[str], max_states: int = 6) -> "Figure":
+    """Observed vs predicted states over the training and extrapolation windows.
+
+    Parameters
+    ----------
+    t : (n_t,); y_true, y_pred : (n_traj, n_t, dim); the first trajectory is drawn.
+    n_train : points in the training window (shaded).
+    """
+    dim = min(y_true.shape[-1], max_states)
+    fig, subplots = _figure(figsize=(7, 1.6 * dim + 0.6), layout="constrained")
+    axes = np.atleast_1d(subplots(dim, 1, sharex=True))
+    for d, ax in enumerate(axes):
+        ax.axvspan(t[0], t[n_train - 1], color="C2", alpha=0.08,
+                   label="training window" if d == 0 else None)
+        ax.plot(t, y_true[0, :, d], "k.", ms=3, label="data" if d == 0 else None)
+        ax.plot(t, y_pred[0, :, d], "C0-", lw=1.5, label="neural ODE" if d == 0 else None)
+        ax.set_ylabel(state_names[d])
+    axes[0].legend(loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("t")
+    return fig
+
+
+def phase_portrait(y_true: np.ndarray, y_pred: np.ndarray, state_names: Sequence[str],
+                   system: str | None = None) -> "Figure":
+    """First two states against each other; for Pleiades the seven planar orbits.
+
+    y_true, y_pred : (n_traj, n_t, dim).
+    """
+    fig, subplots = _figure(figsize=(5, 5), layout="constrained")
+    ax = subplots()
+    if system == "pleiades":
+        for body in range(7):
+            ax.plot(y_true[0, :, body], y_true[0, :, 7 + body], "k-", lw=0.8, alpha=0.5)
+            ax.plot(y_pred[0, :, body], y_pred[0, :, 7 + body], f"C{body}--", lw=1.2)
+        ax.set(xlabel="x", ylabel="y", title="Pleiades orbits (data solid, model dashed)")
+    else:
+        for k in range(y_true.shape[0]):
+            ax.plot(y_true[k, :, 0], y_true[k, :, 1], "k.", ms=2,
+                    label="data" if k == 0 else None)
+            ax.plot(y_pred[k, :, 0], y_pred[k, :, 1], "C0-", lw=1.2,
+                    label="neural ODE" if k == 0 else None)
+        ax.set(xlabel=state_names[0], ylabel=state_names[1], title="phase portrait")
+        ax.legend()
+    ax.set_aspect("auto")
+    return fig
+
+
+def vector_field_error(learned: Callable[[np.ndarray], np.ndarray],
+                       true: Callable[[np.ndarray], np.ndarray],
+                       bounds: tuple[float, float, float, float], states: np.ndarray | None = None,
+                       state_names: Sequence[str] = ("x", "y"), n: int = 25) -> "Figure":
+    """Learned and true 2-D vector fields side by side, and the error ‖f̂ − f‖ as a map.
+
+    learned, true : map (m, 2) states → (m, 2) derivatives.
+    bounds : (x_min, x_max, y_min, y_max); states : (k, 2) visited states to overlay.
+    """
+    xs = np.linspace(bounds[0], bounds[1], n)
+    ys = np.linspace(bounds[2], bounds[3], n)
+    gx, gy = np.meshgrid(xs, ys)
+    grid = np.stack([gx.ravel(), gy.ravel()], axis=-1)          # (n*n, 2)
+    f_hat, f = learned(grid), true(grid)
+    err = np.linalg.norm(f_hat - f, axis=-1).reshape(n, n)
+    fig, subplots = _figure(figsize=(13, 4), layout="constrained")
+    axes = subplots(1, 3)
+    for ax, values, title in ((axes[0], f_hat, "learned"), (axes[1], f, "true")):
+        ax.streamplot(xs, ys, values[:, 0].reshape(n, n), values[:, 1].reshape(n, n),
+                      density=0.9, linewidth=0.8, color="C0")
+        ax.set(title=f"{title} vector field", xlabel=state_names[0], ylabel=state_names[1])
+    mesh = axes[2].pcolormesh(gx, gy, np.log10(err + 1e-16), shading="auto", cmap="magma")
+    fig.colorbar(mesh, ax=axes[2], label="log10 |f_learned − f_true|")
+    axes[2].set(title="error", xlabel=state_names[0], ylabel=state_names[1])
+    if states is not None:
+        for ax in axes:
+            ax.plot(states[:, 0], states[:, 1], "w." if ax is axes[2] else "k.", ms=2)
+    return fig
+
+
+def save_run_plots(result: "FitResult", directory: str | Path) -> list[Path]:
+    """Write a run's loss curves, trajectory fit, phase portrait and (2-D) vector field."""
+    import torch
+
+    from ..ode import SolverError, solve
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data, field = result.data, result.field
+    assert data is not None
+    with torch.no_grad():
+        try:
+            pred = solve(field, data.y[:, 0], data.t, adjoint=False).transpose(0, 1)
+            pred_np = pred.cpu().double().numpy()
+        except SolverError:  # the data plots are still worth having
+            pred_np = np.full(tuple(data.y.shape), np.nan)
+    t = data.t.cpu().double().numpy()
+    y = data.y.cpu().double().numpy()
+    name = data.system.name if data.system is not None else None
+    figures = {
+        "loss_curves.png": loss_curves(result.history, title=f"{result.summary['model']} on "
+                                                           f"{result.summary['system']}"),
+        "trajectory_fit.png": trajectory_fit(t, y, pred_np, data.n_train, data.state_names),
+        "phase_portrait.png": phase_portrait(y, pred_np, data.state_names, name),
+    }
+    if data.dim == 2 and data.system is not None:
+        lo, hi = y.reshape(-1, 2).min(0), y.reshape(-1, 2).max(0)
+        pad = 0.15 * (hi - lo)
+        bounds = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
+        param = next(field.parameters())
+
+        def learned(states: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                z = torch.as_tensor(states, dtype=param.dtype, device=param.device)
+                return field(torch.zeros((), dtype=param.dtype), z).cpu().double().numpy()
+
+        system = data.system
+        figures["vector_field.png"] = vector_field_error(
+            learned, lambda s: system.rhs(0.0, s), bounds, states=y.reshape(-1, 2),
+            state_names=data.state_names)
+    paths = []
+    for filename, fig in figures.items():
+        path = directory / filename
+        fig.savefig(path, dpi=110)
+        paths.append(path)
+    return paths

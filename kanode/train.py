@@ -1,0 +1,319 @@
+"""The optimisation loop: Adam, L-BFGS or Adam → L-BFGS on a neural ODE.
+
+The loop knows nothing about files: a :class:`Trainer` exposes its complete
+state (``state_dict``/``load_state_dict``) and reports each step to a
+callback, and :mod:`kanode.runs` writes metrics and checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import FitConfig
+from .data import FitData, sample_windows
+from .ode import SolverError, VectorField, backward_guarded, solve
+
+__all__ = ["Trainer", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at"]
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss or gradient, or the solver failed."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """MSE in the data's units; None where the split is empty."""
+
+    train_loss: float
+    val_loss: float | None
+    extrap_loss: float | None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One optimiser step, as written to ``metrics.csv``.
+
+    ``train_loss`` is the objective at the parameters the step started from;
+    ``val_loss``/``extrap_loss`` are evaluated at the same parameters every
+    ``eval_every`` steps (None otherwise).
+    """
+
+    step: int
+    phase: str
+    train_loss: float
+    val_loss: float | None
+    extrap_loss: float | None
+    lr: float
+    nfe_forward: int
+    nfe_backward: int
+    wall_time: float
+    grad_norm: float
+
+    def as_row(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def phase_at(config: FitConfig, step: int) -> str:
+    """The optimiser that runs global step ``step`` (0-based)."""
+    if config.optimizer == "adam":
+        return "adam"
+    if config.optimizer == "lbfgs":
+        return "lbfgs"
+    return "adam" if step < config.steps else "lbfgs"
+
+
+def lr_at(config: FitConfig, step: int) -> float:
+    """Learning rate of global step ``step``: the Adam schedule, or ``lbfgs_lr``."""
+    if phase_at(config, step) == "lbfgs":
+        return config.lbfgs_lr
+    if config.lr_schedule == "none":
+        return config.lr
+    if config.lr_schedule == "cosine":
+        progress = step / max(config.steps, 1)
+        return config.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    if config.lr_schedule == "step":
+        return config.lr * config.lr_step_gamma ** (step // config.lr_step_every)
+    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
+
+
+@dataclass
+class _Counters:
+    forward: int = 0
+    backward: int = 0
+    grad_norm: float = float("nan")
+    first_loss: float | None = None
+
+
+@dataclass
+class TrainState:
+    """Everything besides the model and optimiser that a resume needs."""
+
+    step: int = 0
+    wall_time: float = 0.0
+    best_loss: float = float("inf")
+    best_step: int = -1
+    best_model: dict[str, Tensor] | None = field(default=None, repr=False)
+
+
+class Trainer:
+    """Fits ``field`` to ``data`` following ``config``'s optimiser schedule.
+
+    Parameters
+    ----------
+    field : the vector field; its ``net`` may be a KAN (grid updates apply then).
+    data : training/validation/extrapolation trajectories (already on the
+        field's dtype and device).
+    config : the schedule, solver settings and seed.
+    """
+
+    def __init__(self, field: VectorField, data: FitData, config: FitConfig) -> None:
+        self.field = field
+        self.data = data
+        self.config = config
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.state = TrainState()
+        self._phase = phase_at(config, 0)
+        self.optimizer = self._make_optimizer(self._phase)
+        self._grid_steps = set(config.grid_update_steps)
+        self._extend_steps = {int(s): int(g) for s, g in config.grid_extend}
+
+    # ------------------------------------------------------------ optimiser
+    def _make_optimizer(self, phase: str) -> torch.optim.Optimizer:
+        params = list(self.field.parameters())
+        if phase == "adam":
+            return torch.optim.Adam(params, lr=self.config.lr)
+        return torch.optim.LBFGS(params, lr=self.config.lbfgs_lr, max_iter=self.config.lbfgs_max_iter,
+                                 history_size=self.config.lbfgs_history,
+                                 line_search_fn="strong_wolfe",
+                                 tolerance_grad=0.0, tolerance_change=0.0)
+
+    # ------------------------------------------------------------ objective
+    def _solve(self, y0: Tensor, t: Tensor, adjoint: bool) -> Tensor:
+        c = self.config
+        return solve(self.field, y0, t, method=c.method, rtol=c.rtol, atol=c.atol,
+                     adjoint=adjoint, step_size=c.step_size or None,
+                     max_num_steps=c.max_num_steps)
+
+    def _objective(self, full: bool) -> Tensor:
+        """Training MSE on the whole window (``full``) or on random windows."""
+        c, d = self.config, self.data
+        if full or not c.batch_time:
+            pred = self._solve(d.y_train[:, 0], d.t_train, c.adjoint)   # (n_train, n_traj, dim)
+            return torch.mean((pred - d.y_train.transpose(0, 1)) ** 2)
+        y0, target = sample_windows(d.y_train, c.batch_time, c.batch_size, self.generator)
+        t = d.t_train[: c.batch_time] - d.t_train[0]
+        pred = self._solve(y0, t, c.adjoint)                              # (batch_time, batch, dim)
+        return torch.mean((pred - target) ** 2)
+
+    def _loss_and_grad(self, counters: _Counters, full: bool) -> Tensor:
+        """Zero grads, evaluate the objective, backpropagate; raise Diverged on trouble."""
+        self.optimizer.zero_grad(set_to_none=False)
+        self.field.reset_nfe()
+        try:
+            loss = self._objective(full)
+            counters.forward += self.field.reset_nfe()
+            if not torch.isfinite(loss):
+                raise Diverged(f"non-finite training loss ({loss.item()})")
+            backward_guarded(loss, self.config.max_num_steps)
+        except SolverError as exc:
+            raise Diverged(f"solver failure: {exc}") from exc
+        counters.backward += self.field.reset_nfe()
+        grads = [p.grad for p in self.field.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if not torch.isfinite(norm):
+            raise Diverged("non-finite gradient")
+        if counters.first_loss is None:
+            counters.first_loss = loss.item()
+            counters.grad_norm = norm.item()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.field.parameters(), self.config.grad_clip)
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self) -> Evaluation:
+        """Whole-window training, held-out and extrapolation MSE (no gradients)."""
+        d = self.data
+        saved = self.field.nfe
+        try:
+            pred = self._solve(d.y[:, 0], d.t, adjoint=False).transpose(0, 1)  # (n_traj, n_t, dim)
+            train = torch.mean((pred[:, : d.n_train] - d.y_train) ** 2).item()
+            extrap = (torch.mean((pred[:, d.n_train:] - d.y[:, d.n_train:]) ** 2).item()
+                      if d.has_extrapolation else None)
+            val = None
+            if d.y_held_out.shape[0]:
+                held = self._solve(d.y_held_out[:, 0], d.t_train, adjoint=False).transpose(0, 1)
+                val = torch.mean((held - d.y_held_out[:, : d.n_train]) ** 2).item()
+        except SolverError:
+            train, val, extrap = float("inf"), float("inf"), float("inf")
+        finally:
+            self.field.nfe = saved
+        return Evaluation(train, val, extrap)
+
+    # --------------------------------------------------------------- grids
+    def _adapt_grid(self, step: int) -> None:
+        """Grid update / extension scheduled at ``step``; rebuilds the optimiser."""
+        net = self.field.net
+        if not hasattr(net, "update_grid"):
+            return
+        changed = False
+        if step in self._extend_steps:
+            net.extend_grid(self._extend_steps[step])
+            changed = True
+        if step in self._grid_steps:
+            with torch.no_grad():
+                pred = self._solve(self.data.y_train[:, 0], self.data.t_train, adjoint=False)
+            net.update_grid(self.field.normalize(pred.reshape(-1, pred.shape[-1])))
+            changed = True
+        if changed:
+            self.optimizer = self._make_optimizer(self._phase)
+
+    # ---------------------------------------------------------------- loop
+    @property
+    def total_steps(self) -> int:
+        return self.config.total_steps
+
+    def steps(self) -> Iterator[StepRecord]:
+        """Run the remaining steps, yielding one record per optimiser step.
+
+        Raises
+        ------
+        Diverged : non-finite loss or gradient, or a solver failure. The
+            model then still holds the parameters of the last finite step
+            for Adam (L-BFGS may have moved them within its line search).
+        """
+        c = self.config
+        while self.state.step < self.total_steps:
+            step = self.state.step
+            start = time.perf_counter()
+            phase = phase_at(c, step)
+            if phase != self._phase:
+                self._phase = phase
+                self.optimizer = self._make_optimizer(phase)
+            self._adapt_grid(step)
+            lr = lr_at(c, step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            counters = _Counters()
+            snapshot = copy.deepcopy(self.field.state_dict())
+            if phase == "adam":
+                self._loss_and_grad(counters, full=False)
+                self.optimizer.step()
+            else:
+                before = torch.nn.utils.parameters_to_vector(self.field.parameters())
+                self.optimizer.step(lambda: self._loss_and_grad(counters, full=True))
+                after = torch.nn.utils.parameters_to_vector(self.field.parameters())
+                if torch.equal(before, after):
+                    # The line search found no descent along the quasi-Newton
+                    # direction (stale curvature pairs from an adaptive solver's
+                    # slightly inconsistent gradients): restart from steepest descent.
+                    self.optimizer = self._make_optimizer("lbfgs")
+            assert counters.first_loss is not None
+            evaluate = (step + 1) % c.eval_every == 0 or step + 1 == self.total_steps
+            ev = self._evaluate_at(snapshot) if evaluate else None
+            self._track_best(counters.first_loss, step, snapshot)
+            self.state.step += 1
+            self.state.wall_time += time.perf_counter() - start
+            yield StepRecord(step=step + 1, phase=phase, train_loss=counters.first_loss,
+                             val_loss=ev.val_loss if ev else None,
+                             extrap_loss=ev.extrap_loss if ev else None,
+                             lr=lr, nfe_forward=counters.forward, nfe_backward=counters.backward,
+                             wall_time=self.state.wall_time, grad_norm=counters.grad_norm)
+
+    def _evaluate_at(self, params: dict[str, Tensor]) -> Evaluation:
+        """Evaluate at the step's starting parameters, then restore the updated ones."""
+        current = copy.deepcopy(self.field.state_dict())
+        self.field.load_state_dict(params)
+        try:
+            return self.evaluate()
+        finally:
+            self.field.load_state_dict(current)
+
+    def _track_best(self, loss: float, step: int, params: dict[str, Tensor]) -> None:
+        if loss < self.state.best_loss:
+            self.state.best_loss, self.state.best_step = loss, step
+            self.state.best_model = params
+
+    # ---------------------------------------------------------- persistence
+    def state_dict(self) -> dict[str, Any]:
+        """All a resume needs; loadable with ``torch.load(weights_only=True)``."""
+        return {
+            "step": self.state.step,
+            "wall_time": self.state.wall_time,
+            "best_loss": self.state.best_loss,
+            "best_step": self.state.best_step,
+            "phase": self._phase,
+            "model": self.field.state_dict(),
+            "grid_size": getattr(self.field.net, "grid_size", None),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (the model must have the saved grid size)."""
+        self.field.load_state_dict(state["model"])
+        self.state.step = int(state["step"])
+        self.state.wall_time = float(state["wall_time"])
+        self.state.best_loss = float(state["best_loss"])
+        self.state.best_step = int(state["best_step"])
+        self._phase = str(state["phase"])
+        self.optimizer = self._make_optimizer(self._phase)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+StepCallback = Callable[[StepRecord], None]
