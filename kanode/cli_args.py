@@ -31,8 +31,8 @@ HELP = {
     "rtol": "solver relative tolerance",
     "atol": "solver absolute tolerance",
     "step_size": "step of fixed-step methods (rk4, euler, ...); 0 for adaptive ones",
-    "adjoint": "backpropagate with the adjoint method, memory O(1) in the solver steps "
-               "(default: through the solver's operations, ~30x faster for small problems)",
+    "adjoint": "backpropagate with the adjoint method: memory O(1) in the solver steps, "
+               "but ~30x slower than direct backpropagation on small problems",
     "max_num_steps": "solver steps allowed per solve before it counts as a failure",
     "loss": "training loss (mse)",
     "batch_time": "points per random training window; 0 trains on the whole window",
@@ -56,6 +56,7 @@ HELP = {
     "dtype": "float32 or float64",
     "device": "cpu or cuda",
     "threads": "torch CPU threads; 0 keeps torch's default",
+    "plots": "draw the run's figures into RUN_DIR/plots when it ends (--no-plots skips them)",
 }
 
 

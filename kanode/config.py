@@ -106,6 +106,7 @@ class FitConfig:
     dtype: str = "float64"
     device: str = "cpu"
     threads: int = 0
+    plots: bool = True
 
     def __post_init__(self) -> None:
         self.validate()

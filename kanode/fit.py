@@ -182,7 +182,7 @@ def _train(trainer: Trainer, run: RunDir | None, quiet: bool,
                        run_dir=run.path if run else None, data=trainer.data)
     if run is not None:
         run.write_summary(summary)
-        if status == "finished":
+        if status == "finished" and trainer.config.plots:
             from .plots.run import save_run_plots
             save_run_plots(result, run.plots_path)
     return result

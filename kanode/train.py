@@ -130,7 +130,11 @@ class Trainer:
         params = list(self.field.parameters())
         if phase == "adam":
             return torch.optim.Adam(params, lr=self.config.lr)
+        # max_eval bounds the closure calls of one step, line search included; torch's
+        # default (max_iter * 5 // 4 = 1 for max_iter = 1) would forbid any zoom, and a
+        # first trial step that overshoots would then leave the parameters unchanged.
         return torch.optim.LBFGS(params, lr=self.config.lbfgs_lr, max_iter=self.config.lbfgs_max_iter,
+                                 max_eval=self.config.lbfgs_max_iter * 25,
                                  history_size=self.config.lbfgs_history,
                                  line_search_fn="strong_wolfe",
                                  tolerance_grad=0.0, tolerance_change=0.0)
@@ -247,14 +251,7 @@ class Trainer:
                 self._loss_and_grad(counters, full=False)
                 self.optimizer.step()
             else:
-                before = torch.nn.utils.parameters_to_vector(self.field.parameters())
                 self.optimizer.step(lambda: self._loss_and_grad(counters, full=True))
-                after = torch.nn.utils.parameters_to_vector(self.field.parameters())
-                if torch.equal(before, after):
-                    # The line search found no descent along the quasi-Newton
-                    # direction (stale curvature pairs from an adaptive solver's
-                    # slightly inconsistent gradients): restart from steepest descent.
-                    self.optimizer = self._make_optimizer("lbfgs")
             assert counters.first_loss is not None
             evaluate = (step + 1) % c.eval_every == 0 or step + 1 == self.total_steps
             ev = self._evaluate_at(snapshot) if evaluate else None

@@ -1,0 +1,163 @@
+"""The KAN layer's autograd Function: saves only the input (and its cells).
+
+``y = act(x) @ base_weight.T + contract(B(x), table)`` with the local bases
+``B(x)`` recomputed in backward. The backward is built from differentiable
+ops and the Functions of :mod:`kanode.nn._contract`, so double backward
+(Hessian-vector products) works, and ``torch.func`` transforms work through
+``generate_vmap_rule`` (plus the contraction Functions' own vmap rules).
+
+Mode ``"small"`` (chosen by the layer for tiny batches, see
+``kanode.nn.kan.SMALL_ELEMENTS``) keeps the dense bases from forward for a
+first-order backward, because there the cost is per-op overhead rather than
+memory; double backward and transforms still recompute.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from kanode.nn._contract import Contract, Gather, Scatter, contract_impl, flat_index, gather_impl, scatter_impl
+from kanode.nn.bspline import local_basis
+
+
+def _silu_grad(x):
+    s = torch.sigmoid(x)
+    return s * (1 + x * (1 - s))
+
+
+def _gelu_grad(x):
+    cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2.0)))
+    return cdf + x * torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+# name → (activation, derivative); both differentiable torch expressions
+ACTIVATIONS = {
+    "silu": (F.silu, _silu_grad),
+    "tanh": (torch.tanh, lambda x: 1 - torch.tanh(x) ** 2),
+    "relu": (torch.relu, lambda x: (x > 0).to(x.dtype)),
+    "gelu": (F.gelu, _gelu_grad),
+    "softplus": (F.softplus, torch.sigmoid),
+    "identity": (lambda x: x, torch.ones_like),
+}
+
+
+def check_activation(name: str) -> str:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"base_activation={name!r} is not known; use one of {sorted(ACTIVATIONS)}")
+    return name
+
+
+def coef_table(coef: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(out, in, n_coef) coefficients, (out, in) scales → (in * n_coef, out) table."""
+    out_f, n_in, n_coef = coef.shape
+    # contiguous rows: embedding_bag and the gathers are slow on a column-major view
+    return (coef * scale.unsqueeze(-1)).permute(1, 2, 0).reshape(n_in * n_coef, out_f).contiguous()
+
+
+def _functorch(t: torch.Tensor) -> bool:
+    """Whether t is wrapped by a torch.func transform (a type check, no sync)."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def spline_layer(x, coef, scale, base_weight, knots, shift, inv_h, order, uniform, activation, mode):
+    """The layer's forward computation → (y (batch, out), cell (batch, in)).
+
+    x: (batch, in); coef: (out, in, n_coef); scale, base_weight: (out, in);
+    knots: (in, n_knots); shift, inv_h: (in,) from ``grid_scale`` (used when
+    ``uniform``). Plain ops: call directly when no gradient is
+    needed, else through :class:`SplineLayerFn`.
+    """
+    table = coef_table(coef, scale)
+    if mode == "small":  # also return what backward needs: see SMALL_ELEMENTS
+        cell, values, derivs = local_basis(x, knots, order, uniform, derivative=True, scale=(shift, inv_h))
+        idx = flat_index(cell, table.shape[0] // x.shape[-1], order).reshape(x.shape[0], -1)
+        basis = values.new_zeros(x.shape[0], table.shape[0]).scatter_(1, idx, values.reshape(x.shape[0], -1))
+        act = ACTIVATIONS[activation][0](x)
+        return torch.addmm(basis @ table, act, base_weight.T), cell, basis, idx, derivs, act, table
+    cell, values, _ = local_basis(x, knots, order, uniform, scale=(shift, inv_h))
+    # under vmap the Function's own batching rule avoids a per-sample loop
+    contract = Contract.apply if _functorch(values) else contract_impl
+    out = contract(values, table, cell, mode)
+    return torch.addmm(out, ACTIVATIONS[activation][0](x), base_weight.T), cell
+
+
+class SplineLayerFn(torch.autograd.Function):
+    """KAN layer; see :func:`spline_layer`. Saves x and its cells only."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, coef, scale, base_weight, knots, shift, inv_h, order, uniform, activation, mode):
+        return spline_layer(x, coef, scale, base_weight, knots, shift, inv_h, order, uniform, activation, mode)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, coef, scale, base_weight, knots, shift, inv_h, order, uniform, activation, mode = inputs
+        ctx.save_for_backward(x, output[1], coef, scale, base_weight, knots, shift, inv_h)
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.small = output[2:] if mode == "small" else None
+        ctx.set_materialize_grads(False)
+        ctx.settings = (order, uniform, activation, mode)
+
+    @staticmethod
+    def backward(ctx, grad, *_unused):
+        x, cell, coef, scale, base_weight, knots, shift, inv_h = ctx.saved_tensors
+        order, uniform, activation, mode = ctx.settings
+        need_x, need_coef, need_scale, need_base = ctx.needs_input_grad[:4]
+        if grad is None:
+            return (None,) * 11
+        grad = grad.contiguous()  # e.g. the expanded ones of y.sum(): strided kernels are slow
+        graph = torch.is_grad_enabled() or _functorch(grad) or _functorch(x)
+        if ctx.small is not None and not graph:
+            return _small_backward(ctx, grad, x, coef, scale, base_weight) + (None,) * 7
+        mode = "dense" if mode == "small" else mode
+        _, values, derivs = local_basis(x, knots, order, uniform, cell=cell, derivative=need_x, scale=(shift, inv_h))
+        out_f, n_in, n_coef = coef.shape
+        # differentiable Functions only when a graph is being built (double backward)
+        g_x = g_coef = g_scale = g_base = None
+        if need_x:
+            table = coef_table(coef, scale)
+            g_values = (Gather.apply(grad, table, cell, order, mode) if graph
+                        else gather_impl(grad, table, cell, order, mode))
+            g_x = torch.linalg.vecdot(g_values, derivs)
+            if activation == "silu" and not graph:  # fused kernel, first order only
+                g_x = g_x + torch.ops.aten.silu_backward(grad @ base_weight, x)
+            else:
+                g_x = g_x + (grad @ base_weight) * ACTIVATIONS[activation][1](x)
+        if need_coef or need_scale:
+            g_table = (Scatter.apply(grad, values, cell, n_coef, mode) if graph
+                       else scatter_impl(grad, values, cell, n_coef, mode))
+            g_table = g_table.reshape(n_in, n_coef, out_f).permute(2, 0, 1)  # (out, in, n_coef)
+            if need_coef:
+                g_coef = g_table * scale.unsqueeze(-1)
+            if need_scale:
+                g_scale = (g_table * coef).sum(-1)
+        if need_base:
+            g_base = grad.T @ ACTIVATIONS[activation][0](x)
+        return g_x, g_coef, g_scale, g_base, None, None, None, None, None, None, None
+
+
+def _small_backward(ctx, grad, x, coef, scale, base_weight):
+    """First-order backward from the bases kept by a "small" forward."""
+    basis, idx, derivs, act, table = ctx.small
+    need_x, need_coef, need_scale, need_base = ctx.needs_input_grad[:4]
+    activation = ctx.settings[2]
+    out_f, n_in, n_coef = coef.shape
+    g_x = g_coef = g_scale = g_base = None
+    if need_x:
+        g_values = (grad @ table.T).gather(1, idx).reshape(derivs.shape)
+        g_x = torch.linalg.vecdot(g_values, derivs)
+        if activation == "silu":
+            g_x = g_x + torch.ops.aten.silu_backward(grad @ base_weight, x)
+        else:
+            g_x = g_x + (grad @ base_weight) * ACTIVATIONS[activation][1](x)
+    if need_coef or need_scale:
+        g_table = (grad.T @ basis).reshape(out_f, n_in, n_coef)
+        g_coef = g_table * scale.unsqueeze(-1) if need_coef else None
+        g_scale = torch.linalg.vecdot(g_table, coef) if need_scale else None
+    if need_base:
+        g_base = grad.T @ act
+    return g_x, g_coef, g_scale, g_base

@@ -1,0 +1,321 @@
+"""B-spline KAN layer and network.
+
+Edge ``(o, i)`` computes ``base_weight[o, i] · act(x_i) + spline_scale[o, i] ·
+Σ_j spline_coef[o, i, j] B_j(x_i)`` and output ``o`` sums its edges. Only the
+``spline_order + 1`` non-zero bases of each input are evaluated (closed form
+on a uniform grid, local de Boor otherwise) and the layer's autograd
+Function saves only the input and its cell index.
+
+**Outside the grid** the spline part continues linearly with its value and
+slope at the nearest end of the grid range (C¹, finite, linear growth); the
+base path continues as ``act``. Neural-ODE states that leave the training
+range therefore see a smooth, extrapolating vector field, never a zero.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from kanode.nn import grid as _grid
+from kanode.nn._spline_fn import ACTIVATIONS, SplineLayerFn, check_activation, spline_layer
+from kanode.nn.bspline import dense_basis, grid_scale, is_uniform
+
+CONTRACTIONS = ("auto", "dense", "sparse")
+# "auto" uses the dense GEMM while n_coef is at most this (measured in
+# experiments/bench_layers.py on a 2-core CPU), the sparse gather above.
+DENSE_MAX_COEF = 48
+# "auto" with at most this many batch × in elements keeps the dense bases
+# for backward instead of recomputing them: at that size the time is all
+# per-op overhead and the memory is negligible (≤ 1024 · (n_coef + k + 3) values).
+SMALL_ELEMENTS = 1024
+
+
+def check_layer_args(in_features, out_features, grid_size, spline_order, grid_range):
+    for name, value in (("in_features", in_features), ("out_features", out_features),
+                        ("grid_size", grid_size), ("spline_order", spline_order)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if len(grid_range) != 2 or not float(grid_range[0]) < float(grid_range[1]):
+        raise ValueError(f"grid_range must be (low, high) with low < high, got {tuple(grid_range)}")
+
+
+def check_input(x: torch.Tensor, in_features: int) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
+    if x.ndim == 0 or x.shape[-1] != in_features:
+        raise ValueError(
+            f"expected input of shape (..., {in_features}), got {tuple(x.shape)}; "
+            "the last dimension must equal in_features"
+        )
+
+
+def edge_entropy_l1(edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """KAN-paper regularisers from edge outputs (batch, out, in): (L1, entropy)."""
+    magnitude = edges.abs().mean(dim=0)  # (out, in)
+    total = magnitude.sum()
+    p = magnitude / (total + 1e-12)
+    return total, -(p * torch.log(p + 1e-12)).sum()
+
+
+class KANLayer(nn.Module):
+    """B-spline KAN layer, (..., in_features) → (..., out_features).
+
+    Parameters: ``spline_coef`` (out, in, grid_size + spline_order),
+    ``base_weight`` (out, in), ``spline_scale`` (out, in); buffer ``knots``
+    (in, grid_size + 2 spline_order + 1), uniform over ``grid_range`` at
+    construction. ``contraction`` picks the coefficient contraction:
+    ``"dense"`` (scatter + GEMM), ``"sparse"`` (gather of the k+1 non-zero
+    bases) or ``"auto"``. ``grid_eps`` weighs uniform against quantile knots in
+    :meth:`update_grid`. Outside the grid range the spline continues linearly
+    (value and slope at the nearest end), see the module docstring.
+    """
+
+    def __init__(self, in_features: int, out_features: int, grid_size: int = 5,
+                 spline_order: int = 3, grid_range: Sequence[float] = (-1.0, 1.0),
+                 base_activation: str = "silu", grid_eps: float = 0.02,
+                 coef_std: float = 0.1, contraction: str = "auto",
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        check_layer_args(in_features, out_features, grid_size, spline_order, grid_range)
+        if contraction not in CONTRACTIONS:
+            raise ValueError(f"contraction={contraction!r} is not known; use one of {CONTRACTIONS}")
+        if not 0.0 <= grid_eps <= 1.0:
+            raise ValueError(f"grid_eps must lie in [0, 1], got {grid_eps}")
+        self.in_features, self.out_features = in_features, out_features
+        self.grid_size, self.spline_order = grid_size, spline_order
+        self.base_activation = check_activation(base_activation)
+        self.grid_eps, self.contraction = grid_eps, contraction
+        lo, hi = float(grid_range[0]), float(grid_range[1])
+        interior = torch.linspace(lo, hi, grid_size + 1, dtype=torch.float64).expand(in_features, -1)
+        knots = _grid.extend_knots(interior, spline_order)
+        self.register_buffer("knots", knots.to(torch.get_default_dtype()).contiguous())
+        self._sync_grid()
+        n_coef = grid_size + spline_order
+        coef = torch.randn(out_features, in_features, n_coef, generator=generator) * coef_std
+        self.spline_coef = nn.Parameter(coef.to(torch.get_default_dtype()))
+        self.spline_scale = nn.Parameter(torch.ones(out_features, in_features))
+        bound = 1.0 / math.sqrt(in_features)  # kaiming_uniform(a=√5), as nn.Linear
+        weight = (torch.rand(out_features, in_features, generator=generator) * 2 - 1) * bound
+        self.base_weight = nn.Parameter(weight.to(torch.get_default_dtype()))
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_features}, {self.out_features}, grid_size={self.grid_size}, "
+                f"spline_order={self.spline_order}, uniform={self.uniform}")
+
+    def _sync_grid(self) -> None:
+        """Refresh what forward derives from the knots (after any change to them)."""
+        self.uniform = is_uniform(self.knots)
+        shift, inv_h = grid_scale(self.knots, self.spline_order)
+        self.register_buffer("_grid_shift", shift.contiguous(), persistent=False)  # (in,)
+        self.register_buffer("_grid_inv_h", inv_h.contiguous(), persistent=False)  # (in,)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._sync_grid()
+
+    def _apply(self, fn, recurse=True):
+        """After ``.to()``, ``.double()`` etc.: a uniform grid stays exactly uniform
+        in the new dtype (rebuilt in float64 from its end knots), and the
+        derived buffers are refreshed."""
+        was_uniform = getattr(self, "uniform", False)
+        super()._apply(fn, recurse)
+        if was_uniform:
+            k, g = self.spline_order, self.grid_size
+            lo, hi = self.knots[:, k : k + 1].double(), self.knots[:, g + k : g + k + 1].double()
+            frac = torch.linspace(0, 1, g + 1, dtype=torch.float64, device=lo.device)
+            with torch.no_grad():
+                self.knots.copy_(_grid.extend_knots(lo + (hi - lo) * frac, k))
+        self._sync_grid()
+        return self
+
+    @property
+    def mode(self) -> str:
+        """Contraction used by ``forward`` (a host-side decision from shapes only)."""
+        if self.contraction != "auto":
+            return self.contraction
+        return "dense" if self.grid_size + self.spline_order <= DENSE_MAX_COEF else "sparse"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., in) → (..., out)."""
+        check_input(x, self.in_features)
+        shape = x.shape[:-1]
+        flat = x if x.ndim == 2 else x.reshape(-1, self.in_features)
+        # host-side metadata checks only (shapes, grad mode, wrapper types)
+        wrapped = torch._C._functorch.is_functorch_wrapped_tensor(x)
+        needs_function = torch.is_grad_enabled() or wrapped
+        mode = self.mode
+        if (self.contraction == "auto" and needs_function and not wrapped
+                and flat.shape[0] * self.in_features <= SMALL_ELEMENTS):
+            mode = "small"
+        args = (flat, self.spline_coef, self.spline_scale, self.base_weight, self.knots, self._grid_shift,
+                self._grid_inv_h, self.spline_order, self.uniform, self.base_activation, mode)
+        out = SplineLayerFn.apply(*args)[0] if needs_function else spline_layer(*args)[0]
+        return out.reshape(*shape, self.out_features) if len(shape) != 1 else out
+
+    def spline_bases(self, x: torch.Tensor) -> torch.Tensor:
+        """All bases (with the linear continuation). x: (batch, in) → (batch, in, n_coef)."""
+        return dense_basis(x, self.knots.to(x.dtype), self.spline_order, self.uniform)
+
+    def edge_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of every edge. x: (batch, in) → (batch, out, in); differentiable."""
+        check_input(x, self.in_features)
+        x = x.reshape(-1, self.in_features)
+        act = ACTIVATIONS[self.base_activation][0]
+        spline = torch.einsum("bij,oij->boi", self.spline_bases(x), self.spline_coef)
+        return self.base_weight * act(x).unsqueeze(1) + self.spline_scale * spline
+
+    def regularization(self, x: torch.Tensor, l1: float = 1.0, entropy: float = 2.0) -> torch.Tensor:
+        """``l1 · Σ|φ|₁ + entropy · S`` of this layer's edges over the batch x (batch, in)."""
+        total, ent = edge_entropy_l1(self.edge_activations(x))
+        return l1 * total + entropy * ent
+
+    def _spline_values(self, x: torch.Tensor, knots: torch.Tensor, uniform: bool,
+                       coef: torch.Tensor, column: int) -> torch.Tensor:
+        """Unscaled spline of input ``column`` at x (n,) float64 → (n, out)."""
+        basis = dense_basis(x.unsqueeze(-1), knots[column : column + 1], self.spline_order, uniform)
+        return basis[:, 0] @ coef[:, column].T
+
+    @torch.no_grad()
+    def update_grid(self, x: torch.Tensor) -> None:
+        """Fit the knots to samples x (..., in) and refit coefficients.
+
+        Knots: ``grid_eps`` · uniform + (1 − grid_eps) · quantiles over each
+        input's sample range. Coefficients: least squares on the samples
+        (float64), lightly anchored (weight 1e-6) to the old spline on the new
+        range so that cells without samples stay sensible. Columns without
+        spread keep their old grid; both fallbacks warn.
+        """
+        check_input(x, self.in_features)
+        samples = x.detach().reshape(-1, self.in_features).to(torch.float64)
+        if not torch.isfinite(samples).all():
+            raise ValueError("update_grid got non-finite samples; remove NaN/inf states first")
+        order, n_coef = self.spline_order, self.grid_size + self.spline_order
+        old_knots, old_coef = self.knots.double(), self.spline_coef.double()
+        interior, constant = _grid.adaptive_interior(samples, self.grid_size, self.grid_eps)
+        if constant.any():
+            cols = constant.nonzero().flatten().tolist()
+            warnings.warn(f"update_grid: inputs {cols} have no spread in the samples; "
+                          "their grids are left unchanged", RuntimeWarning, stacklevel=2)
+        new_knots = _grid.extend_knots(interior, order)
+        new_knots[constant] = old_knots[constant]
+        new_uniform = is_uniform(new_knots)
+        new_coef = old_coef.clone()
+        short = []
+        anchors = _grid.cell_points(new_knots[:, order : self.grid_size + order + 1], 4)
+        for i in range(self.in_features):
+            if constant[i]:
+                continue
+            if samples[:, i].unique().numel() < n_coef:
+                short.append(i)
+            xi, ai = samples[:, i], anchors[i]
+            design = dense_basis(xi.unsqueeze(-1), new_knots[i : i + 1], order, new_uniform)[:, 0]
+            anchor = dense_basis(ai.unsqueeze(-1), new_knots[i : i + 1], order, new_uniform)[:, 0]
+            fitted = _grid.solve_least_squares(
+                design.unsqueeze(0), self._spline_values(xi, old_knots, self.uniform, old_coef, i).unsqueeze(0),
+                anchor.unsqueeze(0), self._spline_values(ai, old_knots, self.uniform, old_coef, i).unsqueeze(0),
+            )[0]  # (n_coef, out)
+            new_coef[:, i] = fitted.T
+        if short:
+            warnings.warn(f"update_grid: inputs {short} have fewer distinct samples than the "
+                          f"{n_coef} coefficients; the fit is regularised towards the previous "
+                          "spline", RuntimeWarning, stacklevel=2)
+        self.knots.copy_(new_knots.to(self.knots.dtype))
+        self.spline_coef.copy_(new_coef.to(self.spline_coef.dtype))
+        self._sync_grid()
+
+    @torch.no_grad()
+    def extend_grid(self, new_grid_size: int) -> None:
+        """Change the grid size, refitting coefficients by least squares.
+
+        Interior knots are resampled piecewise-linearly, so an integer factor
+        subdivides each cell (knot insertion) and the refit is exact up to
+        rounding; otherwise it is the least-squares projection on 2(k+1)
+        points per new cell. Replaces ``spline_coef`` (a new Parameter: rebuild
+        optimisers) and ``knots``.
+        """
+        check_layer_args(self.in_features, self.out_features, new_grid_size, self.spline_order, (0, 1))
+        order = self.spline_order
+        old_knots, old_coef = self.knots.double(), self.spline_coef.double()
+        interior = _grid.refine_interior(old_knots[:, order : self.grid_size + order + 1], new_grid_size)
+        new_knots = _grid.extend_knots(interior, order)
+        new_uniform = self.uniform and is_uniform(new_knots)
+        points = _grid.cell_points(interior, 2 * (order + 1))  # (in, n)
+        design = torch.stack([dense_basis(points[i].unsqueeze(-1), new_knots[i : i + 1], order, new_uniform)[:, 0]
+                              for i in range(self.in_features)])
+        target = torch.stack([self._spline_values(points[i], old_knots, self.uniform, old_coef, i)
+                              for i in range(self.in_features)])
+        new_coef = _grid.solve_least_squares(design, target).permute(2, 0, 1)  # (out, in, n_coef)
+        dtype, device = self.spline_coef.dtype, self.spline_coef.device
+        self.spline_coef = nn.Parameter(new_coef.to(dtype=dtype, device=device).contiguous())
+        self.knots = new_knots.to(dtype=self.knots.dtype, device=self.knots.device)
+        self.grid_size = new_grid_size
+        self._sync_grid()
+
+
+class KAN(nn.Module):
+    """Stack of KAN layers, (..., widths[0]) → (..., widths[-1]).
+
+    ``basis="bspline"`` builds :class:`KANLayer` s, ``basis="rswaf"``
+    :class:`kanode.nn.RSWAFLayer` s; ``layer_kwargs`` go to every layer.
+    """
+
+    def __init__(self, widths: Sequence[int] = (2, 10, 2), basis: str = "bspline", **layer_kwargs) -> None:
+        super().__init__()
+        from kanode.nn.rswaf import RSWAFLayer
+
+        layer_types = {"bspline": KANLayer, "rswaf": RSWAFLayer}
+        if basis not in layer_types:
+            raise ValueError(f"basis={basis!r} is not known; use one of {sorted(layer_types)}")
+        self.widths = check_widths(widths)
+        self.basis = basis
+        self.layers = nn.ModuleList(
+            layer_types[basis](a, b, **layer_kwargs) for a, b in zip(self.widths[:-1], self.widths[1:])
+        )
+
+    @property
+    def grid_size(self) -> int:
+        return self.layers[0].grid_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., widths[0]) → (..., widths[-1])."""
+        check_input(x, self.widths[0])
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    @torch.no_grad()
+    def update_grid(self, x: torch.Tensor) -> None:
+        """Update every layer's grid from the activations it sees for x (batch, widths[0])."""
+        check_input(x, self.widths[0])
+        for layer in self.layers:
+            layer.update_grid(x)
+            x = layer(x)
+
+    def extend_grid(self, new_grid_size: int) -> None:
+        """Extend every layer to ``new_grid_size`` (new Parameters: rebuild optimisers)."""
+        for layer in self.layers:
+            layer.extend_grid(new_grid_size)
+
+    def regularization(self, x: torch.Tensor, l1: float = 1.0, entropy: float = 2.0) -> torch.Tensor:
+        """Σ over layers of ``l1 · Σ|φ|₁ + entropy · S`` (KAN paper), x: (batch, widths[0])."""
+        check_input(x, self.widths[0])
+        x = x.reshape(-1, self.widths[0])
+        total = x.new_zeros(())
+        for layer in self.layers:
+            total = total + layer.regularization(x, l1=l1, entropy=entropy)
+            x = layer(x)
+        return total
+
+
+def check_widths(widths: Sequence[int]) -> list[int]:
+    widths = list(widths)
+    if len(widths) < 2 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"widths must be at least two positive ints, e.g. [2, 10, 2]; got {widths}")
+    return widths

@@ -1,0 +1,43 @@
+"""Multilayer perceptron with the same constructor style as :class:`kanode.nn.KAN`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from kanode.nn.kan import check_input, check_widths
+
+_ACTIVATIONS = {
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "softplus": nn.Softplus,
+}
+
+
+class MLP(nn.Module):
+    """``Linear → act → … → Linear``, (..., widths[0]) → (..., widths[-1]).
+
+    No activation after the last layer. Parameter count Σ out · (in + 1).
+    """
+
+    def __init__(self, widths: Sequence[int] = (2, 50, 2), activation: str = "tanh") -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not known; use one of {sorted(_ACTIVATIONS)}")
+        self.widths = check_widths(widths)
+        self.activation = activation
+        layers: list[nn.Module] = []
+        for n, (a, b) in enumerate(zip(self.widths[:-1], self.widths[1:])):
+            if n:
+                layers.append(_ACTIVATIONS[activation]())
+            layers.append(nn.Linear(a, b))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., widths[0]) → (..., widths[-1])."""
+        check_input(x, self.widths[0])
+        return self.net(x)

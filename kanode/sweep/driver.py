@@ -1,0 +1,195 @@
+"""Run a sweep: decide per cell whether to skip, resume or start it; run; record.
+
+Sweep directory layout::
+
+    <out>/sweep.toml            the sweep config as given (provenance)
+    <out>/cells/<key>.toml      the complete FitConfig of every cell
+    <out>/<key>/                one kanode.fit run directory per cell
+    <out>/logs/<key>.log        the fit's output (appended across attempts)
+    <out>/sweep_log.jsonl       one JSON line per finished attempt
+    <out>/results.csv           one row per run (rewritten after every run)
+    <out>/summary.md            grouped medians [min, max]
+
+``<key>`` is ``<system>/<model label>/seed<seed>``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from tqdm import tqdm
+
+from kanode.config import ConfigError, FitConfig, dump_config, load_config
+
+from .backends import Backend, RunOutcome, Runner, RunTask, run_fit_subprocess
+from .grid import RunSpec, SweepError
+from .results import LOG_NAME, ResultRow, collect_results, write_results_csv, write_summary_md
+
+__all__ = ["run_sweep", "plan", "Action"]
+
+_FINAL = ("finished", "diverged")  # a rerun of the sweep leaves these alone
+_IGNORED_FIELDS = ("threads",)     # may differ between a cell and its run's config.toml
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the next sweep invocation does with one cell: ``skip``, ``resume`` or ``start``."""
+
+    spec: RunSpec
+    kind: str
+    detail: str = ""
+
+
+def plan(specs: Sequence[RunSpec], sweep_dir: str | Path) -> list[Action]:
+    """Decide for each cell; raise :class:`SweepError` if a run dir holds another config."""
+    sweep_dir = Path(sweep_dir)
+    actions = []
+    for spec in specs:
+        run_dir = sweep_dir / spec.key
+        _check_same_config(spec, run_dir)
+        summary = _read_status(run_dir / "summary.json")
+        has_checkpoint = (run_dir / "checkpoints" / "last.pt").exists()
+        if summary in _FINAL:
+            actions.append(Action(spec, "skip", summary))
+        elif has_checkpoint:
+            actions.append(Action(spec, "resume", summary or "interrupted"))
+        else:
+            actions.append(Action(spec, "start"))
+    return actions
+
+
+def run_sweep(specs: Sequence[RunSpec], sweep_dir: str | Path, backend: Backend, *,
+              threads: int = 1, runner: Runner = run_fit_subprocess,
+              title: str = "Sweep", progress: bool = True,
+              stream: TextIO | None = None) -> list[ResultRow]:
+    """Run every cell that is not done yet and write ``results.csv`` and ``summary.md``.
+
+    Parameters
+    ----------
+    specs
+        Cells from :func:`kanode.sweep.expand`.
+    sweep_dir
+        Sweep directory (created if needed).
+    backend
+        Where the runs execute (:func:`kanode.sweep.make_backend`).
+    threads
+        Torch threads per run (:func:`kanode.sweep.threads_per_worker`).
+    runner
+        Executes one :class:`RunTask`; the default runs ``python -m kanode.fit``.
+    title
+        Heading of ``summary.md``.
+    progress
+        Show a tqdm bar and print one line per finished run (to ``stream``).
+
+    Returns
+    -------
+    list of ResultRow
+        One row per cell, in the order of ``specs``.
+    """
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    actions = plan(specs, sweep_dir)
+    tasks = [_prepare(a, sweep_dir, threads) for a in actions if a.kind != "skip"]
+    stream = stream or sys.stderr
+    skipped = len(actions) - len(tasks)
+    bar = _bar(len(actions), skipped, progress, stream)
+    if progress and skipped:
+        bar.write(f"{skipped} of {len(actions)} runs already done; skipping them", file=stream)
+    try:
+        for outcome in backend.run(tasks, runner):
+            _record(outcome, sweep_dir)
+            rows = collect_results(specs, sweep_dir)
+            write_results_csv(rows, sweep_dir / "results.csv")
+            if progress:
+                row = next(r for r in rows if r.run_dir == outcome.key)
+                bar.write(_line(bar.n + 1, len(actions), outcome, row), file=stream)
+            bar.update(1)
+    finally:
+        bar.close()
+        rows = collect_results(specs, sweep_dir)
+        write_results_csv(rows, sweep_dir / "results.csv")
+        write_summary_md(rows, sweep_dir / "summary.md", title=title)
+    return rows
+
+
+def _prepare(action: Action, sweep_dir: Path, threads: int) -> RunTask:
+    """Write the cell's config file; clear a run dir that has no checkpoint to resume from."""
+    spec = action.spec
+    run_dir = sweep_dir / spec.key
+    cell = sweep_dir / "cells" / f"{spec.key}.toml"
+    cell.parent.mkdir(parents=True, exist_ok=True)
+    cell.write_text(dump_config(spec.config))
+    if action.kind == "start" and run_dir.exists():
+        shutil.rmtree(run_dir)  # a start that died before its first checkpoint
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    return RunTask(key=spec.key, run_dir=str(run_dir.resolve()), config_path=str(cell.resolve()),
+                   resume=action.kind == "resume", threads=threads)
+
+
+def _record(outcome: RunOutcome, sweep_dir: Path) -> None:
+    log = sweep_dir / "logs" / f"{outcome.key}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as fh:
+        fh.write(outcome.log)
+    record = {"key": outcome.key, "status": outcome.status, "reason": outcome.reason,
+              "returncode": outcome.returncode, "wall_time_s": round(outcome.wall_time_s, 3),
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with (sweep_dir / LOG_NAME).open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _line(index: int, total: int, outcome: RunOutcome, row: ResultRow) -> str:
+    width = len(str(total))
+    text = f"[{index:>{width}}/{total}] {outcome.status:<8} {outcome.key}"
+    if row.final_train_loss == row.final_train_loss:  # not nan
+        text += f"  final {row.final_train_loss:.3e}  best {row.best_train_loss:.3e}"
+    text += f"  {outcome.wall_time_s:.1f}s"
+    reason = row.reason or outcome.reason  # the fit's own reason when it wrote one
+    if outcome.status != "finished" and reason:
+        text += f"  ({reason})"
+    return text
+
+
+def _bar(total: int, initial: int, enabled: bool, stream: TextIO) -> tqdm:
+
+    return tqdm(total=total, initial=initial, disable=not enabled, file=stream,
+                unit="run", desc="sweep", dynamic_ncols=True)
+
+
+def _read_status(path: Path) -> str | None:
+    try:
+        return str(json.loads(path.read_text()).get("status", ""))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _check_same_config(spec: RunSpec, run_dir: Path) -> None:
+    path = run_dir / "config.toml"
+    if not path.exists():
+        return
+    try:
+        existing = load_config(path)
+    except ConfigError:
+        return  # unreadable: treated as a fresh start or resume by the fit itself
+    ours, theirs = _comparable(spec.config, spec.config), _comparable(existing, spec.config)
+    if ours != theirs:
+        changed = sorted(k for k, v in ours.items() if theirs.get(k) != v)
+        raise SweepError(f"{run_dir} was run with a different configuration "
+                         f"({', '.join(changed)} differ); use another --out or delete it")
+
+
+def _comparable(config: FitConfig, reference: FitConfig) -> dict:
+    """Fields to compare; empty ``widths`` in the cell means "the fit's default"."""
+    values = config.to_dict()
+    for name in _IGNORED_FIELDS:
+        values.pop(name, None)
+    if not reference.widths:
+        values.pop("widths")
+    return values

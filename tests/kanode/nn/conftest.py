@@ -1,0 +1,26 @@
+"""Shared helpers for the kanode.nn tests."""
+
+import pytest
+import torch
+
+
+def nonuniform_state(layer, seed=0):
+    """State dict of ``layer`` with random increasing knots (same range ends)."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    knots = state["knots"].double()
+    order, grid_size = layer.spline_order, layer.grid_size
+    gaps = 0.3 + torch.rand(knots.shape[0], knots.shape[1] - 1, generator=gen, dtype=torch.float64)
+    new = torch.cat([torch.zeros(knots.shape[0], 1, dtype=torch.float64), gaps.cumsum(-1)], dim=-1)
+    lo, hi = knots[:, order : order + 1], knots[:, grid_size + order : grid_size + order + 1]
+    a, b = new[:, order : order + 1], new[:, grid_size + order : grid_size + order + 1]
+    state["knots"] = (lo + (new - a) * (hi - lo) / (b - a)).to(state["knots"].dtype)
+    return state
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
