@@ -21,14 +21,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
+from .cli_args import OneLineParser
+from .config import read_toml
 
 __all__ = ["RunData", "Group", "Curve", "find_runs", "load_run", "group_runs", "group_curve",
            "loss_table", "format_table", "write_table_csv", "main", "METRICS", "SYSTEM_ORDER"]
@@ -132,12 +130,11 @@ def _is_run(path: Path) -> bool:
 def load_run(path: str | Path) -> RunData:
     """Read ``config.toml``, ``metrics.csv`` and (if present) ``summary.json`` of a run."""
     path = Path(path)
+    config = read_toml(path / "config.toml", what="run config", error=CompareError)
     try:
-        with (path / "config.toml").open("rb") as fh:
-            config = tomllib.load(fh)
         with (path / "metrics.csv").open(newline="") as fh:
             rows = list(csv.DictReader(fh))
-    except (OSError, tomllib.TOMLDecodeError, csv.Error) as exc:
+    except (OSError, csv.Error) as exc:
         raise CompareError(f"cannot read run {path}: {exc}") from None
     metrics: dict[str, np.ndarray] = {}
     for column in (rows[0].keys() if rows else ()):
@@ -317,13 +314,8 @@ def _g(value: float) -> str:
 
 
 # ---------------------------------------------------------------------- CLI
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, no usage dump
-        self.exit(2, f"kanode: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m kanode.compare",
+    p = OneLineParser(prog="python -m kanode.compare",
                 description="Overlay loss curves of runs (median and min-max band across "
                             "seeds) and print a table of final and best losses.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",

@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-__all__ = ["FitConfig", "ConfigError", "load_config", "dump_config"]
+__all__ = ["FitConfig", "ConfigError", "load_config", "dump_config", "read_toml"]
 
 MODELS = ("kan", "mlp", "rswaf")
 OPTIMIZERS = ("adam", "lbfgs", "adam+lbfgs")
@@ -50,6 +50,10 @@ class FitConfig:
     Model
         ``model`` is ``kan``, ``mlp`` or ``rswaf``; ``widths`` defaults to
         ``[dim, 10, dim]`` for KANs and ``[dim, 50, dim]`` for MLPs.
+    Default recipe (measured on Lotka–Volterra, see experiments/bench_ode.py)
+        100 Adam steps at lr 3e-2 (cosine), then 200 L-BFGS steps; dopri5 at
+        rtol 1e-5 / atol 1e-7, whose own error (MSE ~1e-7 on the true system)
+        is far below the 1e-4 training target, with direct backpropagation.
     Training
         ``optimizer`` ``adam`` runs ``steps`` Adam steps; ``lbfgs`` runs
         ``lbfgs_steps`` L-BFGS steps; ``adam+lbfgs`` runs both in that order.
@@ -76,8 +80,8 @@ class FitConfig:
     time_input: bool = False
     # --- solver
     method: str = "dopri5"
-    rtol: float = 1e-7
-    atol: float = 1e-9
+    rtol: float = 1e-5
+    atol: float = 1e-7
     step_size: float = 0.0
     adjoint: bool = False
     max_num_steps: int = 20_000
@@ -87,9 +91,9 @@ class FitConfig:
     batch_size: int = 16
     # --- optimisation
     optimizer: str = "adam+lbfgs"
-    steps: int = 300
-    lbfgs_steps: int = 60
-    lr: float = 2e-2
+    steps: int = 100
+    lbfgs_steps: int = 200
+    lr: float = 3e-2
     lr_schedule: str = "cosine"
     lr_step_every: int = 100
     lr_step_gamma: float = 0.5
@@ -215,17 +219,22 @@ def _coerce(name: str, value: Any, annotation: str, source: str) -> Any:
     raise AssertionError(f"unhandled annotation {annotation}")  # our own invariant
 
 
-def load_config(path: str | Path) -> FitConfig:
-    """Read a TOML file into a :class:`FitConfig` (unknown keys are errors)."""
+def read_toml(path: str | Path, what: str = "config file",
+              error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file raises ``error`` naming it."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
-            values = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise error(f"{what} {path} does not exist") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    return FitConfig.from_dict(values, source=str(path))
+        raise error(f"cannot read {what} {path}: {exc}") from None
+
+
+def load_config(path: str | Path) -> FitConfig:
+    """Read a TOML file into a :class:`FitConfig` (unknown keys are errors)."""
+    return FitConfig.from_dict(read_toml(path), source=str(path))
 
 
 def dump_config(config: FitConfig) -> str:

@@ -39,10 +39,11 @@ def flat_index(cell: torch.Tensor, n_coef: int, order: int) -> torch.Tensor:
     return cell.unsqueeze(-1) + _row_offsets(cell.shape[-1], n_coef, order, cell.device)
 
 
-def _dense_matrix(values, cell, n_coef):
+def _dense_matrix(values, cell, n_coef, idx=None):
     """Scatter (batch, in, k+1) values into a (batch, in * n_coef) matrix."""
     batch, n_in, width = values.shape
-    idx = flat_index(cell, n_coef, width - 1).reshape(batch, -1)
+    if idx is None:
+        idx = flat_index(cell, n_coef, width - 1).reshape(batch, -1)
     out = values.new_zeros(batch, n_in * n_coef)
     return out.scatter(1, idx, values.reshape(batch, -1))
 
@@ -53,13 +54,15 @@ def contract_impl(values, table, cell, mode):
     if mode != "sparse":
         return _dense_matrix(values, cell, n_coef) @ table
     idx = flat_index(cell, n_coef, width - 1).reshape(batch, -1)
-    return F.embedding_bag(idx, table, per_sample_weights=values.reshape(batch, -1), mode="sum")
+    weights = values.reshape(batch, -1).contiguous()
+    return F.embedding_bag(idx, table.contiguous(), per_sample_weights=weights, mode="sum")
 
 
-def gather_impl(grad, table, cell, order, mode):
+def gather_impl(grad, table, cell, order, mode, idx=None):
     batch, n_in = cell.shape
     n_coef = table.shape[0] // n_in
-    idx = flat_index(cell, n_coef, order).reshape(batch, -1)  # (batch, in*(k+1))
+    if idx is None:
+        idx = flat_index(cell, n_coef, order).reshape(batch, -1)  # (batch, in*(k+1))
     if mode != "sparse":
         return (grad @ table.T).gather(1, idx).reshape(batch, n_in, order + 1)
     # sampled dense-dense product at the sparsity pattern of the bases (CSR)
@@ -74,11 +77,11 @@ def gather_impl(grad, table, cell, order, mode):
     return out.reshape(batch, n_in, order + 1)
 
 
-def scatter_impl(grad, values, cell, n_coef, mode):
+def scatter_impl(grad, values, cell, n_coef, mode, idx=None):
     batch, n_in, width = values.shape
     order = width - 1
     if mode != "sparse":
-        return _dense_matrix(values, cell, n_coef).T @ grad
+        return _dense_matrix(values, cell, n_coef, idx).T @ grad
     # sort (batch, in) entries by (input, cell); one bag per (j, input, cell)
     grad = grad.contiguous()  # it is embedding_bag's weight: strided rows are slow
     grid_size = n_coef - order

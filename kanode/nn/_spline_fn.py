@@ -50,11 +50,15 @@ def check_activation(name: str) -> str:
     return name
 
 
-def coef_table(coef: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """(out, in, n_coef) coefficients, (out, in) scales → (in * n_coef, out) table."""
+def coef_table(coef: torch.Tensor, scale: torch.Tensor, rows: bool = True) -> torch.Tensor:
+    """(out, in, n_coef) coefficients, (out, in) scales → (in * n_coef, out) table.
+
+    ``rows``: make it row-major (embedding_bag and the sparse gathers are slow
+    on the column-major view; a GEMM does not care).
+    """
     out_f, n_in, n_coef = coef.shape
-    # contiguous rows: embedding_bag and the gathers are slow on a column-major view
-    return (coef * scale.unsqueeze(-1)).permute(1, 2, 0).reshape(n_in * n_coef, out_f).contiguous()
+    table = (coef * scale.unsqueeze(-1)).reshape(out_f, n_in * n_coef).T
+    return table.contiguous() if rows else table
 
 
 def _functorch(t: torch.Tensor) -> bool:
@@ -70,7 +74,7 @@ def spline_layer(x, coef, scale, base_weight, knots, shift, inv_h, order, unifor
     ``uniform``). Plain ops: call directly when no gradient is
     needed, else through :class:`SplineLayerFn`.
     """
-    table = coef_table(coef, scale)
+    table = coef_table(coef, scale, rows=mode == "sparse")
     if mode == "small":  # also return what backward needs: see SMALL_ELEMENTS
         cell, values, derivs = local_basis(x, knots, order, uniform, derivative=True, scale=(shift, inv_h))
         idx = flat_index(cell, table.shape[0] // x.shape[-1], order).reshape(x.shape[0], -1)
@@ -118,10 +122,11 @@ class SplineLayerFn(torch.autograd.Function):
         out_f, n_in, n_coef = coef.shape
         # differentiable Functions only when a graph is being built (double backward)
         g_x = g_coef = g_scale = g_base = None
+        idx = None if graph else flat_index(cell, n_coef, order).reshape(x.shape[0], -1)  # shared
         if need_x:
-            table = coef_table(coef, scale)
+            table = coef_table(coef, scale, rows=mode == "sparse")
             g_values = (Gather.apply(grad, table, cell, order, mode) if graph
-                        else gather_impl(grad, table, cell, order, mode))
+                        else gather_impl(grad, table, cell, order, mode, idx))
             g_x = torch.linalg.vecdot(g_values, derivs)
             if activation == "silu" and not graph:  # fused kernel, first order only
                 g_x = g_x + torch.ops.aten.silu_backward(grad @ base_weight, x)
@@ -129,7 +134,7 @@ class SplineLayerFn(torch.autograd.Function):
                 g_x = g_x + (grad @ base_weight) * ACTIVATIONS[activation][1](x)
         if need_coef or need_scale:
             g_table = (Scatter.apply(grad, values, cell, n_coef, mode) if graph
-                       else scatter_impl(grad, values, cell, n_coef, mode))
+                       else scatter_impl(grad, values, cell, n_coef, mode, idx))
             g_table = g_table.reshape(n_in, n_coef, out_f).permute(2, 0, 1)  # (out, in, n_coef)
             if need_coef:
                 g_coef = g_table * scale.unsqueeze(-1)

@@ -144,14 +144,12 @@ def _uniform_basis(x, knots, order, cell, derivative, scale):
         first = cell.to(x.dtype)
     u = s - first  # in [0, 1) inside the grid
     uc = u.clamp(0.0, 1.0)
-    mat = value_slope_matrix(order, x.dtype, x.device)  # (k+1, 2(k+1))
-    if uc.numel() <= 4096:  # fewest ops: powers (batch, in, k+1) @ mat
-        both = torch.linalg.vander(uc, N=order + 1) @ mat  # (batch, in, 2(k+1))
-    else:  # least memory traffic: Horner, one fused multiply-add per power
-        ue = uc.unsqueeze(-1)
-        both = mat[order].expand(*uc.shape, -1)
-        for p in range(order - 1, -1, -1):
-            both = torch.addcmul(mat[p], both, ue)
+    # values and h · slopes of the k+1 pieces at uc by Horner: (batch, in, 2(k+1))
+    mat = value_slope_matrix(order, x.dtype, x.device)  # (k+1, 2(k+1)) power coefficients
+    ue = uc.unsqueeze(-1)
+    both = mat[order].expand(*uc.shape, -1)
+    for p in range(order - 1, -1, -1):
+        both = torch.addcmul(mat[p], both, ue)
     slope = both[..., order + 1 :]  # h · dB/dx at uc
     values = torch.addcmul(both[..., : order + 1], (u - uc).unsqueeze(-1), slope)  # B(uc) + (u - uc) h B'(uc)
     derivs = slope * inv_h.unsqueeze(-1) if derivative else None
@@ -196,7 +194,5 @@ def dense_basis(x: torch.Tensor, knots: torch.Tensor, order: int, uniform: bool)
     """All ``grid_size + order`` bases (zeros off the support). x: (batch, in) → (batch, in, n_coef)."""
     cell, values, _ = local_basis(x, knots, order, uniform)
     n_coef = knots.shape[-1] - order - 1
-    out = x.new_zeros(*x.shape, n_coef + order)  # padded so cell + k fits
-    idx = cell.unsqueeze(-1) + torch.arange(order + 1, device=x.device)
-    out = out.scatter(-1, idx, values)
-    return out[..., :n_coef]
+    idx = cell.unsqueeze(-1) + torch.arange(order + 1, device=x.device)  # cell + k <= n_coef - 1
+    return x.new_zeros(*x.shape, n_coef).scatter(-1, idx, values)

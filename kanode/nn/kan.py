@@ -22,16 +22,22 @@ import torch
 from torch import nn
 
 from kanode.nn import grid as _grid
+from kanode.nn._small import MIN_ORDER, small_constants, small_layer
 from kanode.nn._spline_fn import ACTIVATIONS, SplineLayerFn, check_activation, spline_layer
 from kanode.nn.bspline import dense_basis, grid_scale, is_uniform
 
 CONTRACTIONS = ("auto", "dense", "sparse")
-# "auto" uses the dense GEMM while n_coef is at most this (measured in
-# experiments/bench_layers.py on a 2-core CPU), the sparse gather above.
-DENSE_MAX_COEF = 48
-# "auto" with at most this many batch × in elements keeps the dense bases
-# for backward instead of recomputing them: at that size the time is all
-# per-op overhead and the memory is negligible (≤ 1024 · (n_coef + k + 3) values).
+# "auto" uses the dense GEMM while n_coef <= DENSE_MAX_COEF, or while
+# n_coef <= DENSE_MAX_COEF_SMALL_BATCH and batch × in <= SMALL_BATCH_ELEMENTS
+# (the sparse path's sort and CSR set-up do not pay off there); the sparse
+# gather otherwise. Measured with experiments/bench_layers.py, 2-core CPU.
+DENSE_MAX_COEF = 16
+DENSE_MAX_COEF_SMALL_BATCH = 32
+SMALL_BATCH_ELEMENTS = 65536
+# "auto" with at most this many batch × in elements runs plain autograd ops
+# (kanode.nn._small on a uniform grid; otherwise the Function keeps the dense
+# bases for backward instead of recomputing them): at that size the time is
+# all per-op overhead and the memory is negligible (≤ 1024 · (n_coef + k + 3) values).
 SMALL_ELEMENTS = 1024
 
 
@@ -115,6 +121,10 @@ class KANLayer(nn.Module):
         shift, inv_h = grid_scale(self.knots, self.spline_order)
         self.register_buffer("_grid_shift", shift.contiguous(), persistent=False)  # (in,)
         self.register_buffer("_grid_inv_h", inv_h.contiguous(), persistent=False)  # (in,)
+        # tiny-batch fast path (uniform grid): constants in the knots' dtype and device
+        fast = self.uniform and self.spline_order >= MIN_ORDER
+        self._small = small_constants(self.knots, self.spline_order) if fast else None
+        self._act = ACTIVATIONS[self.base_activation][0]
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
@@ -135,22 +145,29 @@ class KANLayer(nn.Module):
         self._sync_grid()
         return self
 
-    @property
-    def mode(self) -> str:
-        """Contraction used by ``forward`` (a host-side decision from shapes only)."""
+    def contraction_for(self, batch: int) -> str:
+        """Contraction used by ``forward`` for ``batch`` rows (host-side, from shapes only)."""
         if self.contraction != "auto":
             return self.contraction
-        return "dense" if self.grid_size + self.spline_order <= DENSE_MAX_COEF else "sparse"
+        n_coef = self.grid_size + self.spline_order
+        if n_coef <= DENSE_MAX_COEF:
+            return "dense"
+        small = batch * self.in_features <= SMALL_BATCH_ELEMENTS
+        return "dense" if small and n_coef <= DENSE_MAX_COEF_SMALL_BATCH else "sparse"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., in) → (..., out)."""
         check_input(x, self.in_features)
         shape = x.shape[:-1]
         flat = x if x.ndim == 2 else x.reshape(-1, self.in_features)
-        # host-side metadata checks only (shapes, grad mode, wrapper types)
+        # host-side metadata checks only (shapes, dtype, grad mode, wrapper types)
         wrapped = torch._C._functorch.is_functorch_wrapped_tensor(x)
+        if (self._small is not None and self.contraction == "auto" and not wrapped
+                and flat.shape[0] * self.in_features <= SMALL_ELEMENTS and x.dtype == self.knots.dtype):
+            out = small_layer(flat, self.spline_coef, self.spline_scale, self.base_weight, self._small, self._act)
+            return out.reshape(*shape, self.out_features) if len(shape) != 1 else out
         needs_function = torch.is_grad_enabled() or wrapped
-        mode = self.mode
+        mode = self.contraction_for(flat.shape[0])
         if (self.contraction == "auto" and needs_function and not wrapped
                 and flat.shape[0] * self.in_features <= SMALL_ELEMENTS):
             mode = "small"

@@ -61,7 +61,7 @@ class RSWAFLayer(nn.Module):
         shape = x.shape[:-1]
         x = x.reshape(-1, self.in_features)
         basis = rswaf_basis(x, self.knots.to(x.dtype)).reshape(x.shape[0], -1)  # (batch, in*G)
-        out = basis @ coef_table(self.spline_coef, self.spline_scale)
+        out = basis @ coef_table(self.spline_coef, self.spline_scale, rows=False)
         out = out + ACTIVATIONS[self.base_activation][0](x) @ self.base_weight.T
         return out.reshape(*shape, self.out_features)
 

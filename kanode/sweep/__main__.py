@@ -14,22 +14,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from kanode.config import ConfigError
 
+from ..cli_args import OneLineParser
 from .backends import make_backend, threads_per_worker
 from .driver import plan, run_sweep
 from .grid import estimate_params, expand, load_sweep
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, no usage dump
-        self.exit(2, f"kanode: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m kanode.sweep",
+    p = OneLineParser(prog="python -m kanode.sweep",
                 description="Run a grid of kanode.fit runs (systems × models × seeds) "
                             "locally or on Ray. Rerunning skips finished runs and resumes "
                             "interrupted ones.")

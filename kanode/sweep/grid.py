@@ -40,17 +40,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kanode.config import ConfigError, FitConfig
+from kanode.config import ConfigError, FitConfig, read_toml
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
 
 __all__ = ["SweepConfig", "SweepError", "RunSpec", "load_sweep", "expand", "estimate_params"]
 
@@ -128,14 +123,7 @@ class RunSpec:
 
 def load_sweep(path: str | Path) -> SweepConfig:
     """Read and validate a sweep TOML file."""
-    path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            values = tomllib.load(fh)
-    except FileNotFoundError:
-        raise SweepError(f"sweep config {path} does not exist") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SweepError(f"cannot read sweep config {path}: {exc}") from None
+    values = read_toml(path, what="sweep config", error=SweepError)
     return SweepConfig.from_dict(values, source=str(path))
 
 

@@ -29,7 +29,7 @@ steps = 4
 lbfgs_steps = 0
 
 [per_system.rigid_body]
-rtol = 1e-5
+rtol = 1e-6
 
 [models.kan]
 model = "kan"
@@ -94,9 +94,9 @@ def test_expand_grid(tmp_path: Path) -> None:
     assert specs[0].label == "kan[lr=0.01]"
     by_key = {s.key: s.config for s in specs}
     rb_mlp = by_key["rigid_body/mlp_lr=0.001_/seed1"]
-    assert (rb_mlp.widths, rb_mlp.lr, rb_mlp.seed, rb_mlp.rtol) == ([3, 12, 3], 0.001, 1, 1e-5)
+    assert (rb_mlp.widths, rb_mlp.lr, rb_mlp.seed, rb_mlp.rtol) == ([3, 12, 3], 0.001, 1, 1e-6)
     lv_mlp = by_key["lotka_volterra/mlp_lr=0.01_/seed0"]
-    assert (lv_mlp.widths, lv_mlp.rtol, lv_mlp.steps) == ([2, 16, 2], 1e-7, 4)
+    assert (lv_mlp.widths, lv_mlp.rtol, lv_mlp.steps) == ([2, 16, 2], FitConfig().rtol, 4)
     assert by_key["rigid_body/kan_lr=0.01_/seed0"].widths == [3, 4, 3]
     assert by_key["rigid_body/kan_lr=0.01_/seed0"].grid_size == 3
 
@@ -260,10 +260,11 @@ def test_ray_backend_without_ray_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
 
 def test_summary_head_to_head_states_winner_factor_and_seeds(tmp_path: Path) -> None:
     text = (TINY.replace("[grid]\nlr = [0.01, 0.001]\n", "")
-            .replace('model = "mlp"\n', 'model = "mlp"\nlr = 0.08\n'))
+            .replace('model = "mlp"\n', 'model = "mlp"\nlr = 0.08\n')
+            .replace('model = "kan"\n', 'model = "kan"\nlr = 0.02\n'))
     specs = [s for s in expand(tiny(tmp_path, text)) if s.system == "lotka_volterra"]
     run_sweep(specs, tmp_path / "sw", LocalBackend(2), runner=FakeRunner(), progress=False)
     summary = (tmp_path / "sw" / "summary.md").read_text()
-    # final losses kan 0.02*(seed+1)/4 (default lr), mlp 0.08*(seed+1)/4: medians 0.0075, 0.03
+    # final losses kan 0.02*(seed+1)/4, mlp 0.08*(seed+1)/4: medians 0.0075, 0.03
     assert ("- lotka_volterra: **kan** lower by 4× (median 0.0075 vs 0.03); "
             "lower in 2/2 seeds") in summary

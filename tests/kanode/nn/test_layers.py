@@ -170,3 +170,13 @@ def test_dtype_conversion_keeps_uniform_grid(grid_size):
     dense.load_state_dict(layer.state_dict())
     x = torch.randn(50, 3, dtype=torch.float64) * 2
     assert (layer(x) - dense(x)).abs().max() <= 1e-12
+
+
+@pytest.mark.parametrize(
+    "grid_size, batch, expected",
+    [(5, 4096, "dense"), (20, 1024, "dense"), (20, 4096, "sparse"), (100, 16, "sparse")],
+)
+def test_auto_contraction_rule(grid_size, batch, expected):
+    layer = KANLayer(64, 8, grid_size=grid_size)
+    assert layer.contraction_for(batch) == expected
+    assert KANLayer(64, 8, grid_size=grid_size, contraction="sparse").contraction_for(batch) == "sparse"

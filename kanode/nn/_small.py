@@ -1,0 +1,82 @@
+"""Tiny-batch fast path of the KAN layer on a uniform grid.
+
+A neural-ODE solve calls the vector field at batch 1 hundreds of times per
+step; there the layer's time is per-op and Python overhead, not memory. This
+path is about fifteen plain autograd ops on constants that
+:func:`small_constants` derives once from the knots (when they, their dtype
+or device change), with no cell search, index arithmetic or scatter: every
+basis is evaluated densely from truncated powers. First and second
+derivatives come from autograd itself.
+
+On a uniform grid, with ``s`` the position in cells from the start of the
+range, ``B_j(x) = N(s - j + k)`` for the cardinal B-spline ``N`` of order
+``k`` on ``[0, k + 1]``, ``N(t) = Σ_i w_i (t - i)₊ᵏ`` with
+``w_i = (-1)ⁱ C(k+1, i) / k!``. Capping ``t`` at ``k + 1`` (where ``N`` is 0)
+keeps every term at most ``(k + 1)ᵏ`` and makes the cancellation exact in
+integers, so values agree with de Boor to rounding. Outside the range
+``s`` is clamped to ``sc`` and the bases continue linearly,
+``N(t) + d N'(t)`` with ``d = s - sc``: per term ``r^(k-1) (r + k d)``,
+``r = clamp(t - i, 0, k + 1 - i)``. Needs ``k >= 2`` (``N'`` continuous at
+the knots, so the slope at a range end is one-sided-free).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from kanode.nn.bspline import grid_scale
+
+MIN_ORDER = 2
+
+
+class SmallConstants(NamedTuple):
+    """Per-layer constants of the fast path (uniform knots, spline_order >= 2)."""
+
+    shift: torch.Tensor  # (in, 1, 1)  x * inv_h + shift = s, position in cells from the range start
+    inv_h: torch.Tensor  # (in, 1, 1)  1 / cell width
+    offset: torch.Tensor  # (n_coef, k+2)  j - k + i: r = clamp(s - offset, 0, cap)
+    floor: torch.Tensor  # (n_coef, k+2)  zeros
+    cap: torch.Tensor  # (n_coef, k+2)  k + 1 - i
+    weight: torch.Tensor  # (k+2,)  w_i = (-1)^i C(k+1, i) / k!
+    grid_size: int
+    order: int
+
+
+def small_constants(knots: torch.Tensor, order: int) -> SmallConstants:
+    """Constants for uniform ``knots`` (in, n_knots) of spline ``order`` (>= 2)."""
+    assert order >= MIN_ORDER
+    n_knots = knots.shape[-1]
+    grid_size, n_coef = n_knots - 2 * order - 1, n_knots - order - 1
+    shift, inv_h = grid_scale(knots, order)
+    like = dict(dtype=knots.dtype, device=knots.device)
+    j = torch.arange(n_coef, **like).unsqueeze(-1)  # (n_coef, 1)
+    i = torch.arange(order + 2, **like)  # (k+2,)
+    weight = torch.tensor([(-1) ** q * math.comb(order + 1, q) / math.factorial(order)
+                           for q in range(order + 2)], **like)
+    offset = j - order + i  # (n_coef, k+2)
+    return SmallConstants(shift.reshape(-1, 1, 1).clone(), inv_h.reshape(-1, 1, 1).clone(), offset, torch.zeros_like(offset),
+                          (order + 1 - i).expand_as(offset).contiguous(), weight, grid_size, order)
+
+
+def small_layer(x: torch.Tensor, coef: torch.Tensor, scale: torch.Tensor, base_weight: torch.Tensor,
+                const: SmallConstants, act) -> torch.Tensor:
+    """KAN layer by plain autograd ops. x: (batch, in) → (batch, out).
+
+    coef: (out, in, n_coef); scale, base_weight: (out, in); ``act`` the base
+    activation.
+    """
+    batch, n_in = x.shape
+    out_f, _, n_coef = coef.shape
+    k = const.order
+    s = torch.addcmul(const.shift, x.view(batch, n_in, 1, 1), const.inv_h)  # (batch, in, 1, 1) in cells
+    sc = s.clamp(0.0, const.grid_size)  # inside the range
+    r = torch.clamp(sc - const.offset, const.floor, const.cap)  # (batch, in, n_coef, k+2)
+    terms = r.pow(k - 1) * torch.add(r, s - sc, alpha=k)  # (t-i)₊ᵏ + k d (t-i)₊ᵏ⁻¹, d = s - sc
+    # Σ_i w_i terms, contracted with the table: weights (out, in·n_coef·(k+2))
+    table = ((coef * scale.unsqueeze(-1)).unsqueeze(-1) * const.weight).view(out_f, -1)
+    spline = F.linear(terms.view(batch, -1), table)  # (batch, out)
+    return torch.addmm(spline, act(x), base_weight.t())
