@@ -17,7 +17,9 @@ integers, so values agree with de Boor to rounding. Outside the range
 ``s`` is clamped to ``sc`` and the bases continue linearly,
 ``N(t) + d N'(t)`` with ``d = s - sc``: per term ``r^(k-1) (r + k d)``,
 ``r = clamp(t - i, 0, k + 1 - i)``. Needs ``k >= 2`` (``N'`` continuous at
-the knots, so the slope at a range end is one-sided-free).
+the knots, so the slope at a range end is unambiguous); the layer uses it in
+float64 with at most ``DENSE_MAX_COEF`` coefficients, where the cancellation
+error (~10 ulp of ``grid_size``) stays far below 1e-12.
 """
 
 from __future__ import annotations

@@ -121,8 +121,10 @@ class KANLayer(nn.Module):
         shift, inv_h = grid_scale(self.knots, self.spline_order)
         self.register_buffer("_grid_shift", shift.contiguous(), persistent=False)  # (in,)
         self.register_buffer("_grid_inv_h", inv_h.contiguous(), persistent=False)  # (in,)
-        # tiny-batch fast path (uniform grid): constants in the knots' dtype and device
-        fast = self.uniform and self.spline_order >= MIN_ORDER
+        # tiny-batch fast path: uniform float64 grid with few coefficients (its truncated
+        # powers lose ~10 ulp(grid_size), too much in float32); constants on the knots' device
+        fast = (self.uniform and self.spline_order >= MIN_ORDER and self.knots.dtype == torch.float64
+                and self.grid_size + self.spline_order <= DENSE_MAX_COEF)
         self._small = small_constants(self.knots, self.spline_order) if fast else None
         self._act = ACTIVATIONS[self.base_activation][0]
 

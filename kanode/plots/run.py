@@ -65,7 +65,7 @@ def trajectory_fit(t: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, n_trai
         ax.plot(t, y_true[0, :, d], "k.", ms=3, label="data" if d == 0 else None)
         ax.plot(t, y_pred[0, :, d], "C0-", lw=1.5, label="neural ODE" if d == 0 else None)
         ax.set_ylabel(state_names[d])
-    axes[0].legend(loc="upper right", fontsize=8)
+    fig.legend(loc="outside upper center", ncols=3, fontsize=8)
     axes[-1].set_xlabel("t")
     return fig
 
