@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from kanode.nn import grid as _grid
-from kanode.nn._small import MIN_ORDER, small_constants, small_layer
+from kanode.nn._small import MIN_ORDER, SmallLayerFn, small_constants, small_layer
 from kanode.nn._spline_fn import ACTIVATIONS, SplineLayerFn, check_activation, spline_layer
 from kanode.nn.bspline import dense_basis, grid_scale, is_uniform
 
@@ -166,7 +166,11 @@ class KANLayer(nn.Module):
         wrapped = torch._C._functorch.is_functorch_wrapped_tensor(x)
         if (self._small is not None and self.contraction == "auto" and not wrapped
                 and flat.shape[0] * self.in_features <= SMALL_ELEMENTS and x.dtype == self.knots.dtype):
-            out = small_layer(flat, self.spline_coef, self.spline_scale, self.base_weight, self._small, self._act)
+            if torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():  # one node
+                out = SmallLayerFn.apply(flat, self.spline_coef, self.spline_scale, self.base_weight,
+                                         self._small, self.base_activation)
+            else:
+                out = small_layer(flat, self.spline_coef, self.spline_scale, self.base_weight, self._small, self._act)
             return out.reshape(*shape, self.out_features) if len(shape) != 1 else out
         needs_function = torch.is_grad_enabled() or wrapped
         mode = self.contraction_for(flat.shape[0])

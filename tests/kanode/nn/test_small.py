@@ -1,0 +1,81 @@
+"""The tiny-batch fast path's autograd Function (kanode.nn._small.SmallLayerFn)."""
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from kanode.nn import KANLayer
+from tests.kanode.nn.dense_reference import DenseKANLayer
+
+pytestmark = pytest.mark.usefixtures("float64")
+PARAMS = ("spline_coef", "spline_scale", "base_weight")
+
+
+def make_pair(order, activation="silu"):
+    """A KANLayer (3 → 4, uniform grid, on the fast path) and its dense twin."""
+    torch.manual_seed(order)
+    layer = KANLayer(3, 4, grid_size=5, spline_order=order, base_activation=activation)
+    with torch.no_grad():  # non-trivial scales
+        layer.spline_scale.uniform_(0.5, 1.5)
+    dense = DenseKANLayer(3, 4, grid_size=5, spline_order=order, base_activation=activation)
+    dense.load_state_dict(layer.state_dict())
+    return layer, dense
+
+
+def make_input(batch):
+    """(batch, 3) with points inside and outside [-1, 1] on both sides."""
+    x = 2.5 * torch.rand(batch, 3, generator=torch.Generator().manual_seed(batch)) - 1.25
+    x[0] = torch.tensor([0.13, -1.7, 2.3])  # inside, below, above
+    return x.requires_grad_()
+
+
+def is_fast(out):
+    return type(out.grad_fn).__name__ == "SmallLayerFnBackward"
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize("activation", ["silu", "tanh"])
+def test_first_order_gradients_match_dense(batch, order, activation):
+    layer, dense = make_pair(order, activation)
+    x = make_input(batch)
+    out = layer(x)
+    assert is_fast(out)
+    weight = torch.randn(batch, 4, generator=torch.Generator().manual_seed(1))
+    got = torch.autograd.grad((out * weight).sum(), [x, *(getattr(layer, p) for p in PARAMS)])
+    ref_out = dense(x)
+    want = torch.autograd.grad((ref_out * weight).sum(), [x, *(getattr(dense, p) for p in PARAMS)])
+    assert (out - ref_out).abs().max() <= 1e-12
+    for name, a, b in zip(("x", *PARAMS), got, want):
+        assert (a - b).abs().max() <= 1e-12, name
+
+
+def layer_fn(layer):
+    def f(x, *params):
+        return functional_call(layer, dict(zip(PARAMS, params)), (x,))
+
+    return f
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_gradcheck_batch_one(order):
+    layer, _ = make_pair(order)
+    args = (make_input(1), *(getattr(layer, p) for p in PARAMS))
+    assert is_fast(layer_fn(layer)(*args))
+    assert torch.autograd.gradcheck(layer_fn(layer), args)
+
+
+@pytest.mark.parametrize("activation", ["silu", "tanh"])
+def test_gradgradcheck_batch_one(activation):
+    layer, _ = make_pair(3, activation)
+    args = (make_input(1), *(getattr(layer, p) for p in PARAMS))
+    assert is_fast(layer_fn(layer)(*args))
+    assert torch.autograd.gradgradcheck(layer_fn(layer), args)
+
+
+def test_no_grad_matches_function():
+    layer, _ = make_pair(3)
+    x = make_input(7)
+    with torch.no_grad():
+        plain = layer(x)
+    assert (layer(x) - plain).abs().max() <= 1e-13
