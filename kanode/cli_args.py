@@ -27,10 +27,11 @@ HELP = {
     "grid_range": "interval the normalised states are mapped to (the KAN grid range)",
     "activation": "MLP activation: tanh, silu, relu, gelu or softplus",
     "time_input": "feed t to the network (non-autonomous vector field)",
-    "method": "torchdiffeq solver (dopri5, dopri8, bosh3, rk4, euler, ...)",
-    "rtol": "solver relative tolerance",
-    "atol": "solver absolute tolerance",
-    "step_size": "step of fixed-step methods (rk4, euler, ...); 0 for adaptive ones",
+    "method": "torchdiffeq solver: fixed-step rk4, euler, midpoint, or adaptive dopri5, "
+              "dopri8, bosh3, ...",
+    "rtol": "relative tolerance of adaptive solvers (dopri5, ...)",
+    "atol": "absolute tolerance of adaptive solvers (dopri5, ...)",
+    "step_size": "step of fixed-step methods (rk4, euler, ...); 0 = the data's sampling interval",
     "adjoint": "backpropagate with the adjoint method: memory O(1) in the solver steps, "
                "but ~30x slower than direct backpropagation on small problems",
     "max_num_steps": "solver steps allowed per solve before it counts as a failure",

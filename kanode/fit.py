@@ -37,6 +37,7 @@ class FitResult:
     summary: dict[str, Any]
     run_dir: Path | None = None
     data: FitData | None = field(default=None, repr=False)
+    config: FitConfig | None = None
 
 
 def default_widths(config: FitConfig, dim: int) -> list[int]:
@@ -179,7 +180,7 @@ def _train(trainer: Trainer, run: RunDir | None, quiet: bool,
     full_history = read_metrics(run.metrics_path) if run is not None else history
     summary = _summary(trainer, full_history, status, reason)
     result = FitResult(field=trainer.field, history=full_history, summary=summary,
-                       run_dir=run.path if run else None, data=trainer.data)
+                       run_dir=run.path if run else None, data=trainer.data, config=config)
     if run is not None:
         run.write_summary(summary)
         if status == "finished" and trainer.config.plots:

@@ -119,6 +119,8 @@ class Trainer:
         self.data = data
         self.config = config
         self.generator = torch.Generator().manual_seed(config.seed)
+        # Fixed-step methods default to the data's finest sampling interval.
+        self._data_step = float(torch.diff(data.t).min())
         self.state = TrainState()
         self._phase = phase_at(config, 0)
         self.optimizer = self._make_optimizer(self._phase)
@@ -143,7 +145,7 @@ class Trainer:
     def _solve(self, y0: Tensor, t: Tensor, adjoint: bool) -> Tensor:
         c = self.config
         return solve(self.field, y0, t, method=c.method, rtol=c.rtol, atol=c.atol,
-                     adjoint=adjoint, step_size=c.step_size or None,
+                     adjoint=adjoint, step_size=c.step_size or self._data_step,
                      max_num_steps=c.max_num_steps)
 
     def _objective(self, full: bool) -> Tensor:

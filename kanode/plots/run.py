@@ -135,9 +135,13 @@ def save_run_plots(result: "FitResult", directory: str | Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     data, field = result.data, result.field
     assert data is not None
+    c = result.config
+    settings = (dict(method=c.method, rtol=c.rtol, atol=c.atol,
+                     step_size=c.step_size or float(torch.diff(data.t).min()))
+                if c is not None else {})  # the solver the reported losses used
     with torch.no_grad():
         try:
-            pred = solve(field, data.y[:, 0], data.t, adjoint=False).transpose(0, 1)
+            pred = solve(field, data.y[:, 0], data.t, adjoint=False, **settings).transpose(0, 1)
             pred_np = pred.cpu().double().numpy()
         except SolverError:  # the data plots are still worth having
             pred_np = np.full(tuple(data.y.shape), np.nan)
