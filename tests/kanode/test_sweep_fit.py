@@ -34,10 +34,11 @@ checkpoint_every = 2
 model = "mlp"
 hidden = [8]
 
-[models.blowup]                 # forced divergence: Adam moves every weight by ~1e9
-model = "mlp"
+[models.blowup]                 # forced divergence: Adam moves every weight by ~1e9,
+model = "mlp"                   # and the adaptive solver then runs out of steps
 hidden = [8]
 lr = 1e9
+method = "dopri5"
 max_num_steps = 200
 
 [models.nodata]                 # forced failure: the fit rejects its input (exit 2)
