@@ -1,8 +1,9 @@
 """Benchmark: kanode's KANLayer against the dense Cox–de Boor layer and Linear + SiLU.
 
 Run ``python experiments/bench_layers.py`` (CPU, float32, torch's default
-thread count). Prints a table and the issue's target checks and writes
-``experiments/results/bench_layers.csv``.
+thread count; ``--threads 1`` on a shared machine, where two OpenMP threads
+stall whenever another process takes a core). Prints a table and the issue's
+target checks and writes ``experiments/results/bench_layers.csv``.
 
 * time: forward + backward (``y.sum().backward()``, gradients for the input
   and every parameter), median over repeats in this one process;

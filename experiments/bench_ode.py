@@ -84,8 +84,8 @@ def step_costs(repeats: int) -> list[dict[str, object]]:
     return rows
 
 
-def time_to_accuracy(out: Path) -> dict[str, object]:
-    run_dir = out / "bench_ode_default_run"
+def time_to_accuracy() -> dict[str, object]:
+    run_dir = ROOT / "runs" / "bench_ode_default_run"  # runs/ is git-ignored
     if run_dir.exists():
         import shutil
 
@@ -99,7 +99,7 @@ def time_to_accuracy(out: Path) -> dict[str, object]:
             "reached_at_s": reached["wall_time"] if reached else None,
             "total_steps": s["steps"], "total_wall_s": s["wall_time_s"],
             "final_train_loss": s["final_train_loss"], "final_extrap_loss": s["final_extrap_loss"],
-            "final_val_loss": s["final_val_loss"], "run_dir": str(run_dir)}
+            "final_val_loss": s["final_val_loss"], "run_dir": str(run_dir.relative_to(ROOT))}
 
 
 def main() -> None:
@@ -128,7 +128,7 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     if not args.skip_recipe:
-        acc = time_to_accuracy(args.out)
+        acc = time_to_accuracy()
         print(f"default recipe: train MSE <= {TRAIN_TARGET:g} and extrapolation MSE <= "
               f"{EXTRAP_TARGET:g} reached at step {acc['reached_at_step']} after "
               f"{acc['reached_at_s'] if acc['reached_at_s'] is None else round(acc['reached_at_s'], 1)} s "
