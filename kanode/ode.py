@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-__all__ = ["VectorField", "SolverError", "solve", "FIXED_STEP_METHODS"]
+__all__ = ["VectorField", "SolverError", "solve", "backward_guarded", "FIXED_STEP_METHODS"]
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")

@@ -21,7 +21,8 @@ from .config import FitConfig
 from .data import FitData, sample_windows
 from .ode import SolverError, VectorField, backward_guarded, solve
 
-__all__ = ["Trainer", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at"]
+__all__ = ["Trainer", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at",
+           "solver_options", "count_parameters"]
 
 
 class Diverged(RuntimeError):
@@ -59,6 +60,14 @@ class StepRecord:
 
     def as_row(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def solver_options(config: FitConfig, data: FitData) -> dict[str, Any]:
+    """The ``solve`` keywords a config asks for; fixed-step methods default to
+    the data's finest sampling interval when ``step_size`` is 0."""
+    return dict(method=config.method, rtol=config.rtol, atol=config.atol,
+                step_size=config.step_size or float(torch.diff(data.t).min()),
+                max_num_steps=config.max_num_steps)
 
 
 def phase_at(config: FitConfig, step: int) -> str:
@@ -119,8 +128,7 @@ class Trainer:
         self.data = data
         self.config = config
         self.generator = torch.Generator().manual_seed(config.seed)
-        # Fixed-step methods default to the data's finest sampling interval.
-        self._data_step = float(torch.diff(data.t).min())
+        self._solver = solver_options(config, data)
         self.state = TrainState()
         self._phase = phase_at(config, 0)
         self.optimizer = self._make_optimizer(self._phase)
@@ -143,10 +151,7 @@ class Trainer:
 
     # ------------------------------------------------------------ objective
     def _solve(self, y0: Tensor, t: Tensor, adjoint: bool) -> Tensor:
-        c = self.config
-        return solve(self.field, y0, t, method=c.method, rtol=c.rtol, atol=c.atol,
-                     adjoint=adjoint, step_size=c.step_size or self._data_step,
-                     max_num_steps=c.max_num_steps)
+        return solve(self.field, y0, t, adjoint=adjoint, **self._solver)
 
     def _objective(self, full: bool) -> Tensor:
         """Training MSE on the whole window (``full``) or on random windows."""

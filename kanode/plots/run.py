@@ -130,15 +130,14 @@ def save_run_plots(result: "FitResult", directory: str | Path) -> list[Path]:
     import torch
 
     from ..ode import SolverError, solve
+    from ..train import solver_options
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data, field = result.data, result.field
     assert data is not None
-    c = result.config
-    settings = (dict(method=c.method, rtol=c.rtol, atol=c.atol,
-                     step_size=c.step_size or float(torch.diff(data.t).min()))
-                if c is not None else {})  # the solver the reported losses used
+    # the solver the reported losses used
+    settings = solver_options(result.config, data) if result.config is not None else {}
     with torch.no_grad():
         try:
             pred = solve(field, data.y[:, 0], data.t, adjoint=False, **settings).transpose(0, 1)
