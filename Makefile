@@ -9,9 +9,12 @@ PIP    := $(PY) -m pip install --quiet -c constraints.txt
 
 .PHONY: run test test-fast bench clean-venv
 
+# The last step compiles the fused CPU kernel of the KAN layer now (about a
+# minute, once per machine) rather than inside the first fit that needs it.
 $(BASE): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
+	$(PY) -c "from kanode.nn import _native; _native.kernel()"
 	touch $@
 
 $(DEV): $(BASE)

@@ -5,6 +5,9 @@ thread count; ``--threads 1`` on a shared machine, where two OpenMP threads
 stall whenever another process takes a core). Prints a table and the issue's
 target checks and writes ``experiments/results/bench_layers.csv``.
 
+* kanode_auto is what a user gets (the fused C++ kernel on this CPU, column
+  ``path``); kanode_dense and kanode_sparse are the PyTorch contractions used
+  on CUDA, non-uniform grids and in double backward;
 * time: forward + backward (``y.sum().backward()``, gradients for the input
   and every parameter), median over repeats in this one process;
 * saved: bytes of the unique storages saved for backward that are *not*
@@ -102,7 +105,8 @@ def layer_rows(quick: bool):
             cases = {name: fwd_bwd(model, x) for name, model in models.items()}
             medians = interleaved_medians(cases, budget_s=3.0 if batch * n_in * grid < 2e7 else 0.0)
             for name, model in models.items():  # Linear + SiLU is re-measured with every grid
-                rows.append(dict(n_in=n_in, n_out=n_out, batch=batch, grid_size=grid, impl=name,
+                path = model.contraction_for(batch, x) if isinstance(model, KANLayer) else ""
+                rows.append(dict(n_in=n_in, n_out=n_out, batch=batch, grid_size=grid, impl=name, path=path,
                                  ms=1e3 * medians[name], saved_bytes=saved_bytes(model, x)))
             print(f"  done ({n_in}, {n_out}, {batch}) grid {grid}", file=sys.stderr)
     return rows
@@ -126,7 +130,8 @@ def latency_rows():
     medians = interleaved_medians(cases, min_rounds=50, budget_s=3.0, max_rounds=2000)
     for name, model in models.items():
         for kind in ("forward", "fwd_bwd"):
-            rows.append(dict(n_in=2, n_out=2, batch=1, grid_size=5, impl=f"{name}_{kind}",
+            path = model.layers[0].contraction_for(1, x) if isinstance(model, KAN) else ""
+            rows.append(dict(n_in=2, n_out=2, batch=1, grid_size=5, impl=f"{name}_{kind}", path=path,
                              ms=1e3 * medians[f"{name}_{kind}"],
                              saved_bytes=saved_bytes(model, x) if kind == "fwd_bwd" else ""))
     return rows
@@ -152,9 +157,9 @@ def check_targets(rows):
         element = 4
         budget = 3 * batch * n_in * element
         saved = [get[(*size, g, "kanode_auto")]["saved_bytes"] for g in GRIDS]
-        index = batch * n_in * 8
-        lines.append((f"{size}: saved bytes (max over G, less int64 cells) / (3·batch·in·4)",
-                      (max(saved) - index) / budget, 1.0))
+        index = batch * n_in * 8  # the issue allows index tensors (int64 cells) on top of the budget
+        lines.append((f"{size}: saved bytes (max over G) / (3·batch·in·4 + int64 cells)",
+                      max(saved) / (budget + index), 1.0))
         lines.append((f"{size}: saved bytes spread over G (max/min)", max(saved) / min(saved), 1.0))
     kan = get[(2, 2, 1, 5, "kan_2_10_2_fwd_bwd")]["ms"]
     mlp = get[(2, 2, 1, 5, "mlp_2_50_2_fwd_bwd")]["ms"]
@@ -181,7 +186,7 @@ def main(argv=None):
         r["vs_dense"] = f"{r['ms'] / d:.4f}" if d and r["impl"].startswith("kanode") else ""
         lin = linear.get((r["n_in"], r["n_out"], r["batch"], r["grid_size"]))
         r["vs_linear"] = f"{r['ms'] / lin:.2f}" if lin and r["batch"] > 1 else ""
-    header = ["n_in", "n_out", "batch", "grid_size", "impl", "ms", "saved_bytes", "vs_dense", "vs_linear"]
+    header = ["n_in", "n_out", "batch", "grid_size", "impl", "path", "ms", "saved_bytes", "vs_dense", "vs_linear"]
     print("saved_bytes: unique storages saved for backward, excluding parameters and buffers")
     print(" | ".join(f"{h:>12}" for h in header))
     for r in rows:

@@ -26,6 +26,10 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+# The eager contraction that is faster for n_coef coefficients per input
+# (measured with experiments/bench_layers.py, 2-core CPU): dense up to here.
+DENSE_MAX_COEF = 16
+
 
 @lru_cache(maxsize=256)
 def _row_offsets(n_in: int, n_coef: int, order: int, device) -> torch.Tensor:

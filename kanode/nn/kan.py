@@ -21,17 +21,23 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from kanode.nn import _native
 from kanode.nn import grid as _grid
+from kanode.nn._contract import DENSE_MAX_COEF
+from kanode.nn._fused_fn import FusedLayerFn, fused_forward
 from kanode.nn._small import MIN_ORDER, SmallLayerFn, small_constants, small_layer
 from kanode.nn._spline_fn import ACTIVATIONS, SplineLayerFn, check_activation, spline_layer
 from kanode.nn.bspline import dense_basis, grid_scale, is_uniform
 
-CONTRACTIONS = ("auto", "dense", "sparse")
-# "auto" uses the dense GEMM while n_coef <= DENSE_MAX_COEF, or while
+CONTRACTIONS = ("auto", "fused", "dense", "sparse")
+# "auto" uses the fused CPU kernel (kanode.nn._native) on a uniform grid for
+# CPU float32/float64 inputs of the layer's dtype. Elsewhere (CUDA, a
+# non-uniform grid after update_grid, torch.func transforms, double backward,
+# no compiler) it uses the dense GEMM while n_coef <= DENSE_MAX_COEF, or while
 # n_coef <= DENSE_MAX_COEF_SMALL_BATCH and batch × in <= SMALL_BATCH_ELEMENTS
 # (the sparse path's sort and CSR set-up do not pay off there); the sparse
 # gather otherwise. Measured with experiments/bench_layers.py, 2-core CPU.
-DENSE_MAX_COEF = 16
+# "fused" is "auto" without the tiny-batch path below.
 DENSE_MAX_COEF_SMALL_BATCH = 32
 SMALL_BATCH_ELEMENTS = 65536
 # "auto" with at most this many batch × in elements runs plain autograd ops
@@ -77,8 +83,10 @@ class KANLayer(nn.Module):
     ``base_weight`` (out, in), ``spline_scale`` (out, in); buffer ``knots``
     (in, grid_size + 2 spline_order + 1), uniform over ``grid_range`` at
     construction. ``contraction`` picks the coefficient contraction:
-    ``"dense"`` (scatter + GEMM), ``"sparse"`` (gather of the k+1 non-zero
-    bases) or ``"auto"``. ``grid_eps`` weighs uniform against quantile knots in
+    ``"fused"`` (one C++ pass over the k+1 non-zero bases, CPU, uniform grid;
+    see :mod:`kanode.nn._native`), ``"dense"`` (scatter + GEMM), ``"sparse"``
+    (gather of the k+1 non-zero bases) or ``"auto"`` (the fastest that
+    applies, see ``CONTRACTIONS``). ``grid_eps`` weighs uniform against quantile knots in
     :meth:`update_grid`. Outside the grid range the spline continues linearly
     (value and slope at the nearest end), see the module docstring.
     """
@@ -147,10 +155,16 @@ class KANLayer(nn.Module):
         self._sync_grid()
         return self
 
-    def contraction_for(self, batch: int) -> str:
-        """Contraction used by ``forward`` for ``batch`` rows (host-side, from shapes only)."""
-        if self.contraction != "auto":
+    def contraction_for(self, batch: int, x: torch.Tensor | None = None) -> str:
+        """Contraction used by ``forward`` for ``batch`` rows of input ``x``
+        (default: a CPU input of the layer's dtype). Host-side checks only."""
+        if self.contraction in ("dense", "sparse"):
             return self.contraction
+        if x is None:
+            x = self.knots.new_empty(0, self.in_features)
+        if (self.uniform and x.dtype == self.knots.dtype == self.spline_coef.dtype
+                and self.spline_order < _native.MAX_WIDTH and _native.usable(x)):
+            return "fused"
         n_coef = self.grid_size + self.spline_order
         if n_coef <= DENSE_MAX_COEF:
             return "dense"
@@ -173,10 +187,15 @@ class KANLayer(nn.Module):
                 out = small_layer(flat, self.spline_coef, self.spline_scale, self.base_weight, self._small, self._act)
             return out.reshape(*shape, self.out_features) if len(shape) != 1 else out
         needs_function = torch.is_grad_enabled() or wrapped
-        mode = self.contraction_for(flat.shape[0])
-        if (self.contraction == "auto" and needs_function and not wrapped
+        mode = self.contraction_for(flat.shape[0], flat)
+        if (mode != "fused" and self.contraction == "auto" and needs_function and not wrapped
                 and flat.shape[0] * self.in_features <= SMALL_ELEMENTS):
             mode = "small"
+        if mode == "fused":
+            args = (flat, self.spline_coef, self.spline_scale, self.base_weight, self.knots, self._grid_shift,
+                    self._grid_inv_h, self.spline_order, self.base_activation)
+            out = FusedLayerFn.apply(*args) if needs_function else fused_forward(*args[:4], *args[5:])[0]
+            return out.reshape(*shape, self.out_features) if len(shape) != 1 else out
         args = (flat, self.spline_coef, self.spline_scale, self.base_weight, self.knots, self._grid_shift,
                 self._grid_inv_h, self.spline_order, self.uniform, self.base_activation, mode)
         out = SplineLayerFn.apply(*args)[0] if needs_function else spline_layer(*args)[0]

@@ -18,6 +18,19 @@ def nonuniform_state(layer, seed=0):
     return state
 
 
+def adam_losses(model, x, target, steps, lr=1e-2):
+    """Mean-squared-error losses of ``steps`` Adam steps fitting model(x) to target."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = (model(x) - target).pow(2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.fixture
 def float64():
     old = torch.get_default_dtype()

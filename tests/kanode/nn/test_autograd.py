@@ -35,7 +35,7 @@ def inputs(layer):
 
 
 @pytest.mark.parametrize("order", [1, 2, 3])
-@pytest.mark.parametrize("mode", ["dense", "sparse", "auto"])  # auto: "small" path here
+@pytest.mark.parametrize("mode", ["fused", "dense", "sparse", "auto"])  # auto: "small" path here
 @pytest.mark.parametrize("uniform", [True, False])
 def test_gradcheck(order, mode, uniform):
     layer = make_layer(order, mode, uniform)
@@ -43,7 +43,7 @@ def test_gradcheck(order, mode, uniform):
 
 
 @pytest.mark.parametrize("order", [2, 3])
-@pytest.mark.parametrize("mode", ["dense", "sparse"])
+@pytest.mark.parametrize("mode", ["fused", "dense", "sparse"])
 @pytest.mark.parametrize("uniform", [True, False])
 def test_gradgradcheck(order, mode, uniform):
     layer = make_layer(order, mode, uniform)
@@ -62,7 +62,7 @@ def test_gradgradcheck_base_activations(activation):
     assert torch.autograd.gradgradcheck(layer_fn(layer), inputs(layer)[:1] + inputs(layer)[3:])
 
 
-@pytest.mark.parametrize("mode", ["dense", "sparse"])
+@pytest.mark.parametrize("mode", ["fused", "dense", "sparse"])  # fused: eager under transforms
 def test_jacrev_matches_autograd_and_dense(mode):
     torch.manual_seed(0)
     kan = KAN([2, 5, 3], grid_size=6, contraction=mode)
@@ -106,8 +106,8 @@ def test_hessian_vector_product_matches_dense():
         assert (a - b).abs().max() <= 1e-12
 
 
-@pytest.mark.parametrize("mode", ["auto", "dense", "sparse"])
-@pytest.mark.parametrize("batch", [20, 3000])  # "small" path and the large-batch path
+@pytest.mark.parametrize("mode", ["auto", "fused", "dense", "sparse"])
+@pytest.mark.parametrize("batch", [20, 3000])  # auto: "small" path and the fused kernel
 def test_first_and_second_derivatives_match_dense(mode, batch):
     torch.manual_seed(4)
     layer = KANLayer(2, 3, grid_size=7, contraction=mode)
@@ -140,8 +140,9 @@ def test_input_hessian_with_double_jacrev():
 
 
 @pytest.mark.parametrize("grid_size", [5, 50])
-def test_saved_memory_is_input_sized(grid_size):
-    layer = KANLayer(8, 16, grid_size=grid_size)
+@pytest.mark.parametrize("mode", ["dense", "sparse"])  # "fused": tests/kanode/nn/test_native.py
+def test_saved_memory_is_input_sized(grid_size, mode):
+    layer = KANLayer(8, 16, grid_size=grid_size, contraction=mode)
     # module state (parameters and buffers such as the knots) is not activation memory
     params = {p.untyped_storage().data_ptr() for p in [*layer.parameters(), *layer.buffers()]}
     saved = {}

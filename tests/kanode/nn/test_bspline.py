@@ -52,7 +52,7 @@ def test_partition_of_unity(order, uniform):
 
 
 @pytest.mark.parametrize("order", [1, 2, 3])
-@pytest.mark.parametrize("mode", ["dense", "sparse"])
+@pytest.mark.parametrize("mode", ["fused", "dense", "sparse"])
 @pytest.mark.parametrize("uniform", [True, False])
 @pytest.mark.parametrize("n_random", [200, 2000])  # small and large batches take different paths
 def test_layer_matches_dense_reference(order, mode, uniform, n_random):
@@ -83,7 +83,7 @@ def test_is_uniform():
     assert not is_uniform(bent)
 
 
-@pytest.mark.parametrize("mode", ["dense", "sparse"])
+@pytest.mark.parametrize("mode", ["fused", "dense", "sparse"])
 def test_float32_agrees_with_float64(mode):
     torch.manual_seed(2)
     layer = KANLayer(4, 3, grid_size=8, contraction=mode)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from kanode.nn import KAN, MLP, RSWAF, KANLayer, RSWAFLayer
+from tests.kanode.nn.conftest import adam_losses
 from tests.kanode.nn.dense_reference import DenseKAN, DenseKANLayer
 
 
@@ -61,7 +62,7 @@ def test_wrong_input_width_names_expected_and_got(model):
         ({"grid_size": 2.5}, TypeError, "grid_size"),
         ({"grid_range": (1.0, -1.0)}, ValueError, "grid_range"),
         ({"base_activation": "sigmoid"}, ValueError, "silu"),
-        ({"contraction": "fast"}, ValueError, "sparse"),
+        ({"contraction": "fast"}, ValueError, "fused"),
         ({"grid_eps": 2.0}, ValueError, "grid_eps"),
     ],
 )
@@ -151,14 +152,7 @@ def test_training_step_reduces_loss():
     kan = KAN([1, 4, 1], grid_size=8)
     x = torch.linspace(-1, 1, 64).unsqueeze(-1)
     y = torch.sin(3 * x)
-    opt = torch.optim.Adam(kan.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(60):
-        opt.zero_grad()
-        loss = (kan(x) - y).pow(2).mean()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = adam_losses(kan, x, y, steps=60)
     assert losses[-1] < 0.2 * losses[0]
 
 
@@ -176,7 +170,10 @@ def test_dtype_conversion_keeps_uniform_grid(grid_size):
     "grid_size, batch, expected",
     [(5, 4096, "dense"), (20, 1024, "dense"), (20, 4096, "sparse"), (100, 16, "sparse")],
 )
-def test_auto_contraction_rule(grid_size, batch, expected):
+def test_auto_contraction_rule(grid_size, batch, expected, monkeypatch):
     layer = KANLayer(64, 8, grid_size=grid_size)
+    assert layer.contraction_for(batch) == "fused"  # CPU, uniform grid: the C++ kernel
+    monkeypatch.setenv("KANODE_NATIVE", "0")  # without it: the eager rule
     assert layer.contraction_for(batch) == expected
+    assert KANLayer(64, 8, grid_size=grid_size, contraction="fused").contraction_for(batch) == expected
     assert KANLayer(64, 8, grid_size=grid_size, contraction="sparse").contraction_for(batch) == "sparse"

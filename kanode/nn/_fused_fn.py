@@ -1,0 +1,64 @@
+"""The KAN layer as one autograd node around the fused CPU kernel (:mod:`kanode.nn._native`).
+
+Forward and first-order backward are one C++ call each; the node saves the
+input and the parameters only. A backward that builds a graph (double
+backward, Hessian-vector products) recomputes the layer with the
+differentiable eager Function (:class:`kanode.nn._spline_fn.SplineLayerFn`)
+and differentiates that, so derivatives of every order exist.
+
+Old-style Function (``forward(ctx, ...)``): its ``apply`` costs ~10 µs against
+~65 µs with ``setup_context``, which binds the arguments with ``inspect`` on
+every call. It does not support torch.func, so the layer calls it only
+outside transforms (``kanode.nn._native.usable``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kanode.nn import _native
+from kanode.nn._contract import DENSE_MAX_COEF
+from kanode.nn._spline_fn import SplineLayerFn
+from kanode.nn.bspline import value_slope_matrix
+
+
+class FusedLayerFn(torch.autograd.Function):
+    """(x (batch, in), coef (out, in, n_coef), scale, base_weight (out, in), knots,
+    shift, inv_h (in,), order, activation) → y (batch, out), on a uniform grid."""
+
+    @staticmethod
+    def forward(ctx, x, coef, scale, base_weight, knots, shift, inv_h, order, activation):
+        ctx.save_for_backward(x, coef, scale, base_weight, knots, shift, inv_h)
+        ctx.settings = (order, activation)
+        return fused_forward(x, coef, scale, base_weight, shift, inv_h, order, activation)[0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, coef, scale, base_weight, knots, shift, inv_h = ctx.saved_tensors
+        order, activation = ctx.settings
+        needs = ctx.needs_input_grad[:4]
+        if torch.is_grad_enabled():  # a graph of the backward is wanted
+            grads = _graph_backward(grad, (x, coef, scale, base_weight), needs, knots, shift, inv_h, order,
+                                    activation)
+        else:
+            mat = value_slope_matrix(order, x.dtype, x.device)
+            grads = _native.kernel().backward(grad, x, coef, scale, base_weight, shift, inv_h, mat,
+                                              coef.shape[-1] - order, _native.ACTIVATION_CODES[activation],
+                                              *needs)
+        return (*grads, None, None, None, None, None)
+
+
+def fused_forward(x, coef, scale, base_weight, shift, inv_h, order, activation):
+    """Plain call of the kernel (no autograd node) → (y (batch, out), cell (batch, in) int64)."""
+    mat = value_slope_matrix(order, x.dtype, x.device)
+    y, cell = _native.kernel().forward(x, coef, scale, base_weight, shift, inv_h, mat, coef.shape[-1] - order,
+                                       _native.ACTIVATION_CODES[activation])
+    return y, cell
+
+
+def _graph_backward(grad, inputs, needs, knots, shift, inv_h, order, activation):
+    mode = "dense" if inputs[1].shape[-1] <= DENSE_MAX_COEF else "sparse"
+    y = SplineLayerFn.apply(*inputs, knots, shift, inv_h, order, True, activation, mode)[0]
+    wanted = [t for t, need in zip(inputs, needs) if need]
+    found = iter(torch.autograd.grad(y, wanted, grad, create_graph=True, allow_unused=True))
+    return tuple(next(found) if need else None for need in needs)

@@ -1,0 +1,85 @@
+"""The fused CPU kernel of the B-spline layer (``csrc/spline_cpu.cpp``), built on first use.
+
+:func:`kernel` compiles the C++ source with ``torch.utils.cpp_extension.load``
+(g++ and ninja; about a minute, once per machine and torch version: the build
+is cached under ``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``)
+and returns the module, or ``None`` when it cannot be built, with one warning
+that says why; layers then use their PyTorch implementation, which gives the
+same numbers more slowly. ``KANODE_NATIVE=0`` turns the kernel off.
+
+The build uses ``-march=native``; the extension's name carries a hash of the
+CPU's model and flags, so machines of different kinds that share a home
+directory build their own copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+ACTIVATION_CODES = {"identity": 0, "silu": 1, "tanh": 2, "relu": 3, "softplus": 4, "gelu": 5}  # as in the C++
+MAX_WIDTH = 8  # spline order + 1 <= kMaxWidth in the C++ source
+SOURCE = Path(__file__).with_name("csrc") / "spline_cpu.cpp"
+_state: dict = {}
+
+
+def enabled() -> bool:
+    """Whether ``KANODE_NATIVE`` allows the kernel (anything but 0/false/no/off)."""
+    return os.environ.get("KANODE_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _cpu_tag() -> str:
+    text = platform.processor() + platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            text += "".join(line for line in fh if line.startswith(("model name", "flags")))[:20000]
+    except OSError:
+        pass
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _build():
+    from torch.utils import cpp_extension
+
+    flags = ["-O3", "-fopenmp"]  # at::parallel_for is inline OpenMP; torch ships the libgomp it binds to
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags.append("-march=native")
+    digest = hashlib.sha1(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:8]
+    name = f"kanode_spline_{digest}_{_cpu_tag()}"
+    so_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+    if not any(so_dir.glob(f"{name}*.so")):
+        print("kanode: compiling the fused CPU spline kernel (once per machine, about a minute) ...",
+              file=sys.stderr, flush=True)
+    return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                              verbose=False)
+
+
+def kernel():
+    """The compiled module (``forward``, ``backward``), or None when unavailable."""
+    if not enabled():
+        return None
+    if "module" not in _state:
+        try:
+            _state["module"] = _build()
+        except Exception as exc:  # no compiler, no ninja, read-only cache, ...
+            _state["module"] = None
+            text = str(exc).splitlines()
+            lines = ([line for line in text if "error:" in line] or [line for line in text if "error" in line.lower()]
+                     or [repr(exc)])
+            warnings.warn(f"kanode: the fused CPU spline kernel could not be built ({lines[0].strip()}); using the "
+                          "PyTorch implementation (same results, slower for large batches). "
+                          "Set KANODE_NATIVE=0 to skip the build.", RuntimeWarning, stacklevel=3)
+    return _state["module"]
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether the kernel applies to input x (host-side checks only)."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+            and not torch._C._are_functorch_transforms_active() and kernel() is not None)
