@@ -1,6 +1,7 @@
 """The fused CPU kernel (kanode.nn._native) against the eager contraction and the dense reference."""
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -17,6 +18,8 @@ def test_kernel_builds_on_this_machine():
     # silently leave every other test on the eager path.
     if not _native.enabled():
         pytest.skip("KANODE_NATIVE=0")
+    if shutil.which("ninja") is None or shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler or ninja on this machine: kanode runs its PyTorch path")
     assert _native.kernel() is not None
 
 
