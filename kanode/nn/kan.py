@@ -3,8 +3,11 @@
 Edge ``(o, i)`` computes ``base_weight[o, i] · act(x_i) + spline_scale[o, i] ·
 Σ_j spline_coef[o, i, j] B_j(x_i)`` and output ``o`` sums its edges. Only the
 ``spline_order + 1`` non-zero bases of each input are evaluated (closed form
-on a uniform grid, local de Boor otherwise) and the layer's autograd
-Function saves only the input and its cell index.
+on a uniform grid, local de Boor otherwise). On the CPU with a uniform grid
+the forward and the first-order backward are one fused C++ call each
+(:mod:`kanode.nn._fused_fn`, :mod:`kanode.nn._native`) and the autograd node
+saves only the input; elsewhere the PyTorch Function of
+:mod:`kanode.nn._spline_fn` saves the input and its cell index.
 
 **Outside the grid** the spline part continues linearly with its value and
 slope at the nearest end of the grid range (C¹, finite, linear growth); the
