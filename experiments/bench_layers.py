@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from kanode.nn import KAN, MLP, KANLayer  # noqa: E402
 from tests.kanode.nn.dense_reference import DenseKAN, DenseKANLayer  # noqa: E402
+from tests.kanode.nn.memory import saved_storages  # noqa: E402
 
 SIZES = [(2, 10, 1024), (28, 64, 1024), (64, 64, 4096)]
 GRIDS = [5, 20, 100]
@@ -68,19 +69,8 @@ def interleaved_medians(cases: dict, min_rounds: int = 5, budget_s: float = 3.0,
 
 
 def saved_bytes(model, x) -> int:
-    state = [*model.parameters(), *model.buffers()]
-    params = {p.untyped_storage().data_ptr() for p in state}
-    seen = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(seen.values())
+    """Bytes of the unique storages model(x) saves for backward, module state excluded."""
+    return sum(dict(saved_storages(model, x)).values())
 
 
 def fwd_bwd(model, x):

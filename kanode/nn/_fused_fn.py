@@ -30,7 +30,7 @@ class FusedLayerFn(torch.autograd.Function):
     def forward(ctx, x, coef, scale, base_weight, knots, shift, inv_h, order, activation):
         ctx.save_for_backward(x, coef, scale, base_weight, knots, shift, inv_h)
         ctx.settings = (order, activation)
-        return fused_forward(x, coef, scale, base_weight, shift, inv_h, order, activation)[0]
+        return fused_forward(x, coef, scale, base_weight, shift, inv_h, order, activation)
 
     @staticmethod
     def backward(ctx, grad):
@@ -49,11 +49,10 @@ class FusedLayerFn(torch.autograd.Function):
 
 
 def fused_forward(x, coef, scale, base_weight, shift, inv_h, order, activation):
-    """Plain call of the kernel (no autograd node) → (y (batch, out), cell (batch, in) int64)."""
+    """Plain call of the kernel (no autograd node) → y (batch, out)."""
     mat = value_slope_matrix(order, x.dtype, x.device)
-    y, cell = _native.kernel().forward(x, coef, scale, base_weight, shift, inv_h, mat, coef.shape[-1] - order,
-                                       _native.ACTIVATION_CODES[activation])
-    return y, cell
+    return _native.kernel().forward(x, coef, scale, base_weight, shift, inv_h, mat, coef.shape[-1] - order,
+                                    _native.ACTIVATION_CODES[activation])
 
 
 def _graph_backward(grad, inputs, needs, knots, shift, inv_h, order, activation):

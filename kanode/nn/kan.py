@@ -197,7 +197,7 @@ class KANLayer(nn.Module):
         if mode == "fused":
             args = (flat, self.spline_coef, self.spline_scale, self.base_weight, self.knots, self._grid_shift,
                     self._grid_inv_h, self.spline_order, self.base_activation)
-            out = FusedLayerFn.apply(*args) if needs_function else fused_forward(*args[:4], *args[5:])[0]
+            out = FusedLayerFn.apply(*args) if needs_function else fused_forward(*args[:4], *args[5:])
             return out.reshape(*shape, self.out_features) if len(shape) != 1 else out
         args = (flat, self.spline_coef, self.spline_scale, self.base_weight, self.knots, self._grid_shift,
                 self._grid_inv_h, self.spline_order, self.uniform, self.base_activation, mode)

@@ -180,7 +180,7 @@ constexpr int64_t kBlock = 32;  // rows per block of the forward pass
 // whole block, and the block's output rows stay in L1.
 template <typename T, int W>
 void forward_kernel(const T* xp, const T* tp, const Grid<T>& grid, int64_t act, int64_t batch, int64_t n_in,
-                    int64_t n_out, T* yp, int64_t* cp) {
+                    int64_t n_out, T* yp) {
   const int64_t n_coef = grid.n_coef, stride = (n_coef + 1) * n_out;
   const int64_t n_blocks = (batch + kBlock - 1) / kBlock;
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, kBlock * n_in * (W + 1) * n_out));
@@ -195,7 +195,6 @@ void forward_kernel(const T* xp, const T* tp, const Grid<T>& grid, int64_t act, 
           const T xv = xp[b * n_in + i];
           const int64_t cell = grid.template basis<W>(xv, i, v, slopes);
           activation<T>(act, xv, v[W], da);
-          cp[b * n_in + i] = cell;
           const T* __restrict__ r = tp + i * stride + cell * n_out;
           T* __restrict__ yb = yp + b * n_out;
 #pragma omp simd
@@ -263,10 +262,10 @@ void backward_kernel(const T* gp, const T* xp, const T* tp, const Grid<T>& grid,
 // The kernels for the runtime width W = k + 1 (unrolled per width).
 template <typename T, int W = 2>
 void forward_width(int64_t width, const T* xp, const T* tp, const Grid<T>& grid, int64_t act, int64_t batch,
-                   int64_t n_in, int64_t n_out, T* yp, int64_t* cp) {
+                   int64_t n_in, int64_t n_out, T* yp) {
   if constexpr (W <= kMaxWidth) {
-    if (width == W) return forward_kernel<T, W>(xp, tp, grid, act, batch, n_in, n_out, yp, cp);
-    return forward_width<T, W + 1>(width, xp, tp, grid, act, batch, n_in, n_out, yp, cp);
+    if (width == W) return forward_kernel<T, W>(xp, tp, grid, act, batch, n_in, n_out, yp);
+    return forward_width<T, W + 1>(width, xp, tp, grid, act, batch, n_in, n_out, yp);
   }
   TORCH_CHECK(false, "kanode native spline: spline order must be 1..", kMaxWidth - 1);
 }
@@ -298,8 +297,8 @@ void check_args(const at::Tensor& x, const at::Tensor& coef, const at::Tensor& s
 
 }  // namespace
 
-// -> (y (batch, out), cells (batch, in) int64)
-std::vector<at::Tensor> layer_forward(const at::Tensor& x_, const at::Tensor& coef_, const at::Tensor& scale_,
+// -> y (batch, out)
+at::Tensor layer_forward(const at::Tensor& x_, const at::Tensor& coef_, const at::Tensor& scale_,
                                       const at::Tensor& base_, const at::Tensor& shift_, const at::Tensor& inv_h_,
                                       const at::Tensor& mat_, int64_t grid_size, int64_t act) {
   auto x = x_.contiguous(), coef = coef_.contiguous(), scale = scale_.contiguous(), base = base_.contiguous();
@@ -307,15 +306,13 @@ std::vector<at::Tensor> layer_forward(const at::Tensor& x_, const at::Tensor& co
   check_args(x, coef, scale, base, shift, inv_h, mat, grid_size);
   const int64_t batch = x.size(0), n_in = x.size(1), n_out = coef.size(0), width = mat.size(0);
   auto y = at::empty({batch, n_out}, x.options());
-  auto cells = at::empty({batch, n_in}, x.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kanode_layer_forward", [&] {
     using T = scalar_t;
     const auto table = pack_table<T>(coef, scale, base);
     Grid<T> grid{shift.data_ptr<T>(), inv_h.data_ptr<T>(), mat.data_ptr<T>(), grid_size, grid_size + width - 1};
-    forward_width<T>(width, x.data_ptr<T>(), table.data_ptr<T>(), grid, act, batch, n_in, n_out, y.data_ptr<T>(),
-                     cells.data_ptr<int64_t>());
+    forward_width<T>(width, x.data_ptr<T>(), table.data_ptr<T>(), grid, act, batch, n_in, n_out, y.data_ptr<T>());
   });
-  return {y, cells};
+  return y;
 }
 
 // -> (d/dx (batch, in), d/dcoef (out, in, n_coef), d/dscale (out, in), d/dbase (out, in));

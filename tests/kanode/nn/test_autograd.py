@@ -7,6 +7,7 @@ from torch.func import functional_call, jacrev, vmap
 from kanode.nn import KAN, KANLayer
 from tests.kanode.nn.conftest import nonuniform_state
 from tests.kanode.nn.dense_reference import DenseKAN, DenseKANLayer
+from tests.kanode.nn.memory import saved_storages
 
 pytestmark = pytest.mark.usefixtures("float64")
 PARAMS = ("spline_coef", "spline_scale", "base_weight")
@@ -143,19 +144,8 @@ def test_input_hessian_with_double_jacrev():
 @pytest.mark.parametrize("mode", ["dense", "sparse"])  # "fused": tests/kanode/nn/test_native.py
 def test_saved_memory_is_input_sized(grid_size, mode):
     layer = KANLayer(8, 16, grid_size=grid_size, contraction=mode)
-    # module state (parameters and buffers such as the knots) is not activation memory
-    params = {p.untyped_storage().data_ptr() for p in [*layer.parameters(), *layer.buffers()]}
-    saved = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
     x = torch.randn(256, 8, requires_grad=True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        layer(x).sum()
+    saved = dict(saved_storages(layer, x))  # unique storages; module state excluded
     x_bytes = x.numel() * x.element_size()
     index_bytes = x.numel() * 8  # int64 cells
     assert sum(saved.values()) == x_bytes + index_bytes

@@ -9,6 +9,7 @@ import torch
 from kanode.nn import KAN, KANLayer, _native
 from tests.kanode.nn.conftest import adam_losses, nonuniform_state
 from tests.kanode.nn.dense_reference import DenseKANLayer
+from tests.kanode.nn.memory import saved_storages
 
 PARAMS = ("spline_coef", "spline_scale", "base_weight")
 
@@ -93,17 +94,8 @@ def test_fused_results_do_not_depend_on_thread_count(float64):
 def test_fused_saves_only_the_input(grid_size):
     layer = KANLayer(8, 16, grid_size=grid_size, contraction="fused")
     x = torch.randn(256, 8, requires_grad=True)
-    state = {p.untyped_storage().data_ptr() for p in [*layer.parameters(), *layer.buffers()]}
-    saved = []
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in state:
-            saved.append(t.untyped_storage().nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        layer(x)
-    assert saved == [256 * 8 * 4]  # x (float32); the cells are recomputed in backward
+    saved = [nbytes for _, nbytes in saved_storages(layer, x)]
+    assert saved == [256 * 8 * 4]  # x (float32), once; the cells are recomputed in backward
 
 
 def test_double_backward_of_fused_layer_matches_dense(float64):
