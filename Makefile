@@ -7,7 +7,7 @@ BASE   := $(VENV)/.installed-base
 DEV    := $(VENV)/.installed-dev
 PIP    := $(PY) -m pip install --quiet -c constraints.txt
 
-.PHONY: run test test-fast bench clean-venv
+.PHONY: run test test-fast test-eager bench clean-venv
 
 # The last step compiles the fused CPU kernel of the KAN layer now (about a
 # minute, once per machine) rather than inside the first fit that needs it.
@@ -29,6 +29,11 @@ test: $(DEV)
 
 test-fast: $(DEV)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The layer tests again with the fused kernel switched off: the PyTorch path
+# that machines without g++ (or with KANODE_NATIVE=0) run.
+test-eager: $(DEV)
+	KANODE_NATIVE=0 $(PY) -m pytest tests/kanode/nn $(PYTEST_ARGS)
 
 bench: $(BASE)
 	$(PY) experiments/bench_layers.py

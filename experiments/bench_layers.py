@@ -31,9 +31,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kanode.analysis.saved import saved_storages  # noqa: E402
 from kanode.nn import KAN, MLP, KANLayer  # noqa: E402
-from tests.kanode.nn.dense_reference import DenseKAN, DenseKANLayer  # noqa: E402
-from tests.kanode.nn.memory import saved_storages  # noqa: E402
+from kanode.nn.dense import DenseKAN, DenseKANLayer  # noqa: E402
 
 SIZES = [(2, 10, 1024), (28, 64, 1024), (64, 64, 4096)]
 GRIDS = [5, 20, 100]

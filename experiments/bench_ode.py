@@ -35,7 +35,7 @@ from kanode.data import load_data  # noqa: E402
 from kanode.fit import fit  # noqa: E402
 from kanode.nn import KAN, MLP  # noqa: E402
 from kanode.ode import VectorField, solve  # noqa: E402
-from tests.kanode.nn.dense_reference import DenseKAN  # noqa: E402
+from kanode.nn.dense import DenseKAN  # noqa: E402
 
 TRAIN_TARGET, EXTRAP_TARGET = 1e-4, 1e-3
 

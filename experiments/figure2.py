@@ -28,7 +28,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from kanode.compare import find_runs, format_table, group_runs, load_run, loss_table
+from kanode.compare import (find_runs, format_table, group_curve, group_runs, load_run,
+                            loss_table)
 from kanode.plots.compare import plot_loss_comparison
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results.mkdir(parents=True, exist_ok=True)
     groups = group_runs([load_run(p) for p in find_runs([sweep_dir])])
-    fig = plot_loss_comparison(groups, metric="train_loss", x="step")
+    fig = plot_loss_comparison([group_curve(g, "train_loss", "step") for g in groups],
+                               metric="train_loss", x="step")
     fig.savefig(results / "figure2.png", dpi=80)
     table = format_table(loss_table(groups, "train_loss"), "train_loss")
     (results / "figure2_table.md").write_text(table)

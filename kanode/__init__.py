@@ -1,10 +1,24 @@
 """kanode: neural ODEs with KAN and MLP vector fields.
 
 Layers live in :mod:`kanode.nn`, solving in :mod:`kanode.ode`, the training
-loop in :mod:`kanode.train`; ``kanode.fit.fit`` (and ``python -m
-kanode.fit``) runs one complete fit. ``kanode.fit`` is not re-exported here, so
-that ``python -m kanode.fit`` runs its module exactly once.
+loop in :mod:`kanode.train`; :func:`kanode.fit` runs one complete fit::
+
+    from kanode import fit            # the function (so is kanode.fit.fit)
+    result = fit(model="mlp", steps=200)
+
+``kanode.fit`` is also the name of the command-line module (``python -m
+kanode.fit``, ``from kanode.fit import main, FitResult``). A package
+attribute and a submodule of one name collide: importing the submodule
+normally rebinds the package attribute to the module. So the attribute is
+a property of the package that always gives the *function*, imported on
+first use: the package never imports the submodule itself, and ``python -m
+kanode.fit`` runs that module exactly once (no runpy warning). The one
+consequence: ``import kanode.fit as m`` binds the function too; import the
+module's other names with ``from kanode.fit import ...``.
 """
+
+import sys as _sys
+import types as _types
 
 from .config import ConfigError, FitConfig, load_config
 from .nn import KAN, MLP, RSWAF, KANLayer
@@ -13,4 +27,33 @@ from .ode import SolverError, VectorField, solve
 __version__ = "0.1.0"
 
 __all__ = ["ConfigError", "FitConfig", "KAN", "KANLayer", "MLP", "RSWAF", "SolverError",
-           "VectorField", "load_config", "solve"]
+           "VectorField", "fit", "load_config", "solve"]
+
+
+class _Package(_types.ModuleType):
+    """The ``kanode`` module: ``kanode.fit`` is the function :func:`kanode.fit.fit`."""
+
+    @property
+    def fit(self):  # noqa: ANN201 - the fit function, see kanode.fit.fit
+        override = self.__dict__.get("_fit_override")
+        if override is not None:
+            return override
+        from .fit import fit as fit_function  # the submodule, imported once on first use
+
+        return fit_function
+
+    @fit.setter
+    def fit(self, value) -> None:
+        # The import system binds the submodule here after importing it: keep the function.
+        if not isinstance(value, _types.ModuleType):
+            self.__dict__["_fit_override"] = value  # e.g. a test's monkeypatch
+
+    @fit.deleter
+    def fit(self) -> None:
+        self.__dict__.pop("_fit_override", None)
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), "fit"})
+
+
+_sys.modules[__name__].__class__ = _Package

@@ -7,7 +7,8 @@ import sys
 from dataclasses import fields
 from typing import Any, NoReturn
 
-from .config import FitConfig
+from .config import ConfigError, FitConfig
+from .exit_codes import EXIT_BAD_INPUT
 
 __all__ = ["build_parser", "overrides_from_args", "OneLineParser"]
 
@@ -25,16 +26,20 @@ HELP = {
     "grid_size": "KAN grid intervals per input",
     "spline_order": "KAN B-spline order (3 = cubic)",
     "grid_range": "interval the normalised states are mapped to (the KAN grid range)",
-    "activation": "MLP activation: tanh, silu, relu, gelu or softplus",
+    "activation": "MLP activation: tanh, silu, relu, gelu or softplus (MLPs only)",
+    "base_activation": "KAN base-path activation: silu, tanh, relu, gelu, softplus or "
+                       "identity (KANs only)",
     "time_input": "feed t to the network (non-autonomous vector field)",
-    "method": "torchdiffeq solver: fixed-step rk4, euler, midpoint, or adaptive dopri5, "
-              "dopri8, bosh3, ...",
+    "method": "torchdiffeq solver: fixed-step rk4, euler, midpoint, heun2, heun3, "
+              "explicit_adams, implicit_adams, or adaptive dopri5, dopri8, bosh3, "
+              "fehlberg2, adaptive_heun",
     "rtol": "relative tolerance of adaptive solvers (dopri5, ...)",
     "atol": "absolute tolerance of adaptive solvers (dopri5, ...)",
     "step_size": "step of fixed-step methods (rk4, euler, ...); 0 = the data's sampling interval",
     "adjoint": "backpropagate with the adjoint method: memory O(1) in the solver steps, "
                "but ~30x slower than direct backpropagation on small problems",
-    "max_num_steps": "solver steps allowed per solve before it counts as a failure",
+    "max_num_steps": "solver steps allowed per solve before it counts as a failure "
+                     "(a fixed-step solve needing more is refused up front)",
     "loss": "training loss (mse)",
     "batch_time": "points per random training window; 0 trains on the whole window",
     "batch_size": "random windows per Adam step (with --batch-time)",
@@ -49,8 +54,13 @@ HELP = {
     "lbfgs_history": "L-BFGS history size",
     "lbfgs_max_iter": "L-BFGS iterations per step",
     "grad_clip": "clip the gradient norm to this value; 0 disables",
-    "grid_update_steps": "steps at which KAN grids are refit to the visited states",
-    "grid_extend": "KAN grid extensions as STEP:GRID_SIZE pairs, e.g. 100:10 200:20",
+    "sparsity": "weight λ of the KAN paper's sparsity penalty on the edge scores (std of each edge "
+                "over the training states; see kanode.symbolic); 0 disables",
+    "sparsity_l1": "weight of the L1 term inside the sparsity penalty",
+    "sparsity_entropy": "weight of the entropy term inside the sparsity penalty",
+    "coef_l1": "L1 penalty on the KAN's spline coefficients (mean |coef| per layer); 0 disables",
+    "grid_update_steps": "steps at which KAN grids are refit to the visited states (KANs only)",
+    "grid_extend": "KAN grid extensions as STEP:GRID_SIZE pairs, e.g. 100:10 200:20 (KANs only)",
     "eval_every": "steps between validation/extrapolation evaluations",
     "checkpoint_every": "steps between checkpoints",
     "seed": "seed of the model initialisation and the window sampling",
@@ -65,8 +75,8 @@ class OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line ``kanode: error: ...`` and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"kanode: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
+        print(f"kanode: error: {' '.join(message.split())} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def _pair(text: str) -> list[int]:
@@ -105,9 +115,22 @@ def build_parser() -> OneLineParser:
     return parser
 
 
+PATH_OPTIONS = ("config", "out", "resume", "data")
+
+
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The config fields given on the command line."""
+    """The config fields given on the command line.
+
+    Raises :class:`ConfigError` for an empty path option (``--out ''`` is a
+    mistake, not "not given") and for ``--config``/``--resume`` together.
+    """
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None and not value.strip():
+            raise ConfigError(f"--{name} must not be empty; give a path or leave the option out")
+    if getattr(args, "config", None) is not None and getattr(args, "resume", None) is not None:
+        raise ConfigError("--config and --resume cannot be combined: a resumed run keeps its "
+                          "own config.toml")
     names = {f.name for f in fields(FitConfig)}
-    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    FitConfig().replace(**given)  # raises ConfigError naming a bad value
-    return given
+    # validated by FitConfig once merged with --config / the resumed run's config
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}

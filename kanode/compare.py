@@ -26,7 +26,10 @@ from typing import Any
 import numpy as np
 
 from .cli_args import OneLineParser
-from .config import read_toml
+from .config import ConfigError, read_toml
+from .exit_codes import EXIT_BAD_INPUT
+from .plots.compare import Curve
+from .runs import read_metrics, read_summary
 
 __all__ = ["RunData", "Group", "Curve", "find_runs", "load_run", "group_runs", "group_curve",
            "loss_table", "format_table", "write_table_csv", "main", "METRICS", "SYSTEM_ORDER"]
@@ -38,7 +41,7 @@ _NOT_GROUPED = frozenset({"seed", "threads", "device", "eval_every", "checkpoint
 
 
 class CompareError(ValueError):
-    """The runs given cannot be compared; the message says why."""
+    """The runs given cannot be compared; the one-line message says why."""
 
 
 @dataclass(frozen=True)
@@ -92,25 +95,14 @@ class Group:
         return counts.pop() if len(counts) == 1 else None
 
 
-@dataclass(frozen=True)
-class Curve:
-    """A group's curve: ``x`` of shape ``(n_x,)``; ``median``, ``low``, ``high`` likewise.
-
-    ``switch`` is the x where Adam hands over to L-BFGS (``nan`` if it does not).
-    """
-
-    x: np.ndarray
-    median: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-    switch: float
-
-
 # ------------------------------------------------------------------ loading
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     """Run directories at or below ``paths`` (those with ``config.toml`` and ``metrics.csv``)."""
     found: list[Path] = []
-    for path in map(Path, paths):
+    for given in paths:
+        if not str(given).strip():
+            raise CompareError("a run directory path is empty; give RUN_DIR paths")
+        path = Path(given)
         if not path.is_dir():
             raise CompareError(f"{path} is not a directory")
         if _is_run(path):
@@ -128,32 +120,31 @@ def _is_run(path: Path) -> bool:
 
 
 def load_run(path: str | Path) -> RunData:
-    """Read ``config.toml``, ``metrics.csv`` and (if present) ``summary.json`` of a run."""
+    """Read ``config.toml``, ``metrics.csv`` and (if present) ``summary.json`` of a run.
+
+    The files are read by the run directory's own readers
+    (:func:`kanode.runs.read_metrics`, :func:`kanode.runs.read_summary`).
+
+    Raises
+    ------
+    CompareError : ``config.toml`` is missing or not TOML.
+    ConfigError : ``metrics.csv`` (e.g. without a ``step`` column) or ``summary.json``
+        is damaged; the one-line message names the file.
+    """
     path = Path(path)
     config = read_toml(path / "config.toml", what="run config", error=CompareError)
-    try:
-        with (path / "metrics.csv").open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, csv.Error) as exc:
-        raise CompareError(f"cannot read run {path}: {exc}") from None
-    metrics: dict[str, np.ndarray] = {}
-    for column in (rows[0].keys() if rows else ()):
-        values = [r[column] for r in rows]
-        metrics[column] = (np.array(values) if column == "phase"
-                           else np.array([_float(v) for v in values], dtype=np.float64))
-    summary_path = path / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    except (OSError, json.JSONDecodeError):
-        summary = None  # a summary being written right now: treat the run as unfinished
-    return RunData(path=path, config=config, metrics=metrics, summary=summary)
+    rows = read_metrics(path / "metrics.csv")
+    metrics = {column: _column(column, [row.get(column) for row in rows])
+               for column in (rows[0] if rows else ())}
+    return RunData(path=path, config=config, metrics=metrics, summary=read_summary(
+        path / "summary.json"))
 
 
-def _float(text: str | None) -> float:
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
+def _column(name: str, values: list[Any]) -> np.ndarray:
+    """One metrics column as an array: ``phase`` as strings, the rest as floats (nan if empty)."""
+    if name == "phase":
+        return np.array(["" if v is None else str(v) for v in values])
+    return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
 # ----------------------------------------------------------------- grouping
@@ -166,7 +157,7 @@ def group_runs(runs: Sequence[RunData]) -> list[Group]:
     buckets: dict[str, list[RunData]] = {}
     for run in runs:
         key = json.dumps({k: v for k, v in run.config.items() if k not in _NOT_GROUPED},
-                         sort_keys=True)
+                         sort_keys=True, default=str)  # default: TOML dates
         buckets.setdefault(key, []).append(run)
     groups = []
     for members in buckets.values():
@@ -196,14 +187,17 @@ def _xy(run: RunData, metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:
     """The finite points of one run's metric: ``(x, y)``, each of shape ``(n,)``."""
     if metric not in run.metrics:
         return np.empty(0), np.empty(0)
-    xs = run.metrics["step" if x == "step" else "wall_time"]
+    column = "step" if x == "step" else "wall_time"
+    if column not in run.metrics:
+        raise CompareError(f"{run.path / 'metrics.csv'} has no {column!r} column for --x {x}")
+    xs = run.metrics[column]
     ys = run.metrics[metric]
     keep = np.isfinite(xs) & np.isfinite(ys)
     return xs[keep], ys[keep]
 
 
 def group_curve(group: Group, metric: str = "train_loss", x: str = "step") -> Curve:
-    """Median and min–max across the group's runs of ``metric`` against ``x``.
+    """Median and min–max across the group's runs of ``metric`` against ``x``: the figure's data.
 
     Every run is interpolated (linearly in log10 of the loss) onto the union
     of the runs' x values; at each x only the runs that reach it count, so a
@@ -213,9 +207,11 @@ def group_curve(group: Group, metric: str = "train_loss", x: str = "step") -> Cu
         raise CompareError(f"x must be step or time, got {x!r}")
     pairs = [_xy(r, metric, x) for r in group.runs]
     pairs = [(a, b) for a, b in pairs if a.size]
+    about = {"system": group.system, "model": group.model, "label": group.label,
+             "n_runs": len(group.runs), "n_params": group.n_params}
     if not pairs:
         nothing = np.empty(0)
-        return Curve(nothing, nothing, nothing, nothing, math.nan)
+        return Curve(nothing, nothing, nothing, nothing, math.nan, **about)
     grid = np.unique(np.concatenate([a for a, _ in pairs]))  # (n_x,)
     stack = np.full((len(pairs), grid.size), np.nan)          # (n_runs, n_x)
     for i, (xs, ys) in enumerate(pairs):
@@ -224,7 +220,7 @@ def group_curve(group: Group, metric: str = "train_loss", x: str = "step") -> Cu
         inside = (grid >= xs[0]) & (grid <= xs[-1])
         stack[i, inside] = 10.0 ** np.interp(grid[inside], xs, logs)
     return Curve(x=grid, median=np.nanmedian(stack, axis=0), low=np.nanmin(stack, axis=0),
-                 high=np.nanmax(stack, axis=0), switch=_switch(group.runs, x))
+                 high=np.nanmax(stack, axis=0), switch=_switch(group.runs, x), **about)
 
 
 def _switch(runs: Sequence[RunData], x: str) -> float:
@@ -235,7 +231,9 @@ def _switch(runs: Sequence[RunData], x: str) -> float:
         if phase is None or not (phase == "lbfgs").any():
             continue
         first = int(np.argmax(phase == "lbfgs"))
-        points.append(run.metrics["step" if x == "step" else "wall_time"][first])
+        xs = run.metrics.get("step" if x == "step" else "wall_time")
+        if xs is not None:
+            points.append(xs[first])
     return float(np.median(points)) if points else math.nan
 
 
@@ -330,10 +328,48 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    out = Path(args.out)
+def _figure_path(out: str) -> Path:
+    """``--out`` checked up front: not empty, a format matplotlib can write."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if not out.strip():
+        raise CompareError("--out is empty; give a figure path such as compare.png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise CompareError(f"--out {out!r} must end in a figure format matplotlib writes: "
+                           + ", ".join(f".{f}" for f in sorted(formats)))
+    return Path(out)
+
+
+def _check_title(title: str | None) -> None:
+    """A title with ``$...$`` must be valid mathtext; say so before any work is done."""
+    if not title or title.replace(r"\$", "").count("$") < 2:
+        return
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 1))
+    fig.suptitle(title)
     try:
+        FigureCanvasAgg(fig).draw()
+    except ValueError as exc:  # matplotlib's mathtext parser reports bad TeX as ValueError
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "invalid mathtext"
+        raise CompareError(f"--title '{title}' cannot be drawn ({reason}); write a literal "
+                           "$ as \\$") from None
+
+
+def _one_line(text: str) -> str:
+    """A message on one line (line breaks inside a path or value become spaces)."""
+    return " ".join(text.splitlines())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns 0, or 2 (one line on stderr) for bad input."""
+    args = _parser().parse_args(argv)
+    try:
+        out = _figure_path(args.out)
+        _check_title(args.title)
         runs = [load_run(p) for p in find_runs(args.runs)]
         groups = group_runs(runs)
         table = loss_table(groups, args.metric)
@@ -341,15 +377,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CompareError(f"no {args.metric} values in these runs")
         from kanode.plots.compare import plot_loss_comparison
 
-        fig = plot_loss_comparison(groups, metric=args.metric, x=args.x, title=args.title)
+        curves = [group_curve(g, args.metric, args.x) for g in groups]
+        fig = plot_loss_comparison(curves, metric=args.metric, x=args.x, title=args.title)
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=110, bbox_inches="tight")
         markdown = format_table(table, args.metric)
         out.with_suffix(".md").write_text(markdown)
         write_table_csv(table, out.with_suffix(".csv"))
-    except (CompareError, OSError) as exc:
-        print(f"kanode: error: {exc}", file=sys.stderr)
-        return 2
+    except (CompareError, ConfigError) as exc:
+        print(f"kanode: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"kanode: error: {_one_line(where + (exc.strerror or str(exc)))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(markdown, end="")
     print(f"\n{len(runs)} runs in {len(groups)} groups; figure: {out}; "
           f"table: {out.with_suffix('.csv')}, {out.with_suffix('.md')}")

@@ -71,15 +71,19 @@ def load_data(config: FitConfig) -> FitData:
 
     Raises
     ------
-    ConfigError : unknown system, unreadable or malformed data file.
+    ConfigError : unknown system; a data file that is missing, not a regular
+        file, unreadable or malformed (any :class:`systems.TrajectoryFileError`).
     """
     system = _system_or_none(config.system, required=not config.data)
     if config.data:
         path = Path(config.data)
         if not path.exists():
             raise ConfigError(f"data file {path} does not exist")
-        try:
+        try:  # the file is validated by its reader: one error type, one line
             observed = systems.load(path)
+        except systems.TrajectoryFileError as exc:
+            raise ConfigError(f"data file {exc}") from None
+        try:
             dataset = systems.split(observed, train_fraction=config.train_fraction,
                                     n_test_traj=config.n_test_traj, seed=config.data_seed)
         except ValueError as exc:

@@ -16,16 +16,14 @@ import torch
 from torch import nn
 
 from .cli_args import build_parser, overrides_from_args
-from .config import ConfigError, FitConfig, load_config
+from .config import ConfigError, FitConfig, check_fixed_steps, check_widths_for, load_config
 from .data import FitData, load_data
+from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from .ode import VectorField
 from .runs import RunDir, default_run_dir, read_metrics
 from .train import Diverged, StepRecord, Trainer, count_parameters
 
 __all__ = ["fit", "FitResult", "build_model", "build_field", "main"]
-
-EXIT_BAD_INPUT = 2
-EXIT_DIVERGED = 3
 
 
 @dataclass
@@ -41,30 +39,26 @@ class FitResult:
 
 
 def default_widths(config: FitConfig, dim: int) -> list[int]:
-    hidden = 50 if config.model == "mlp" else 10
-    return [dim + int(config.time_input), hidden, dim]
+    """The widths the fit builds (kept for callers; see :meth:`FitConfig.resolved_widths`)."""
+    return config.resolved_widths(dim)
 
 
 def build_model(config: FitConfig, dim: int) -> nn.Module:
     """The network a config names, mapping (..., dim [+1 time]) → (..., dim)."""
     from . import nn as knn
 
-    widths = list(config.widths) or default_widths(config, dim)
-    expected_in = dim + int(config.time_input)
-    if widths[0] != expected_in or widths[-1] != dim:
-        raise ConfigError(f"widths {widths} do not fit a {dim}-dimensional state: the first "
-                          f"must be {expected_in} and the last {dim}")
+    widths = check_widths_for(config, dim)  # ConfigError: wrong dimensions or too large
     if config.model == "mlp":
-        try:
-            return knn.MLP(widths, activation=config.activation)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    kwargs = dict(grid_size=config.grid_size, spline_order=config.spline_order,
-                  grid_range=tuple(config.grid_range))
+        return knn.MLP(widths, activation=config.activation)
+    if config.model == "kan":
+        return knn.KAN(widths, grid_size=config.grid_size, spline_order=config.spline_order,
+                       grid_range=tuple(config.grid_range),
+                       base_activation=config.base_activation)
     if config.model == "rswaf":
         return knn.KAN(widths, basis="rswaf", grid_size=config.grid_size,
-                       grid_range=tuple(config.grid_range))
-    return knn.KAN(widths, **kwargs)
+                       grid_range=tuple(config.grid_range),
+                       base_activation=config.base_activation)
+    raise AssertionError(f"unhandled model {config.model!r}")  # FitConfig.validate allows no other
 
 
 def build_field(config: FitConfig, data: FitData) -> VectorField:
@@ -125,22 +119,93 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
         config = (config or FitConfig()).replace(**overrides)
         if out is not None:
             run = RunDir(out)
+    if run is None:
+        return _train(_make_trainer(config), None, quiet, stop_at)
+    created = not run.path.exists()
+    lock = run.lock().acquire()  # held until the run's last file is written
+    try:
+        run.clean_temp()
+        # a damaged run directory is refused before any data is simulated
+        state = None
+        if resume is not None and not run.never_checkpointed():
+            state = _read_checkpoint(run, config)
+        trainer = _make_trainer(config)
+        if state is not None:
+            _restore(trainer, run, state)
+        else:  # a new run, or one killed during its first save: start (over)
+            run.start(config, restart=resume is not None)
+            run.save_last(trainer.state_dict())
+        return _train(trainer, run, quiet, stop_at)
+    except ConfigError:
+        if created:
+            _remove_if_bare(run, lock)
+        raise
+    finally:
+        lock.release()
+
+
+def _make_trainer(config: FitConfig) -> Trainer:
     _set_threads(config)
     _check_device(config)
     data = load_data(config).to(getattr(torch, config.dtype), config.device)
+    check_fixed_steps(config, float(data.t[-1] - data.t[0]), float(torch.diff(data.t).min()))
     field_ = build_field(config, data)
-    trainer = Trainer(field_, data, config)
-    if resume is not None:
-        assert run is not None
-        state = run.load_last()
-        if state.get("grid_size") and state["grid_size"] != getattr(field_.net, "grid_size", None):
-            field_.net.extend_grid(int(state["grid_size"]))
+    regularizer = None
+    if config.sparsity or config.coef_l1:  # the KAN paper's sparsity penalty (kanode.symbolic)
+        from .symbolic.regularize import sparsity_regularizer
+        regularizer = sparsity_regularizer(field_, data.y_train, config.sparsity, config.sparsity_l1,
+                                           config.sparsity_entropy, config.coef_l1, seed=config.seed)
+    return Trainer(field_, data, config, regularizer=regularizer)
+
+
+def _read_checkpoint(run: RunDir, config: FitConfig) -> dict[str, Any]:
+    """``checkpoints/last.pt`` (checksum and schema checked, grid, step and phase those of
+    ``config``'s run) and a ``metrics.csv`` that covers its steps; ConfigError (one line)
+    if either is damaged or belongs to another run."""
+    state = run.load_last()
+    where = run.last_path
+    grids = {config.grid_size, *(int(g) for _, g in config.grid_extend)}
+    if config.model == "mlp" and state["grid_size"] is not None:
+        raise ConfigError(f"{where} has grid_size {state['grid_size']} but the run's "
+                          f"{config.model} has no grid; the checkpoint belongs to another run")
+    if config.model != "mlp" and state["grid_size"] not in grids:
+        raise ConfigError(f"{where} has grid_size {state['grid_size']}; the run's config "
+                          f"allows {sorted(grids)}; the checkpoint belongs to another run")
+    if state["step"] > config.total_steps:
+        raise ConfigError(f"{where} is at step {state['step']}, beyond the run's "
+                          f"{config.total_steps} steps; the checkpoint belongs to another run")
+    if config.optimizer in ("adam", "lbfgs") and state["phase"] != config.optimizer:
+        raise ConfigError(f"{where} has phase {state['phase']!r} but the run uses "
+                          f"{config.optimizer}; the checkpoint belongs to another run")
+    rows = read_metrics(run.metrics_path)
+    if len(rows) < state["step"]:
+        raise ConfigError(f"{run.metrics_path} has {len(rows)} rows but the checkpoint is at "
+                          f"step {state['step']}; the run directory is damaged")
+    return state
+
+
+def _restore(trainer: Trainer, run: RunDir, state: dict[str, Any]) -> None:
+    """Load ``state`` into ``trainer``; ConfigError (one line) if its tensors do not fit
+    the run's model and optimiser."""
+    where, net = run.last_path, trainer.field.net
+    current = getattr(net, "grid_size", None)
+    try:
+        if current is not None and state["grid_size"] != current:
+            net.extend_grid(int(state["grid_size"]))
         trainer.load_state_dict(state)
-        run.truncate_metrics(trainer.state.step)
-    elif run is not None:
-        run.start(config)
-        run.save_last(trainer.state_dict())
-    return _train(trainer, run, quiet, stop_at)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"{where} does not fit the run's model and config ({detail}); "
+                          "the checkpoint belongs to another run or is damaged") from None
+    run.truncate_metrics(trainer.state.step)
+
+
+def _remove_if_bare(run: RunDir, lock: Any) -> None:
+    """Undo the directory a refused new run created (it holds only the lock file)."""
+    if [p.name for p in run.path.iterdir()] == [lock.path.name]:
+        lock.release()
+        lock.path.unlink(missing_ok=True)
+        run.path.rmdir()
 
 
 def _train(trainer: Trainer, run: RunDir | None, quiet: bool,
@@ -184,9 +249,29 @@ def _train(trainer: Trainer, run: RunDir | None, quiet: bool,
     if run is not None:
         run.write_summary(summary)
         if status == "finished" and trainer.config.plots:
-            from .plots.run import save_run_plots
-            save_run_plots(result, run.plots_path)
+            _draw_plots(result, run.plots_path)
     return result
+
+
+def _draw_plots(result: FitResult, directory: Path) -> None:
+    """The run's figures; one that cannot be drawn is skipped with one warning line
+    (the run itself finished, and stays finished)."""
+    import warnings
+
+    from .report import PlotsSkipped, save_run_plots
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # matplotlib's notes would add stderr lines
+            save_run_plots(result, directory)
+    except PlotsSkipped as exc:  # the other figures were written
+        why = "; ".join(f"{name} ({reason})" for name, reason in exc.skipped.items())
+        print(f"kanode: warning: skipped {why}; the run finished and its other figures and "
+              "results are saved", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a figure must never fail a finished fit
+        detail = " ".join(str(exc).split())[:160]
+        print(f"kanode: warning: plots skipped ({type(exc).__name__}: {detail}); "
+              "the run finished and its results are saved", file=sys.stderr)
 
 
 def _save_best(trainer: Trainer, run: RunDir, saved_step: int) -> int:
@@ -222,7 +307,7 @@ def _summary(trainer: Trainer, history: list[dict[str, Any]], status: str,
         "reason": reason,
         "system": config.system if not config.data else Path(config.data).stem,
         "model": config.model,
-        "widths": list(config.widths) or default_widths(config, trainer.data.dim),
+        "widths": config.resolved_widths(trainer.data.dim),
         "grid_size": getattr(net, "grid_size", None),
         "seed": config.seed,
         "final_train_loss": final.train_loss if final else (losses[-1] if losses else None),
@@ -256,22 +341,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = overrides_from_args(args)
-        if args.resume:
+        if args.resume is not None:
             result = fit(resume=args.resume, quiet=args.quiet, **overrides)
         else:
-            config = load_config(args.config) if args.config else FitConfig()
+            config = load_config(args.config) if args.config is not None else FitConfig()
             config = config.replace(**overrides)
-            out = Path(args.out) if args.out else default_run_dir(config)
+            out = Path(args.out) if args.out is not None else default_run_dir(config)
             result = fit(config, out=out, quiet=args.quiet)
     except ConfigError as exc:
-        print(f"kanode: error: {exc}", file=sys.stderr)
+        print(f"kanode: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     _print_summary(result)
     if result.summary["status"] == "diverged":
         print(f"kanode: error: training diverged ({result.summary['reason']}); the last good "
               f"checkpoint is {result.run_dir}/checkpoints/last.pt", file=sys.stderr)
         return EXIT_DIVERGED
-    return 0 if result.summary["status"] == "finished" else 1
+    return EXIT_OK if result.summary["status"] == "finished" else EXIT_FAILED
 
 
 if __name__ == "__main__":

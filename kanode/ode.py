@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-__all__ = ["VectorField", "SolverError", "solve", "backward_guarded", "FIXED_STEP_METHODS"]
+# The method tables and solve()'s defaults are FitConfig's (one source of truth).
+from .config import ADAPTIVE_METHODS, FIXED_STEP_METHODS, SOLVER_DEFAULTS
 
-FIXED_STEP_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+__all__ = ["VectorField", "SolverError", "solve", "backward_guarded", "evaluation_budget",
+           "FIXED_STEP_METHODS", "ADAPTIVE_METHODS"]
 
 
 class SolverError(RuntimeError):
@@ -93,22 +95,86 @@ class VectorField(nn.Module):
         return count
 
 
-def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = "dopri5",
-          rtol: float = 1e-7, atol: float = 1e-9, adjoint: bool = True,
-          step_size: float | None = None, max_num_steps: int = 20_000) -> Tensor:
-    """Integrate ``dy/dt = field(t, y)``.
+# Vector-field evaluations one solver step may cost (a rejected step costs the same;
+# first-same-as-last methods reuse a stage; the Adams methods start with RK4 steps and
+# the implicit one corrects up to 4 times). Every method of config.METHODS has an entry.
+_EVALS_PER_STEP = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 5,
+                   "heun2": 2, "heun3": 3, "fixed_adams": 5,
+                   "dopri5": 6, "dopri8": 13, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 1}
+
+
+def evaluation_budget(method: str, max_num_steps: int, n_t: int) -> int:
+    """Vector-field evaluations one solve over ``n_t`` output times may take.
+
+    ``max_num_steps`` solver steps (accepted and rejected, all output intervals
+    together) at the method's cost per step, plus for every output interval one
+    more step and the two evaluations of an initial step-size selection (the
+    adjoint restarts the solver at every output time).
+    """
+    per_step = _EVALS_PER_STEP[method]
+    return max_num_steps * per_step + (n_t - 1) * (per_step + 2) + 2
+
+
+class _Bounded(nn.Module):
+    """``field`` with a budget of evaluations; exceeding it raises :class:`SolverError`.
+
+    Raising from inside an evaluation aborts torchdiffeq's loop at once, in the
+    forward solve and in the adjoint's backward solve alike (the adjoint calls
+    the field through its augmented dynamics). ``start(phase)`` resets the count.
+    """
+
+    def __init__(self, field: nn.Module, budget: int, max_num_steps: int) -> None:
+        super().__init__()
+        self.field = field
+        self.budget = budget
+        self.max_num_steps = max_num_steps
+        self.count = 0
+        self.phase = "forward"
+
+    def start(self, phase: str) -> None:
+        self.count, self.phase = 0, phase
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        self.count += 1
+        if self.count > self.budget:
+            what = "the adjoint (backward) solve" if self.phase == "backward" else "the solve"
+            raise SolverError(f"{what} needed more than max_num_steps={self.max_num_steps} "
+                              f"solver steps ({self.budget} evaluations of the vector field); "
+                              "the learned dynamics are stiff or blowing up (lower the learning "
+                              "rate, or raise max_num_steps)")
+        return self.field(t, y)
+
+
+def _fixed_steps(t: Tensor, step_size: float) -> int:
+    """Steps a fixed-step solve over ``t`` takes (torchdiffeq's grid)."""
+    return math.ceil(float(t[-1] - t[0]) / step_size)
+
+
+def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS["method"],
+          rtol: float = SOLVER_DEFAULTS["rtol"], atol: float = SOLVER_DEFAULTS["atol"],
+          adjoint: bool = True, step_size: float | None = None,
+          max_num_steps: int = SOLVER_DEFAULTS["max_num_steps"]) -> Tensor:
+    """Integrate ``dy/dt = field(t, y)`` with bounded work.
 
     Parameters
     ----------
     field : module with ``forward(t, y)``; y (..., dim).
     y0 : (dim,) or (batch, dim) initial states (a batch is solved in one call).
     t : (n_t,) strictly increasing output times; ``t[0]`` is the initial time.
-    method : a torchdiffeq method; fixed-step ones (``rk4``, ``euler``, ...)
-        need ``step_size``.
+    method : a torchdiffeq method (default, like ``FitConfig``'s: ``rk4``);
+        fixed-step ones (``rk4``, ``euler``, ...) step by ``step_size``,
+        which defaults (None) to the smallest interval of ``t``, as
+        ``FitConfig.step_size = 0`` does. rtol/atol/max_num_steps default to
+        ``FitConfig``'s too (:data:`kanode.config.SOLVER_DEFAULTS`).
     adjoint : backpropagate with the adjoint method (memory O(1) in the number
         of steps) instead of through the solver's operations.
-    max_num_steps : bound on the adaptive steps between two consecutive output
-        times (torchdiffeq's meaning).
+    max_num_steps : bound on the solver steps of the WHOLE solve (all output
+        intervals together, rejected steps included), enforced as a budget of
+        vector-field evaluations (:func:`evaluation_budget`); the adjoint's
+        backward solve gets a budget of its own of the same size. With direct
+        backpropagation the autograd graph grows with the evaluations, so the
+        bound also bounds memory. A fixed-step solve needing more steps is
+        refused before it starts.
 
     Returns
     -------
@@ -117,20 +183,31 @@ def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = "dopri5",
     Raises
     ------
     SolverError : step size underflow, too many steps or a non-finite result.
+        Raised by the backward pass too (call it through :func:`backward_guarded`).
     ValueError : unknown method, or a fixed-step method without ``step_size``.
     """
     if t.ndim != 1 or t.numel() < 2 or not bool((t[1:] > t[:-1]).all()):
         raise ValueError("t must be a 1-D tensor of at least two strictly increasing times")
+    if max_num_steps < 1:
+        raise ValueError(f"max_num_steps must be at least 1, got {max_num_steps}")
     options: dict[str, float | int | str] = {}
     if method in FIXED_STEP_METHODS:
-        if not step_size:
+        if step_size is None:
+            step_size = float(torch.diff(t).min())
+        if not step_size or not step_size > 0:
             raise ValueError(f"method {method!r} is fixed-step: give step_size > 0")
+        n_steps = _fixed_steps(t, step_size)
+        if n_steps > max_num_steps:
+            raise SolverError(f"method {method!r} with step_size={step_size:g} needs {n_steps} "
+                              f"steps over [{float(t[0]):g}, {float(t[-1]):g}], more than "
+                              f"max_num_steps={max_num_steps}; raise step_size or max_num_steps")
         options["step_size"] = step_size
     elif method in ADAPTIVE_METHODS:
         options["max_num_steps"] = max_num_steps
     else:
         raise ValueError(f"unknown method {method!r}; choose one of "
                          f"{', '.join(ADAPTIVE_METHODS + FIXED_STEP_METHODS)}")
+    bounded = _Bounded(field, evaluation_budget(method, max_num_steps, t.numel()), max_num_steps)
     try:
         if adjoint:
             if not isinstance(field, nn.Module):
@@ -140,10 +217,11 @@ def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = "dopri5",
             adjoint_options = dict(options)
             if method in ADAPTIVE_METHODS:
                 adjoint_options["norm"] = "seminorm"
-            y = odeint_adjoint(field, y0, t, rtol=rtol, atol=atol, method=method,
+            y = odeint_adjoint(bounded, y0, t, rtol=rtol, atol=atol, method=method,
                                options=options, adjoint_options=adjoint_options)
+            bounded.start("backward")  # the backward solve counts from zero
         else:
-            y = odeint(field, y0, t, rtol=rtol, atol=atol, method=method, options=options)
+            y = odeint(bounded, y0, t, rtol=rtol, atol=atol, method=method, options=options)
     except AssertionError as exc:  # torchdiffeq signals failures with assert
         raise SolverError(_explain(str(exc), max_num_steps)) from exc
     if not torch.isfinite(y).all():
@@ -154,17 +232,23 @@ def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = "dopri5",
 
 def _explain(message: str, max_num_steps: int) -> str:
     if "max_num_steps" in message:
-        return (f"the solver needed more than max_num_steps={max_num_steps} steps between two "
-                "output times "
+        return (f"the solver needed more than max_num_steps={max_num_steps} steps "
                 "(the learned dynamics are stiff or blowing up)")
     if "underflow" in message:
         return f"step size underflow ({message}); the learned dynamics are stiff or non-finite"
     return f"the ODE solver failed: {message}"
 
 
-def backward_guarded(loss: Tensor, max_num_steps: int = 20_000) -> None:
-    """``loss.backward()`` turning adjoint-solver failures into :class:`SolverError`."""
+def backward_guarded(loss: Tensor, max_num_steps: int = SOLVER_DEFAULTS["max_num_steps"]) -> None:
+    """``loss.backward()`` turning adjoint-solver failures into :class:`SolverError`.
+
+    A budget overrun inside the adjoint's backward solve arrives as the
+    :class:`SolverError` raised by the bounded field; torchdiffeq's own
+    failures (assertions) are translated.
+    """
     try:
         loss.backward()
+    except SolverError:
+        raise
     except AssertionError as exc:
         raise SolverError(_explain(str(exc), max_num_steps)) from exc

@@ -9,27 +9,44 @@ Layout::
       checkpoints/best.pt  parameters with the lowest training loss
       summary.json         written when the run ends (status, losses, timing)
       plots/               figures of the run
+      .kanode.lock         held (flock) by the process writing the run
+
+Checkpoints are ``torch.save`` files, loadable with ``torch.load(weights_only=True)``:
+a dict ``{"format": CHECKPOINT_FORMAT, "sha256": hex, "payload": uint8 tensor}``
+whose payload holds the ``torch.save`` bytes of the state; :func:`load_checkpoint`
+verifies the checksum (checkpoints of earlier versions, the bare state dict,
+still load). Every reader raises :class:`~kanode.config.ConfigError` with one
+line naming the file when it is damaged.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import hashlib
+import io
 import json
 import math
 import os
+import re
+import stat
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import ConfigError, FitConfig, dump_config, load_config
+from .lock import RUN_LOCK_NAME, DirectoryLock
 
-__all__ = ["RunDir", "METRIC_COLUMNS", "read_metrics", "atomic_torch_save", "default_run_dir"]
+__all__ = ["RunDir", "METRIC_COLUMNS", "read_metrics", "read_summary", "atomic_torch_save",
+           "load_checkpoint", "check_trainer_state", "default_run_dir", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "kanode-checkpoint-1"
 
 METRIC_COLUMNS = ("step", "phase", "train_loss", "val_loss", "extrap_loss", "lr",
-                  "nfe_forward", "nfe_backward", "wall_time", "grad_norm")
+                  "nfe_forward", "nfe_backward", "wall_time", "grad_norm", "reg_loss")
 
 
 def default_run_dir(config: FitConfig, root: str | Path = "runs") -> Path:
@@ -45,12 +62,18 @@ def default_run_dir(config: FitConfig, root: str | Path = "runs") -> Path:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write ``obj`` to ``path`` so a crash never leaves a truncated file."""
+    """Write ``obj`` to ``path`` with a checksum, so a crash never leaves a truncated
+    file and a damaged one is detected by :func:`load_checkpoint`."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getvalue()
+    wrapped = {"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
+               "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}  # (n_bytes,)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            torch.save(wrapped, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -59,13 +82,134 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+def _torch_load(source: Any, path: Path) -> Any:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "pickle protocol 4" on garbage: one line only
+            return torch.load(source, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle means a damaged file
+        text = re.sub(r"\x1b\[[0-9;]*m|[^\x20-\x7e]", "", " ".join(str(exc).split()))
+        first = text.split(". ")[0][:160] or type(exc).__name__
+        raise ConfigError(f"{path} is not a readable checkpoint (truncated or damaged: "
+                          f"{first}); the run directory is damaged") from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The state dict in a checkpoint written by :func:`atomic_torch_save`.
+
+    Loads with ``torch.load(weights_only=True)`` and verifies the sha256 of
+    the payload; a checkpoint of an earlier kanode (a bare dict) loads as is.
+
+    Raises
+    ------
+    ConfigError : missing, empty, truncated, altered or foreign file (one line).
+    """
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path} is not a regular file; the run directory is damaged")
+    if info.st_size == 0:
+        raise ConfigError(f"{path} is empty; the run directory is damaged")
+    obj = _torch_load(path, path)
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path} holds a {type(obj).__name__}, not a kanode checkpoint")
+    if "format" not in obj:
+        return obj  # written before checkpoints carried a checksum
+    if obj.get("format") != CHECKPOINT_FORMAT or set(obj) != {"format", "sha256", "payload"}:
+        raise ConfigError(f"{path} is not a kanode checkpoint (format "
+                          f"{str(obj.get('format'))[:40]!r}, expected {CHECKPOINT_FORMAT!r})")
+    tensor = obj["payload"]
+    payload = (tensor.numpy().tobytes() if isinstance(tensor, torch.Tensor)
+               and tensor.dtype == torch.uint8 and tensor.ndim == 1 else None)
+    if payload is None or hashlib.sha256(payload).hexdigest() != obj["sha256"]:
+        raise ConfigError(f"{path} fails its checksum (the file was altered or damaged); "
+                          "the run directory is damaged")
+    state = _torch_load(io.BytesIO(payload), path)
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path} holds a {type(state).__name__}, not a kanode checkpoint")
+    return state
+
+
+# Keys of Trainer.state_dict() (kanode.train) and what each must be.
+_STATE_KEYS = ("step", "wall_time", "best_loss", "best_step", "phase", "model", "grid_size",
+               "optimizer", "generator", "torch_rng")
+_PHASES = ("adam", "lbfgs")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_trainer_state(state: Any, path: str | Path) -> dict[str, Any]:
+    """Check the schema of a training checkpoint (``Trainer.state_dict()``); return it.
+
+    Raises ConfigError with one line naming ``path`` and the first bad entry:
+    a missing key, a negative or non-integer ``step``, an unknown ``phase``,
+    a model that is not a dict of tensors, or RNG states that are not byte
+    tensors of the generator's size.
+    """
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{path}: {what}; the checkpoint is damaged or not from kanode.fit")
+
+    if not isinstance(state, dict):
+        raise bad(f"holds a {type(state).__name__}, not a dict")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise bad(f"missing key(s) {', '.join(missing)}")
+    step, best_step = state["step"], state["best_step"]
+    if not _is_int(step) or step < 0:
+        raise bad(f"step = {step!r:.40} is not a non-negative integer")
+    if not _is_int(best_step) or not -1 <= best_step < max(step, 1):
+        raise bad(f"best_step = {best_step!r:.40} is not an integer in [-1, step)")
+    if not _is_real(state["wall_time"]) or not 0 <= state["wall_time"] < math.inf:
+        raise bad(f"wall_time = {state['wall_time']!r:.40} is not a finite time >= 0")
+    if not _is_real(state["best_loss"]) or math.isnan(state["best_loss"]):
+        raise bad(f"best_loss = {state['best_loss']!r:.40} is not a number")
+    if state["phase"] not in _PHASES:
+        raise bad(f"phase = {state['phase']!r:.40} is not one of {', '.join(_PHASES)}")
+    grid = state["grid_size"]
+    if grid is not None and (not _is_int(grid) or grid < 1):
+        raise bad(f"grid_size = {grid!r:.40} is not a positive integer or None")
+    model = state["model"]
+    if (not isinstance(model, dict) or not model
+            or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                       for k, v in model.items())):
+        raise bad("model is not a dict of tensors")
+    optimizer = state["optimizer"]
+    if (not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict)
+            or not isinstance(optimizer.get("param_groups"), list)):
+        raise bad("optimizer is not an optimiser state dict")
+    size = torch.get_rng_state().numel()
+    for key in ("generator", "torch_rng"):
+        rng = state[key]
+        if (not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.ndim != 1
+                or rng.numel() != size):
+            shape = (f"{rng.dtype} tensor of shape {tuple(rng.shape)}"
+                     if isinstance(rng, torch.Tensor) else type(rng).__name__)
+            raise bad(f"{key} is a {shape}, not a uint8 RNG state of {size} bytes")
+    return state
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _format(value: Any) -> str:
@@ -76,23 +220,137 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+_INT_COLUMNS = ("step", "nfe_forward", "nfe_backward")
+_REQUIRED_COLUMNS = ("step", "phase", "train_loss")
+
+
+def _parse_cell(key: str, value: str) -> Any:
+    if key == "phase":
+        if value not in _PHASES:
+            raise ValueError(f"phase {value[:20]!r} is not one of {', '.join(_PHASES)}")
+        return value
+    if value == "":
+        return None
+    if key in _INT_COLUMNS:
+        number = int(value)
+        if number < 0:
+            raise ValueError(f"{key} {number} is negative")
+        return number
+    return float(value)
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a ``metrics.csv`` with numbers parsed (empty cells → None)."""
+    """Rows of a ``metrics.csv`` with numbers parsed (empty cells → None).
+
+    The header must name known columns (:data:`METRIC_COLUMNS`, a file of an
+    earlier version may lack the newer ones) including step, phase and
+    train_loss; row ``i`` must be step ``i + 1``.
+
+    Raises
+    ------
+    ConfigError : a missing, non-UTF-8, empty or malformed file (one line
+        naming the file and line).
+    """
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"{path} is not a regular file; the run directory is damaged")
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; the run directory is damaged") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte offset {exc.start}); "
+                          "the run directory is damaged") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        lines = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise ConfigError(f"{path} is not CSV ({exc}); the run directory is damaged") from None
+    if not lines:
+        raise ConfigError(f"{path} is empty (no header); the run directory is damaged")
+    header = lines[0]
+    unknown = [c for c in header if c not in METRIC_COLUMNS]
+    missing = [c for c in _REQUIRED_COLUMNS if c not in header]
+    if unknown or missing or len(set(header)) != len(header):
+        what = (f"unknown column {unknown[0][:30]!r}" if unknown else
+                f"no {missing[0]!r} column" if missing else "a column twice")
+        raise ConfigError(f"{path} has {what} in its header; it is not a kanode metrics file")
     rows = []
-    with Path(path).open(newline="") as fh:
-        for raw in csv.DictReader(fh):
-            row: dict[str, Any] = {}
-            for key, value in raw.items():
-                if key == "phase":
-                    row[key] = value
-                elif value == "" or value is None:
-                    row[key] = None
-                elif key in ("step", "nfe_forward", "nfe_backward"):
-                    row[key] = int(value)
-                else:
-                    row[key] = float(value)
-            rows.append(row)
+    for number, cells in enumerate(lines[1:], start=2):
+        if not cells:
+            continue  # a blank line
+        if len(cells) != len(header):
+            raise ConfigError(f"{path} line {number} has {len(cells)} fields, the header "
+                              f"{len(header)}; the run directory is damaged")
+        try:
+            row = {key: _parse_cell(key, value) for key, value in zip(header, cells)}
+        except ValueError as exc:
+            raise ConfigError(f"{path} line {number}: {' '.join(str(exc).split())[:80]}; "
+                              "the run directory is damaged") from None
+        if row["step"] != len(rows) + 1:
+            raise ConfigError(f"{path} line {number} is step {row['step']}, expected "
+                              f"{len(rows) + 1}; the run directory is damaged")
+        rows.append(row)
     return rows
+
+
+# Fields of summary.json that kanode.fit writes, with the JSON types they must have.
+_SUMMARY_TYPES: dict[str, tuple[str, tuple[type, ...]]] = {
+    **{k: ("a string", (str,)) for k in ("status", "reason", "system", "model")},
+    **{k: ("an integer", (int,)) for k in ("n_params", "steps", "seed")},
+    "grid_size": ("an integer or null", (int, type(None))),
+    **{k: ("a number or null", (int, float, type(None)))
+       for k in ("final_train_loss", "best_train_loss", "final_val_loss", "final_extrap_loss",
+                 "wall_time_s", "time_per_step_s", "nfe_per_step")},
+    "widths": ("a list of integers", (list,)),
+}
+
+
+def read_summary(path: str | Path) -> dict[str, Any] | None:
+    """A run's ``summary.json`` (``None`` if there is none), its known fields type-checked.
+
+    Raises ConfigError with a one-line message naming the file when it is not
+    a regular file, not UTF-8 JSON, not an object, or a field kanode writes
+    has the wrong type (``"n_params": "abc"``).
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{path} is not a regular file; the run directory is damaged")
+    try:
+        summary = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte offset {exc.start}); "
+                          "the run directory is damaged") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, "
+                          f"column {exc.colno}); the run directory is damaged") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not a summary: JSON nested too deeply") from None
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{path} must hold a JSON object, got {type(summary).__name__}; "
+                          "the run directory is damaged")
+    for key, (kind, types) in _SUMMARY_TYPES.items():
+        if key in summary and not _has_type(summary[key], types):
+            raise ConfigError(f"{path}: {key} = {json.dumps(summary[key])[:60]} is not {kind}; "
+                              "the run directory is damaged")
+    return summary
+
+
+def _has_type(value: Any, types: tuple[type, ...]) -> bool:
+    """``isinstance`` where a JSON boolean is not a number and a list holds integers."""
+    if isinstance(value, bool) or not isinstance(value, types):
+        return False
+    return not isinstance(value, list) or all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
 class RunDir:
@@ -108,19 +366,60 @@ class RunDir:
     best_path = property(lambda self: self.path / "checkpoints" / "best.pt")
     plots_path = property(lambda self: self.path / "plots")
 
+    # ----------------------------------------------------------------- lock
+    def lock(self) -> DirectoryLock:
+        """The directory's exclusive lock (not yet acquired); see :mod:`kanode.lock`."""
+        return DirectoryLock(self.path, RUN_LOCK_NAME, "run directory")
+
+    def clean_temp(self) -> list[Path]:
+        """Remove temporary files an interrupted atomic write left behind (hold the lock)."""
+        removed = []
+        for folder in (self.path, self.path / "checkpoints"):
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+                if tmp.is_file():
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+        return removed
+
     # --------------------------------------------------------------- create
-    def start(self, config: FitConfig) -> None:
+    def never_checkpointed(self) -> bool:
+        """The run was killed before its first checkpoint: no ``last.pt`` and no metric rows.
+
+        Such a directory holds nothing worth keeping; :meth:`start` and a resume
+        start it over.
+        """
+        if self.last_path.exists():
+            return False
+        if not self.metrics_path.exists():
+            return True
+        try:
+            return not read_metrics(self.metrics_path)
+        except ConfigError:
+            return False
+
+    def start(self, config: FitConfig, restart: bool = False) -> None:
         """Create the directory with ``config.toml`` and an empty ``metrics.csv``.
 
-        Raises ConfigError if it already holds a run.
+        A directory left by a run of the same config (any config with
+        ``restart``, as a resume does) that died before its first checkpoint is
+        started over. Raises ConfigError if it holds any other run.
         """
         if self.config_path.exists() or self.metrics_path.exists():
-            raise ConfigError(f"{self.path} already holds a run; resume it with "
-                              f"--resume {self.path} or choose another --out")
+            if not (self.never_checkpointed() and (restart or self._same_config(config))):
+                raise ConfigError(f"{self.path} already holds a run; resume it with "
+                                  f"--resume {self.path} or choose another --out")
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         _atomic_write_text(self.config_path, dump_config(config))
         with self.metrics_path.open("w", newline="") as fh:
             csv.writer(fh).writerow(METRIC_COLUMNS)
+
+    def _same_config(self, config: FitConfig) -> bool:
+        if not self.config_path.exists():
+            return True  # killed before config.toml was written
+        try:
+            return load_config(self.config_path) == config
+        except ConfigError:
+            return False
 
     def load_config(self) -> FitConfig:
         """The run's config; ConfigError if the directory is not a resumable run."""
@@ -136,11 +435,22 @@ class RunDir:
             csv.writer(fh).writerow([_format(row[c]) for c in METRIC_COLUMNS])
 
     def truncate_metrics(self, last_step: int) -> None:
-        """Drop rows after ``last_step`` (written after the checkpoint a resume starts from)."""
-        with self.metrics_path.open(newline="") as fh:
-            lines = fh.read().splitlines(keepends=True)
-        kept = [lines[0]] + [ln for ln in lines[1:] if ln.strip() and int(ln.split(",")[0]) <= last_step]
-        _atomic_write_text(self.metrics_path, "".join(kept))
+        """Keep the rows of steps ``1 .. last_step`` (a resume drops those written after
+        its checkpoint) and rewrite them under the current header.
+
+        Raises ConfigError if ``metrics.csv`` is damaged or has fewer rows than
+        the checkpoint's step.
+        """
+        rows = read_metrics(self.metrics_path)
+        if len(rows) < last_step:
+            raise ConfigError(f"{self.metrics_path} has {len(rows)} rows but the checkpoint is "
+                              f"at step {last_step}; the run directory is damaged")
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(METRIC_COLUMNS)
+        for row in rows[:last_step]:
+            writer.writerow([_format(row.get(c)) for c in METRIC_COLUMNS])
+        _atomic_write_text(self.metrics_path, buffer.getvalue())
 
     # ---------------------------------------------------------- checkpoints
     def save_last(self, state: dict[str, Any]) -> None:
@@ -152,9 +462,13 @@ class RunDir:
                            "grid_size": grid_size}, self.best_path)
 
     def load_last(self) -> dict[str, Any]:
+        """The training state of ``checkpoints/last.pt``, its checksum and schema checked.
+
+        Raises ConfigError (one line) if it is missing or damaged.
+        """
         if not self.last_path.exists():
             raise ConfigError(f"{self.path} has no checkpoints/last.pt to resume from")
-        return torch.load(self.last_path, weights_only=True)
+        return check_trainer_state(load_checkpoint(self.last_path), self.last_path)
 
     # -------------------------------------------------------------- summary
     def write_summary(self, summary: dict[str, Any]) -> None:
@@ -163,6 +477,5 @@ class RunDir:
         _atomic_write_text(self.summary_path, json.dumps(clean, indent=2) + "\n")
 
     def read_summary(self) -> dict[str, Any] | None:
-        if not self.summary_path.exists():
-            return None
-        return json.loads(self.summary_path.read_text())
+        """``summary.json`` (None if absent); see :func:`read_summary`."""
+        return read_summary(self.summary_path)

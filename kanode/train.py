@@ -21,7 +21,7 @@ from .config import FitConfig
 from .data import FitData, sample_windows
 from .ode import SolverError, VectorField, backward_guarded, solve
 
-__all__ = ["Trainer", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at",
+__all__ = ["Trainer", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at", "training_loss",
            "solver_options", "count_parameters"]
 
 
@@ -44,7 +44,9 @@ class StepRecord:
 
     ``train_loss`` is the objective at the parameters the step started from;
     ``val_loss``/``extrap_loss`` are evaluated at the same parameters every
-    ``eval_every`` steps (None otherwise).
+    ``eval_every`` steps (None otherwise). ``reg_loss`` is the Trainer's
+    regulariser at those parameters (None without one); the optimiser
+    minimises ``train_loss + reg_loss``.
     """
 
     step: int
@@ -57,6 +59,7 @@ class StepRecord:
     nfe_backward: int
     wall_time: float
     grad_norm: float
+    reg_loss: float | None = None
 
     def as_row(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -76,7 +79,33 @@ def phase_at(config: FitConfig, step: int) -> str:
         return "adam"
     if config.optimizer == "lbfgs":
         return "lbfgs"
-    return "adam" if step < config.steps else "lbfgs"
+    if config.optimizer == "adam+lbfgs":
+        return "adam" if step < config.steps else "lbfgs"
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")  # FitConfig.validate refuses it
+
+
+def training_loss(field: VectorField, data: FitData, config: FitConfig, full: bool = True,
+                  generator: torch.Generator | None = None, adjoint: bool | None = None) -> Tensor:
+    """The training objective the :class:`Trainer` minimises: MSE of the solved
+    trajectories against the training window (``full``, or with
+    ``config.batch_time`` 0) or against ``config.batch_size`` random windows
+    of ``batch_time`` points drawn with ``generator``.
+
+    ``adjoint`` overrides ``config.adjoint`` (the loss is the same function
+    either way; only how its gradient is computed differs). Returns a scalar.
+    """
+    c, d = config, data
+    options = solver_options(config, data)
+    adjoint = c.adjoint if adjoint is None else adjoint
+    if full or not c.batch_time:
+        pred = solve(field, d.y_train[:, 0], d.t_train, adjoint=adjoint, **options)  # (n_train, n_traj, dim)
+        return torch.mean((pred - d.y_train.transpose(0, 1)) ** 2)
+    if generator is None:
+        raise ValueError("random windows (config.batch_time > 0, full=False) need a generator")
+    y0, target = sample_windows(d.y_train, c.batch_time, c.batch_size, generator)
+    t = d.t_train[: c.batch_time] - d.t_train[0]
+    pred = solve(field, y0, t, adjoint=adjoint, **options)                     # (batch_time, batch, dim)
+    return torch.mean((pred - target) ** 2)
 
 
 def lr_at(config: FitConfig, step: int) -> float:
@@ -99,6 +128,7 @@ class _Counters:
     backward: int = 0
     grad_norm: float = float("nan")
     first_loss: float | None = None
+    first_reg: float | None = None
 
 
 @dataclass
@@ -121,12 +151,19 @@ class Trainer:
     data : training/validation/extrapolation trajectories (already on the
         field's dtype and device).
     config : the schedule, solver settings and seed.
+    regularizer : optional penalty ``regularizer(field) -> scalar Tensor``
+        added to the training loss once per objective evaluation (once per
+        Adam step, once per L-BFGS closure call), outside the ODE solve; it
+        is recorded as ``StepRecord.reg_loss``. E.g. the sparsity penalty of
+        :func:`kanode.symbolic.sparsity_regularizer` on training states.
     """
 
-    def __init__(self, field: VectorField, data: FitData, config: FitConfig) -> None:
+    def __init__(self, field: VectorField, data: FitData, config: FitConfig,
+                 regularizer: Callable[[VectorField], Tensor] | None = None) -> None:
         self.field = field
         self.data = data
         self.config = config
+        self.regularizer = regularizer
         self.generator = torch.Generator().manual_seed(config.seed)
         self._solver = solver_options(config, data)
         self.state = TrainState()
@@ -155,14 +192,7 @@ class Trainer:
 
     def _objective(self, full: bool) -> Tensor:
         """Training MSE on the whole window (``full``) or on random windows."""
-        c, d = self.config, self.data
-        if full or not c.batch_time:
-            pred = self._solve(d.y_train[:, 0], d.t_train, c.adjoint)   # (n_train, n_traj, dim)
-            return torch.mean((pred - d.y_train.transpose(0, 1)) ** 2)
-        y0, target = sample_windows(d.y_train, c.batch_time, c.batch_size, self.generator)
-        t = d.t_train[: c.batch_time] - d.t_train[0]
-        pred = self._solve(y0, t, c.adjoint)                              # (batch_time, batch, dim)
-        return torch.mean((pred - target) ** 2)
+        return training_loss(self.field, self.data, self.config, full=full, generator=self.generator)
 
     def _loss_and_grad(self, counters: _Counters, full: bool) -> Tensor:
         """Zero grads, evaluate the objective, backpropagate; raise Diverged on trouble."""
@@ -173,6 +203,14 @@ class Trainer:
             counters.forward += self.field.reset_nfe()
             if not torch.isfinite(loss):
                 raise Diverged(f"non-finite training loss ({loss.item()})")
+            data_loss = loss
+            if self.regularizer is not None:
+                reg = self.regularizer(self.field)
+                if not torch.isfinite(reg):
+                    raise Diverged(f"non-finite regulariser ({reg.item()})")
+                loss = loss + reg
+                if counters.first_reg is None:
+                    counters.first_reg = reg.item()
             backward_guarded(loss, self.config.max_num_steps)
         except SolverError as exc:
             raise Diverged(f"solver failure: {exc}") from exc
@@ -182,7 +220,7 @@ class Trainer:
         if not torch.isfinite(norm):
             raise Diverged("non-finite gradient")
         if counters.first_loss is None:
-            counters.first_loss = loss.item()
+            counters.first_loss = data_loss.item()
             counters.grad_norm = norm.item()
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.field.parameters(), self.config.grad_clip)
@@ -248,7 +286,10 @@ class Trainer:
             if phase != self._phase:
                 self._phase = phase
                 self.optimizer = self._make_optimizer(phase)
-            self._adapt_grid(step)
+            try:
+                self._adapt_grid(step)
+            except SolverError as exc:  # the grid update solves the ODE too
+                raise Diverged(f"solver failure in the grid update: {exc}") from exc
             lr = lr_at(c, step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -269,7 +310,8 @@ class Trainer:
                              val_loss=ev.val_loss if ev else None,
                              extrap_loss=ev.extrap_loss if ev else None,
                              lr=lr, nfe_forward=counters.forward, nfe_backward=counters.backward,
-                             wall_time=self.state.wall_time, grad_norm=counters.grad_norm)
+                             wall_time=self.state.wall_time, grad_norm=counters.grad_norm,
+                             reg_loss=counters.first_reg)
 
     def _evaluate_at(self, params: dict[str, Tensor]) -> Evaluation:
         """Evaluate at the step's starting parameters, then restore the updated ones."""

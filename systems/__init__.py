@@ -6,7 +6,7 @@
 >>> data = systems.make_dataset(lv, n_traj=4, noise=0.01)
 """
 
-from ._io import load
+from ._io import TrajectoryFileError, load
 from ._registry import UnknownSystemError, get, names, register
 from .base import System
 from .dataset import Dataset, make_dataset, split
@@ -14,7 +14,7 @@ from .fitzhugh_nagumo import FitzHughNagumo
 from .lotka_volterra import LotkaVolterra
 from .pleiades import Pleiades
 from .rigid_body import RigidBody
-from .simulate import IntegrationError, simulate
+from .simulate import IntegrationError, IntegrationLimitError, simulate
 from .spiral import Spiral
 from .trajectories import Trajectories
 
@@ -22,12 +22,14 @@ __all__ = [
     "Dataset",
     "FitzHughNagumo",
     "IntegrationError",
+    "IntegrationLimitError",
     "LotkaVolterra",
     "Pleiades",
     "RigidBody",
     "Spiral",
     "System",
     "Trajectories",
+    "TrajectoryFileError",
     "UnknownSystemError",
     "get",
     "load",

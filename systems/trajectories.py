@@ -54,8 +54,9 @@ class Trajectories:
                              f"got {y.shape}")
         if not np.all(np.isfinite(t)) or not np.all(np.isfinite(y)):
             raise ValueError("trajectories contain non-finite values (NaN or inf)")
-        if np.any(np.diff(t) <= 0):
-            bad = int(np.argmax(np.diff(t) <= 0)) + 1
+        step_down = t[1:] <= t[:-1]  # not np.diff: t[i+1] - t[i] can overflow to inf
+        if np.any(step_down):
+            bad = int(np.argmax(step_down)) + 1
             raise ValueError(f"time must be strictly increasing; non-increasing time at "
                              f"index {bad} (t={t[bad]!r} after {t[bad - 1]!r})")
         names = tuple(self.state_names) or tuple(f"y{i + 1}" for i in range(y.shape[2]))

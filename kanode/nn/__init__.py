@@ -1,18 +1,17 @@
-"""KAN and MLP layers.
+"""KAN and MLP layers and networks.
 
 ``KAN(widths, basis="bspline" | "rswaf", **layer_kwargs)`` stacks
-:class:`KANLayer` (B-spline) or :class:`RSWAFLayer` layers; ``RSWAF(widths,
-**kw)`` is a shorthand for ``KAN(widths, basis="rswaf", **kw)``.
+:class:`KANLayer` (B-spline) or :class:`RSWAFLayer` layers (the table
+``kanode.nn.network.LAYERS``); :class:`RSWAF` is the KAN subclass with
+``basis="rswaf"``. Which code path a ``KANLayer`` runs is decided by the one
+table of :mod:`kanode.nn._dispatch`.
 """
 
-from kanode.nn.kan import KAN, KANLayer
+from kanode.nn.dense import DenseKAN, DenseKANLayer
+from kanode.nn.kan import KANLayer
 from kanode.nn.mlp import MLP
+from kanode.nn.network import KAN, RSWAF
 from kanode.nn.rswaf import RSWAFLayer
-
-
-def RSWAF(widths=(2, 10, 2), **layer_kwargs) -> KAN:  # noqa: N802 (reads as a class)
-    """KAN network of :class:`RSWAFLayer` s."""
-    return KAN(widths, basis="rswaf", **layer_kwargs)
 
 
 __all__ = ["KAN", "KANLayer", "MLP", "RSWAF", "RSWAFLayer"]

@@ -9,7 +9,7 @@ and differentiates that, so derivatives of every order exist.
 Old-style Function (``forward(ctx, ...)``): its ``apply`` costs ~10 µs against
 ~65 µs with ``setup_context``, which binds the arguments with ``inspect`` on
 every call. It does not support torch.func, so the layer calls it only
-outside transforms (``kanode.nn._native.usable``).
+outside transforms (the "fused" row of :mod:`kanode.nn._dispatch`).
 """
 
 from __future__ import annotations
@@ -17,35 +17,37 @@ from __future__ import annotations
 import torch
 
 from kanode.nn import _native
-from kanode.nn._contract import DENSE_MAX_COEF
 from kanode.nn._spline_fn import SplineLayerFn
 from kanode.nn.bspline import value_slope_matrix
 
 
 class FusedLayerFn(torch.autograd.Function):
     """(x (batch, in), coef (out, in, n_coef), scale, base_weight (out, in), knots,
-    shift, inv_h (in,), order, activation) → y (batch, out), on a uniform grid."""
+    shift, inv_h (in,), order, activation, graph_mode) → y (batch, out), on a uniform grid.
+
+    ``graph_mode``: the eager contraction ("dense" or "sparse") that a backward
+    building a graph recomputes the layer with."""
 
     @staticmethod
-    def forward(ctx, x, coef, scale, base_weight, knots, shift, inv_h, order, activation):
+    def forward(ctx, x, coef, scale, base_weight, knots, shift, inv_h, order, activation, graph_mode):
         ctx.save_for_backward(x, coef, scale, base_weight, knots, shift, inv_h)
-        ctx.settings = (order, activation)
+        ctx.settings = (order, activation, graph_mode)
         return fused_forward(x, coef, scale, base_weight, shift, inv_h, order, activation)
 
     @staticmethod
     def backward(ctx, grad):
         x, coef, scale, base_weight, knots, shift, inv_h = ctx.saved_tensors
-        order, activation = ctx.settings
+        order, activation, graph_mode = ctx.settings
         needs = ctx.needs_input_grad[:4]
         if torch.is_grad_enabled():  # a graph of the backward is wanted
             grads = _graph_backward(grad, (x, coef, scale, base_weight), needs, knots, shift, inv_h, order,
-                                    activation)
+                                    activation, graph_mode)
         else:
             mat = value_slope_matrix(order, x.dtype, x.device)
             grads = _native.kernel().backward(grad, x, coef, scale, base_weight, shift, inv_h, mat,
                                               coef.shape[-1] - order, _native.ACTIVATION_CODES[activation],
                                               *needs)
-        return (*grads, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None)
 
 
 def fused_forward(x, coef, scale, base_weight, shift, inv_h, order, activation):
@@ -55,8 +57,7 @@ def fused_forward(x, coef, scale, base_weight, shift, inv_h, order, activation):
                                     _native.ACTIVATION_CODES[activation])
 
 
-def _graph_backward(grad, inputs, needs, knots, shift, inv_h, order, activation):
-    mode = "dense" if inputs[1].shape[-1] <= DENSE_MAX_COEF else "sparse"
+def _graph_backward(grad, inputs, needs, knots, shift, inv_h, order, activation, mode):
     y = SplineLayerFn.apply(*inputs, knots, shift, inv_h, order, True, activation, mode)[0]
     wanted = [t for t, need in zip(inputs, needs) if need]
     found = iter(torch.autograd.grad(y, wanted, grad, create_graph=True, allow_unused=True))

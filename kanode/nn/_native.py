@@ -5,7 +5,9 @@
 is cached under ``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``)
 and returns the module, or ``None`` when it cannot be built, with one warning
 that says why; layers then use their PyTorch implementation, which gives the
-same numbers more slowly. ``KANODE_NATIVE=0`` turns the kernel off.
+same numbers more slowly. ``KANODE_NATIVE=0`` turns the kernel off; the
+variable is read once, on first use (:func:`refresh` reads it again,
+:func:`set_enabled` overrides it, e.g. in tests).
 
 The build uses ``-march=native``; the extension's name carries a hash of the
 CPU's model and flags, so machines of different kinds that share a home
@@ -21,17 +23,37 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch
-
 ACTIVATION_CODES = {"identity": 0, "silu": 1, "tanh": 2, "relu": 3, "softplus": 4, "gelu": 5}  # as in the C++
 MAX_WIDTH = 8  # spline order + 1 <= kMaxWidth in the C++ source
 SOURCE = Path(__file__).with_name("csrc") / "spline_cpu.cpp"
-_state: dict = {}
+_OFF = ("0", "false", "no", "off")
+_state: dict = {}  # "enabled": bool (the switch, once read), "module": the kernel or None (once built)
 
 
 def enabled() -> bool:
-    """Whether ``KANODE_NATIVE`` allows the kernel (anything but 0/false/no/off)."""
-    return os.environ.get("KANODE_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+    """Whether the kernel is switched on: ``KANODE_NATIVE`` is anything but
+    0/false/no/off. Read from the environment on the first call only."""
+    on = _state.get("enabled")
+    if on is None:
+        on = _state["enabled"] = os.environ.get("KANODE_NATIVE", "1").strip().lower() not in _OFF
+    return on
+
+
+def refresh() -> bool:
+    """Read ``KANODE_NATIVE`` again (after changing it in this process); returns :func:`enabled`."""
+    _state.pop("enabled", None)
+    return enabled()
+
+
+def set_enabled(on: bool) -> None:
+    """Switch the kernel on or off for this process, whatever ``KANODE_NATIVE`` says.
+    Switching on still needs a kernel that builds (:func:`kernel`)."""
+    _state["enabled"] = bool(on)
+
+
+def available() -> bool:
+    """Whether the kernel is switched on and built (builds it on first call)."""
+    return kernel() is not None
 
 
 def _cpu_tag() -> str:
@@ -64,7 +86,7 @@ def _build():
 
 
 def kernel():
-    """The compiled module (``forward``, ``backward``), or None when unavailable."""
+    """The compiled module (``forward``, ``backward``), or None when switched off or unbuildable."""
     if not enabled():
         return None
     if "module" not in _state:
@@ -80,9 +102,3 @@ def kernel():
                           "Set KANODE_NATIVE=0 to skip the build.", RuntimeWarning, stacklevel=3)
     return _state["module"]
 
-
-def usable(x: torch.Tensor) -> bool:
-    """Whether the kernel applies to input x (host-side checks only)."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and not torch._C._functorch.is_functorch_wrapped_tensor(x)
-            and not torch._C._are_functorch_transforms_active() and kernel() is not None)

@@ -109,9 +109,12 @@ def small_layer(x: torch.Tensor, coef: torch.Tensor, scale: torch.Tensor, base_w
 
 class SmallLayerFn(torch.autograd.Function):
     """:func:`small_layer` as one autograd node: forward keeps the dense bases
-    (batch, in, n_coef), the powers ``r^(k-1)`` of their x-derivatives, act(x)
-    and the scaled table; the first-order backward is a handful of matmuls on
-    them. A backward that builds a graph (double backward) recomputes them by
+    (batch, in, n_coef), the powers ``r^(k-1)`` of their x-derivatives and
+    act(x), all batch-sized; the first-order backward is a handful of matmuls
+    on them. The scaled coefficient table is parameter-sized, so backward
+    rebuilds it instead of keeping it: a direct-backprop solve keeps one node
+    per evaluation, and a kept table made memory grow as evaluations ×
+    parameters. A backward that builds a graph (double backward) recomputes them by
     plain differentiable ops from the saved inputs instead.
 
     Inputs: x (batch, in), coef (out, in, n_coef), scale, base_weight (out, in),
@@ -126,14 +129,14 @@ class SmallLayerFn(torch.autograd.Function):
         table = (coef * scale.unsqueeze(-1)).view(coef.shape[0], -1)  # (out, in·n_coef)
         act = ACTIVATIONS[activation][0](x)
         ctx.save_for_backward(x, coef, scale, base_weight)
-        ctx.kept = (basis, r_low, act, table, const, activation)
+        ctx.kept = (basis, r_low, act, const, activation)
         return F.linear(act, base_weight, F.linear(basis.view(x.shape[0], -1), table))  # (batch, out)
 
     @staticmethod
     def backward(ctx, grad):
         grad = grad.contiguous()  # e.g. the expanded ones of y.sum()
         x, coef, scale, base_weight = ctx.saved_tensors
-        basis, r_low, act, table, const, activation = ctx.kept
+        basis, r_low, act, const, activation = ctx.kept
         need_x, need_coef, need_scale, need_base = ctx.needs_input_grad[:4]
         batch, n_in = x.shape
         out_f, _, n_coef = coef.shape
@@ -141,7 +144,7 @@ class SmallLayerFn(torch.autograd.Function):
         if graph:  # recompute differentiably (double backward, transforms)
             basis, r_low = small_basis(x, const)
             act = ACTIVATIONS[activation][0](x) if need_base else None
-            table = (coef * scale.unsqueeze(-1)).view(out_f, -1)
+        table = (coef * scale.unsqueeze(-1)).view(out_f, -1) if need_x else None  # (out, in·n_coef)
         g_x = g_coef = g_scale = g_base = None
         if need_x:
             g_basis = (grad @ table).view(batch, n_in, 1, n_coef)

@@ -6,8 +6,8 @@ ops and the Functions of :mod:`kanode.nn._contract`, so double backward
 (Hessian-vector products) works, and ``torch.func`` transforms work through
 ``generate_vmap_rule`` (plus the contraction Functions' own vmap rules).
 
-Mode ``"small"`` (chosen by the layer for tiny batches, see
-``kanode.nn.kan.SMALL_ELEMENTS``) keeps the dense bases from forward for a
+Mode ``"kept"`` (the "kept" path of :mod:`kanode.nn._dispatch`, for tiny
+batches) keeps the dense bases from forward for a
 first-order backward, because there the cost is per-op overhead rather than
 memory; double backward and transforms still recompute.
 """
@@ -75,7 +75,7 @@ def spline_layer(x, coef, scale, base_weight, knots, shift, inv_h, order, unifor
     needed, else through :class:`SplineLayerFn`.
     """
     table = coef_table(coef, scale, rows=mode == "sparse")
-    if mode == "small":  # also return what backward needs: see SMALL_ELEMENTS
+    if mode == "kept":  # dense bases, and what else backward needs (tiny batches only)
         cell, values, derivs = local_basis(x, knots, order, uniform, derivative=True, scale=(shift, inv_h))
         idx = flat_index(cell, table.shape[0] // x.shape[-1], order).reshape(x.shape[0], -1)
         basis = values.new_zeros(x.shape[0], table.shape[0]).scatter_(1, idx, values.reshape(x.shape[0], -1))
@@ -102,7 +102,7 @@ class SplineLayerFn(torch.autograd.Function):
         x, coef, scale, base_weight, knots, shift, inv_h, order, uniform, activation, mode = inputs
         ctx.save_for_backward(x, output[1], coef, scale, base_weight, knots, shift, inv_h)
         ctx.mark_non_differentiable(*output[1:])
-        ctx.small = output[2:] if mode == "small" else None
+        ctx.kept = output[2:] if mode == "kept" else None
         ctx.set_materialize_grads(False)
         ctx.settings = (order, uniform, activation, mode)
 
@@ -115,9 +115,9 @@ class SplineLayerFn(torch.autograd.Function):
             return (None,) * 11
         grad = grad.contiguous()  # e.g. the expanded ones of y.sum(): strided kernels are slow
         graph = torch.is_grad_enabled() or _functorch(grad) or _functorch(x)
-        if ctx.small is not None and not graph:
-            return _small_backward(ctx, grad, x, coef, scale, base_weight) + (None,) * 7
-        mode = "dense" if mode == "small" else mode
+        if ctx.kept is not None and not graph:
+            return _kept_backward(ctx, grad, x, coef, scale, base_weight) + (None,) * 7
+        mode = "dense" if mode == "kept" else mode
         _, values, derivs = local_basis(x, knots, order, uniform, cell=cell, derivative=need_x, scale=(shift, inv_h))
         out_f, n_in, n_coef = coef.shape
         # differentiable Functions only when a graph is being built (double backward)
@@ -145,9 +145,9 @@ class SplineLayerFn(torch.autograd.Function):
         return g_x, g_coef, g_scale, g_base, None, None, None, None, None, None, None
 
 
-def _small_backward(ctx, grad, x, coef, scale, base_weight):
-    """First-order backward from the bases kept by a "small" forward."""
-    basis, idx, derivs, act, table = ctx.small
+def _kept_backward(ctx, grad, x, coef, scale, base_weight):
+    """First-order backward from the bases kept by a "kept" forward."""
+    basis, idx, derivs, act, table = ctx.kept
     need_x, need_coef, need_scale, need_base = ctx.needs_input_grad[:4]
     activation = ctx.settings[2]
     out_f, n_in, n_coef = coef.shape

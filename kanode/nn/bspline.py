@@ -103,7 +103,8 @@ def find_cell(x: torch.Tensor, knots: torch.Tensor, order: int, uniform: bool) -
     grid_size = knots.shape[-1] - 2 * order - 1
     if uniform:
         shift, inv_h = grid_scale(knots, order)
-        return torch.addcmul(shift, x, inv_h).floor().clamp(0, grid_size - 1).long()
+        # the second clamp sends NaN (cast to INT64_MIN) to a valid cell; its bases stay NaN
+        return torch.addcmul(shift, x, inv_h).floor().clamp(0, grid_size - 1).long().clamp(0, grid_size - 1)
     inner = knots[:, order + 1 : grid_size + order].contiguous()  # (in, G - 1)
     cell = torch.searchsorted(inner, x.detach().T.contiguous(), right=True)  # (in, batch)
     return cell.T
@@ -139,7 +140,7 @@ def _uniform_basis(x, knots, order, cell, derivative, scale):
     s = torch.addcmul(shift, x, inv_h)  # (batch, in) position in units of cells
     if cell is None:
         first = s.floor().clamp(0, grid_size - 1)  # zero gradient
-        cell = first.long()
+        cell = first.long().clamp(0, grid_size - 1)  # NaN (cast to INT64_MIN) → a valid cell; values stay NaN
     else:
         first = cell.to(x.dtype)
     u = s - first  # in [0, 1) inside the grid

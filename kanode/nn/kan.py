@@ -1,4 +1,4 @@
-"""B-spline KAN layer and network.
+"""B-spline KAN layer.
 
 Edge ``(o, i)`` computes ``base_weight[o, i] · act(x_i) + spline_scale[o, i] ·
 Σ_j spline_coef[o, i, j] B_j(x_i)`` and output ``o`` sums its edges. Only the
@@ -7,7 +7,10 @@ on a uniform grid, local de Boor otherwise). On the CPU with a uniform grid
 the forward and the first-order backward are one fused C++ call each
 (:mod:`kanode.nn._fused_fn`, :mod:`kanode.nn._native`) and the autograd node
 saves only the input; elsewhere the PyTorch Function of
-:mod:`kanode.nn._spline_fn` saves the input and its cell index.
+:mod:`kanode.nn._spline_fn` saves the input and its cell index, and tiny
+batches (a neural-ODE solve evaluates at batch 1) take plain-op paths. Which
+path runs is decided in one place, the table of :mod:`kanode.nn._dispatch`;
+:meth:`KANLayer.contraction_for` reports it.
 
 **Outside the grid** the spline part continues linearly with its value and
 slope at the nearest end of the grid range (C¹, finite, linear growth); the
@@ -24,59 +27,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from kanode.nn import _native
 from kanode.nn import grid as _grid
-from kanode.nn._contract import DENSE_MAX_COEF
-from kanode.nn._fused_fn import FusedLayerFn, fused_forward
-from kanode.nn._small import MIN_ORDER, SmallLayerFn, small_constants, small_layer
-from kanode.nn._spline_fn import ACTIVATIONS, SplineLayerFn, check_activation, spline_layer
+from kanode.nn._checks import check_input, check_layer_args
+from kanode.nn._dispatch import CONTRACTIONS, PATHS, choose_path, small_constants_for
+from kanode.nn._edges import edge_entropy_l1
+from kanode.nn._spline_fn import ACTIVATIONS, check_activation
 from kanode.nn.bspline import dense_basis, grid_scale, is_uniform
 
-CONTRACTIONS = ("auto", "fused", "dense", "sparse")
-# "auto" uses the fused CPU kernel (kanode.nn._native) on a uniform grid for
-# CPU float32/float64 inputs of the layer's dtype. Elsewhere (CUDA, a
-# non-uniform grid after update_grid, torch.func transforms, double backward,
-# no compiler) it uses the dense GEMM while n_coef <= DENSE_MAX_COEF, or while
-# n_coef <= DENSE_MAX_COEF_SMALL_BATCH and batch × in <= SMALL_BATCH_ELEMENTS
-# (the sparse path's sort and CSR set-up do not pay off there); the sparse
-# gather otherwise. Measured with experiments/bench_layers.py, 2-core CPU.
-# "fused" is "auto" without the tiny-batch path below.
-DENSE_MAX_COEF_SMALL_BATCH = 32
-SMALL_BATCH_ELEMENTS = 65536
-# "auto" with at most this many batch × in elements runs plain autograd ops
-# (kanode.nn._small on a uniform grid; otherwise the Function keeps the dense
-# bases for backward instead of recomputing them): at that size the time is
-# all per-op overhead and the memory is negligible (≤ 1024 · (n_coef + k + 3) values).
-SMALL_ELEMENTS = 1024
-
-
-def check_layer_args(in_features, out_features, grid_size, spline_order, grid_range):
-    for name, value in (("in_features", in_features), ("out_features", out_features),
-                        ("grid_size", grid_size), ("spline_order", spline_order)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if len(grid_range) != 2 or not float(grid_range[0]) < float(grid_range[1]):
-        raise ValueError(f"grid_range must be (low, high) with low < high, got {tuple(grid_range)}")
-
-
-def check_input(x: torch.Tensor, in_features: int) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
-    if x.ndim == 0 or x.shape[-1] != in_features:
-        raise ValueError(
-            f"expected input of shape (..., {in_features}), got {tuple(x.shape)}; "
-            "the last dimension must equal in_features"
-        )
-
-
-def edge_entropy_l1(edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """KAN-paper regularisers from edge outputs (batch, out, in): (L1, entropy)."""
-    magnitude = edges.abs().mean(dim=0)  # (out, in)
-    total = magnitude.sum()
-    p = magnitude / (total + 1e-12)
-    return total, -(p * torch.log(p + 1e-12)).sum()
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # a type check, no sync
 
 
 class KANLayer(nn.Module):
@@ -89,8 +47,8 @@ class KANLayer(nn.Module):
     ``"fused"`` (one C++ pass over the k+1 non-zero bases, CPU, uniform grid;
     see :mod:`kanode.nn._native`), ``"dense"`` (scatter + GEMM), ``"sparse"``
     (gather of the k+1 non-zero bases) or ``"auto"`` (the fastest that
-    applies, see ``CONTRACTIONS``). ``grid_eps`` weighs uniform against quantile knots in
-    :meth:`update_grid`. Outside the grid range the spline continues linearly
+    applies: the table of :mod:`kanode.nn._dispatch`). ``grid_eps`` weighs
+    uniform against quantile knots in :meth:`update_grid`. Outside the grid range the spline continues linearly
     (value and slope at the nearest end), see the module docstring.
     """
 
@@ -132,11 +90,7 @@ class KANLayer(nn.Module):
         shift, inv_h = grid_scale(self.knots, self.spline_order)
         self.register_buffer("_grid_shift", shift.contiguous(), persistent=False)  # (in,)
         self.register_buffer("_grid_inv_h", inv_h.contiguous(), persistent=False)  # (in,)
-        # tiny-batch fast path: uniform float64 grid with few coefficients (its truncated
-        # powers lose ~10 ulp(grid_size), too much in float32); constants on the knots' device
-        fast = (self.uniform and self.spline_order >= MIN_ORDER and self.knots.dtype == torch.float64
-                and self.grid_size + self.spline_order <= DENSE_MAX_COEF)
-        self._small = small_constants(self.knots, self.spline_order) if fast else None
+        self._small = small_constants_for(self)  # the "small" path's constants, or None
         self._act = ACTIVATIONS[self.base_activation][0]
 
     def _load_from_state_dict(self, *args, **kwargs):
@@ -158,50 +112,22 @@ class KANLayer(nn.Module):
         self._sync_grid()
         return self
 
-    def contraction_for(self, batch: int, x: torch.Tensor | None = None) -> str:
-        """Contraction used by ``forward`` for ``batch`` rows of input ``x``
-        (default: a CPU input of the layer's dtype). Host-side checks only."""
-        if self.contraction in ("dense", "sparse"):
-            return self.contraction
+    def contraction_for(self, batch: int, x: torch.Tensor | None = None, grad: bool | None = None) -> str:
+        """Name of the code path ``forward`` takes for ``batch`` rows of input x
+        (default: an input of the knots' dtype and device), with autograd recording when
+        ``grad`` (default: ``torch.is_grad_enabled()``): "small", "fused", "kept",
+        "dense" or "sparse", see :mod:`kanode.nn._dispatch`. Host-side checks only."""
         if x is None:
             x = self.knots.new_empty(0, self.in_features)
-        if (self.uniform and x.dtype == self.knots.dtype == self.spline_coef.dtype
-                and self.spline_order < _native.MAX_WIDTH and _native.usable(x)):
-            return "fused"
-        n_coef = self.grid_size + self.spline_order
-        if n_coef <= DENSE_MAX_COEF:
-            return "dense"
-        small = batch * self.in_features <= SMALL_BATCH_ELEMENTS
-        return "dense" if small and n_coef <= DENSE_MAX_COEF_SMALL_BATCH else "sparse"
+        return choose_path(self, batch, x, torch.is_grad_enabled() if grad is None else grad, _is_wrapped(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., in) → (..., out)."""
         check_input(x, self.in_features)
         shape = x.shape[:-1]
         flat = x if x.ndim == 2 else x.reshape(-1, self.in_features)
-        # host-side metadata checks only (shapes, dtype, grad mode, wrapper types)
-        wrapped = torch._C._functorch.is_functorch_wrapped_tensor(x)
-        if (self._small is not None and self.contraction == "auto" and not wrapped
-                and flat.shape[0] * self.in_features <= SMALL_ELEMENTS and x.dtype == self.knots.dtype):
-            if torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():  # one node
-                out = SmallLayerFn.apply(flat, self.spline_coef, self.spline_scale, self.base_weight,
-                                         self._small, self.base_activation)
-            else:
-                out = small_layer(flat, self.spline_coef, self.spline_scale, self.base_weight, self._small, self._act)
-            return out.reshape(*shape, self.out_features) if len(shape) != 1 else out
-        needs_function = torch.is_grad_enabled() or wrapped
-        mode = self.contraction_for(flat.shape[0], flat)
-        if (mode != "fused" and self.contraction == "auto" and needs_function and not wrapped
-                and flat.shape[0] * self.in_features <= SMALL_ELEMENTS):
-            mode = "small"
-        if mode == "fused":
-            args = (flat, self.spline_coef, self.spline_scale, self.base_weight, self.knots, self._grid_shift,
-                    self._grid_inv_h, self.spline_order, self.base_activation)
-            out = FusedLayerFn.apply(*args) if needs_function else fused_forward(*args[:4], *args[5:])
-            return out.reshape(*shape, self.out_features) if len(shape) != 1 else out
-        args = (flat, self.spline_coef, self.spline_scale, self.base_weight, self.knots, self._grid_shift,
-                self._grid_inv_h, self.spline_order, self.uniform, self.base_activation, mode)
-        out = SplineLayerFn.apply(*args)[0] if needs_function else spline_layer(*args)[0]
+        wrapped, graph = _is_wrapped(x), torch.is_grad_enabled()
+        out = PATHS[choose_path(self, flat.shape[0], flat, graph, wrapped)].run(self, flat, graph or wrapped)
         return out.reshape(*shape, self.out_features) if len(shape) != 1 else out
 
     def spline_bases(self, x: torch.Tensor) -> torch.Tensor:
@@ -303,64 +229,3 @@ class KANLayer(nn.Module):
         self.grid_size = new_grid_size
         self._sync_grid()
 
-
-class KAN(nn.Module):
-    """Stack of KAN layers, (..., widths[0]) → (..., widths[-1]).
-
-    ``basis="bspline"`` builds :class:`KANLayer` s, ``basis="rswaf"``
-    :class:`kanode.nn.RSWAFLayer` s; ``layer_kwargs`` go to every layer.
-    """
-
-    def __init__(self, widths: Sequence[int] = (2, 10, 2), basis: str = "bspline", **layer_kwargs) -> None:
-        super().__init__()
-        from kanode.nn.rswaf import RSWAFLayer
-
-        layer_types = {"bspline": KANLayer, "rswaf": RSWAFLayer}
-        if basis not in layer_types:
-            raise ValueError(f"basis={basis!r} is not known; use one of {sorted(layer_types)}")
-        self.widths = check_widths(widths)
-        self.basis = basis
-        self.layers = nn.ModuleList(
-            layer_types[basis](a, b, **layer_kwargs) for a, b in zip(self.widths[:-1], self.widths[1:])
-        )
-
-    @property
-    def grid_size(self) -> int:
-        return self.layers[0].grid_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., widths[0]) → (..., widths[-1])."""
-        check_input(x, self.widths[0])
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    @torch.no_grad()
-    def update_grid(self, x: torch.Tensor) -> None:
-        """Update every layer's grid from the activations it sees for x (batch, widths[0])."""
-        check_input(x, self.widths[0])
-        for layer in self.layers:
-            layer.update_grid(x)
-            x = layer(x)
-
-    def extend_grid(self, new_grid_size: int) -> None:
-        """Extend every layer to ``new_grid_size`` (new Parameters: rebuild optimisers)."""
-        for layer in self.layers:
-            layer.extend_grid(new_grid_size)
-
-    def regularization(self, x: torch.Tensor, l1: float = 1.0, entropy: float = 2.0) -> torch.Tensor:
-        """Σ over layers of ``l1 · Σ|φ|₁ + entropy · S`` (KAN paper), x: (batch, widths[0])."""
-        check_input(x, self.widths[0])
-        x = x.reshape(-1, self.widths[0])
-        total = x.new_zeros(())
-        for layer in self.layers:
-            total = total + layer.regularization(x, l1=l1, entropy=entropy)
-            x = layer(x)
-        return total
-
-
-def check_widths(widths: Sequence[int]) -> list[int]:
-    widths = list(widths)
-    if len(widths) < 2 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-        raise ValueError(f"widths must be at least two positive ints, e.g. [2, 10, 2]; got {widths}")
-    return widths

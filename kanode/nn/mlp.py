@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from kanode.nn.kan import check_input, check_widths
+from kanode.nn._checks import check_input, check_widths
 
 _ACTIVATIONS = {
     "tanh": nn.Tanh,

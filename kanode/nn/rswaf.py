@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from kanode.nn import grid as _grid
+from kanode.nn._checks import check_input, check_layer_args
+from kanode.nn._edges import edge_entropy_l1
 from kanode.nn._spline_fn import ACTIVATIONS, check_activation, coef_table
-from kanode.nn.kan import check_input, check_layer_args, edge_entropy_l1
 
 
 def rswaf_basis(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,12 @@
-"""Figures of one run. Each function takes arrays and returns a Figure."""
+"""Figures of one run. Each function takes arrays and returns a Figure.
+
+Nothing here solves or trains: :mod:`kanode.predict` computes the arrays and
+:mod:`kanode.report` draws a run directory's figures from them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,10 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ..fit import FitResult
-
-__all__ = ["loss_curves", "trajectory_fit", "phase_portrait", "vector_field_error",
-           "save_run_plots"]
+__all__ = ["loss_curves", "trajectory_fit", "phase_portrait", "vector_field_error"]
 
 _LOSSES = (("train_loss", "train"), ("val_loss", "held-out ICs"), ("extrap_loss", "extrapolation"))
 
@@ -74,8 +74,10 @@ def phase_portrait(y_true: np.ndarray, y_pred: np.ndarray, state_names: Sequence
                    system: str | None = None) -> "Figure":
     """First two states against each other; for Pleiades the seven planar orbits.
 
-    y_true, y_pred : (n_traj, n_t, dim).
+    y_true, y_pred : (n_traj, n_t, dim), dim >= 2.
     """
+    if y_true.shape[-1] < 2:
+        raise ValueError(f"a phase portrait needs at least 2 state dimensions, got {y_true.shape[-1]}")
     fig, subplots = _figure(figsize=(5, 5), layout="constrained")
     ax = subplots()
     if system == "pleiades":
@@ -95,26 +97,21 @@ def phase_portrait(y_true: np.ndarray, y_pred: np.ndarray, state_names: Sequence
     return fig
 
 
-def vector_field_error(learned: Callable[[np.ndarray], np.ndarray],
-                       true: Callable[[np.ndarray], np.ndarray],
-                       bounds: tuple[float, float, float, float], states: np.ndarray | None = None,
-                       state_names: Sequence[str] = ("x", "y"), n: int = 25) -> "Figure":
+def vector_field_error(xs: np.ndarray, ys: np.ndarray, learned: np.ndarray, true: np.ndarray,
+                       states: np.ndarray | None = None,
+                       state_names: Sequence[str] = ("x", "y")) -> "Figure":
     """Learned and true 2-D vector fields side by side, and the error ‖f̂ − f‖ as a map.
 
-    learned, true : map (m, 2) states → (m, 2) derivatives.
-    bounds : (x_min, x_max, y_min, y_max); states : (k, 2) visited states to overlay.
+    xs : (n_x,), ys : (n_y,) increasing grid lines; learned, true : (n_y, n_x, 2)
+    the derivatives at ``(xs[j], ys[i])``; states : (m, 2) visited states to overlay
+    (:func:`kanode.predict.vector_field_grid` returns all of them).
     """
-    xs = np.linspace(bounds[0], bounds[1], n)
-    ys = np.linspace(bounds[2], bounds[3], n)
     gx, gy = np.meshgrid(xs, ys)
-    grid = np.stack([gx.ravel(), gy.ravel()], axis=-1)          # (n*n, 2)
-    f_hat, f = learned(grid), true(grid)
-    err = np.linalg.norm(f_hat - f, axis=-1).reshape(n, n)
+    err = np.linalg.norm(learned - true, axis=-1)  # (n_y, n_x)
     fig, subplots = _figure(figsize=(13, 4), layout="constrained")
     axes = subplots(1, 3)
-    for ax, values, title in ((axes[0], f_hat, "learned"), (axes[1], f, "true")):
-        ax.streamplot(xs, ys, values[:, 0].reshape(n, n), values[:, 1].reshape(n, n),
-                      density=0.9, linewidth=0.8, color="C0")
+    for ax, values, title in ((axes[0], learned, "learned"), (axes[1], true, "true")):
+        ax.streamplot(xs, ys, values[..., 0], values[..., 1], density=0.9, linewidth=0.8, color="C0")
         ax.set(title=f"{title} vector field", xlabel=state_names[0], ylabel=state_names[1])
     mesh = axes[2].pcolormesh(gx, gy, np.log10(err + 1e-16), shading="auto", cmap="magma")
     fig.colorbar(mesh, ax=axes[2], label="log10 |f_learned − f_true|")
@@ -123,54 +120,3 @@ def vector_field_error(learned: Callable[[np.ndarray], np.ndarray],
         for ax in axes:
             ax.plot(states[:, 0], states[:, 1], "w." if ax is axes[2] else "k.", ms=2)
     return fig
-
-
-def save_run_plots(result: "FitResult", directory: str | Path) -> list[Path]:
-    """Write a run's loss curves, trajectory fit, phase portrait and (2-D) vector field."""
-    import torch
-
-    from ..ode import SolverError, solve
-    from ..train import solver_options
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    data, field = result.data, result.field
-    assert data is not None
-    # the solver the reported losses used
-    settings = solver_options(result.config, data) if result.config is not None else {}
-    with torch.no_grad():
-        try:
-            pred = solve(field, data.y[:, 0], data.t, adjoint=False, **settings).transpose(0, 1)
-            pred_np = pred.cpu().double().numpy()
-        except SolverError:  # the data plots are still worth having
-            pred_np = np.full(tuple(data.y.shape), np.nan)
-    t = data.t.cpu().double().numpy()
-    y = data.y.cpu().double().numpy()
-    name = data.system.name if data.system is not None else None
-    figures = {
-        "loss_curves.png": loss_curves(result.history, title=f"{result.summary['model']} on "
-                                                           f"{result.summary['system']}"),
-        "trajectory_fit.png": trajectory_fit(t, y, pred_np, data.n_train, data.state_names),
-        "phase_portrait.png": phase_portrait(y, pred_np, data.state_names, name),
-    }
-    if data.dim == 2 and data.system is not None:
-        lo, hi = y.reshape(-1, 2).min(0), y.reshape(-1, 2).max(0)
-        pad = 0.15 * (hi - lo)
-        bounds = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
-        param = next(field.parameters())
-
-        def learned(states: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                z = torch.as_tensor(states, dtype=param.dtype, device=param.device)
-                return field(torch.zeros((), dtype=param.dtype), z).cpu().double().numpy()
-
-        system = data.system
-        figures["vector_field.png"] = vector_field_error(
-            learned, lambda s: system.rhs(0.0, s), bounds, states=y.reshape(-1, 2),
-            state_names=data.state_names)
-    paths = []
-    for filename, fig in figures.items():
-        path = directory / filename
-        fig.savefig(path, dpi=110)
-        paths.append(path)
-    return paths

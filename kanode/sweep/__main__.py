@@ -2,7 +2,9 @@
 
 Exit status: 0 when every run finished or diverged (a diverged run is a
 result, recorded with its reason), 1 when some run failed (crash or rejected
-input; see ``<out>/logs``), 2 for bad input, 130 when interrupted.
+input; see ``<out>/logs``), 2 for bad input (including a sweep directory
+in use by another sweep, or a cell's run directory in use by another
+process), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pathlib import Path
 from kanode.config import ConfigError
 
 from ..cli_args import OneLineParser
+from ..exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from .backends import make_backend, threads_per_worker
-from .driver import plan, run_sweep
+from .driver import check_not_busy, plan, run_sweep, sweep_lock
 from .grid import estimate_params, expand, load_sweep
 
 
@@ -47,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    lock = None
     try:
         sweep = load_sweep(args.config)
         specs = expand(sweep, smoke=args.smoke)
@@ -59,26 +63,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.ray_address and args.backend != "ray":
             raise ConfigError("--ray-address needs --backend ray")
         backend = make_backend(args.backend, args.workers, args.ray_address)
-        plan(specs, out)  # refuse a directory made by a different config before writing
-        out.mkdir(parents=True, exist_ok=True)
+        lock = sweep_lock(out).acquire()  # one sweep per directory, until this one ends
+        # refuse a directory made by a different config, or a cell in use, before writing
+        check_not_busy(plan(specs, out))
         shutil.copyfile(args.config, out / "sweep.toml")
         with (out / "commands.log").open("a") as fh:  # provenance: how this directory was made
             fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}  python -m kanode.sweep "
                      f"{shlex.join(sys.argv[1:] if argv is None else list(argv))}\n")
     except (ConfigError, OSError) as exc:
-        print(f"kanode: error: {exc}", file=sys.stderr)
-        return 2
+        if lock is not None:
+            lock.release()
+        print(f"kanode: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"sweep {sweep.name!r}: {len(specs)} runs into {out} "
           f"({args.backend}, {args.workers} workers)", file=sys.stderr)
     try:
         rows = run_sweep(specs, out, backend,
                          threads=threads_per_worker(args.workers), title=f"Sweep {sweep.name}",
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, lock=False)
     except KeyboardInterrupt:
         print(f"interrupted; rerun the same command to resume ({out})", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except ConfigError as exc:  # a cell taken by another process since the check above
+        print(f"kanode: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        lock.release()
     print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}")
-    return 1 if any(r.status not in ("finished", "diverged") for r in rows) else 0
+    return EXIT_FAILED if any(r.status not in ("finished", "diverged") for r in rows) else EXIT_OK
 
 
 def _print_plan(specs, out: Path) -> None:

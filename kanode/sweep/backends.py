@@ -21,12 +21,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..exit_codes import EXIT_DIVERGED
 from .grid import SweepError
 
 __all__ = ["RunTask", "RunOutcome", "Runner", "Backend", "LocalBackend", "RayBackend",
            "make_backend", "run_fit_subprocess", "threads_per_worker"]
 
-EXIT_DIVERGED = 3
 _LOG_TAIL = 20_000
 
 

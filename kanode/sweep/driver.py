@@ -9,6 +9,7 @@ Sweep directory layout::
     <out>/sweep_log.jsonl       one JSON line per finished attempt
     <out>/results.csv           one row per run (rewritten after every run)
     <out>/summary.md            grouped medians [min, max]
+    <out>/.sweep.lock           held (flock) by the sweep running in the directory
 
 ``<key>`` is ``<system>/<model label>/seed<seed>``.
 """
@@ -27,12 +28,14 @@ from typing import TextIO
 from tqdm import tqdm
 
 from kanode.config import ConfigError, FitConfig, dump_config, load_config
+from kanode.lock import SWEEP_LOCK_NAME, DirectoryLock, lock_holder
+from kanode.runs import read_summary
 
 from .backends import Backend, RunOutcome, Runner, RunTask, run_fit_subprocess
 from .grid import RunSpec, SweepError
 from .results import LOG_NAME, ResultRow, collect_results, write_results_csv, write_summary_md
 
-__all__ = ["run_sweep", "plan", "Action"]
+__all__ = ["run_sweep", "plan", "Action", "sweep_lock", "check_not_busy"]
 
 _FINAL = ("finished", "diverged")  # a rerun of the sweep leaves these alone
 _IGNORED_FIELDS = ("threads",)     # may differ between a cell and its run's config.toml
@@ -40,7 +43,8 @@ _IGNORED_FIELDS = ("threads",)     # may differ between a cell and its run's con
 
 @dataclass(frozen=True)
 class Action:
-    """What the next sweep invocation does with one cell: ``skip``, ``resume`` or ``start``."""
+    """What the next sweep invocation does with one cell: ``skip``, ``resume`` or ``start``
+    (or ``busy``: another process holds the cell's run directory; ``detail`` is its pid)."""
 
     spec: RunSpec
     kind: str
@@ -53,6 +57,10 @@ def plan(specs: Sequence[RunSpec], sweep_dir: str | Path) -> list[Action]:
     actions = []
     for spec in specs:
         run_dir = sweep_dir / spec.key
+        holder = lock_holder(run_dir)
+        if holder is not None:
+            actions.append(Action(spec, "busy", holder))
+            continue
         _check_same_config(spec, run_dir)
         summary = _read_status(run_dir / "summary.json")
         has_checkpoint = (run_dir / "checkpoints" / "last.pt").exists()
@@ -65,10 +73,15 @@ def plan(specs: Sequence[RunSpec], sweep_dir: str | Path) -> list[Action]:
     return actions
 
 
+def sweep_lock(sweep_dir: str | Path) -> DirectoryLock:
+    """The sweep directory's exclusive lock (not yet acquired): one sweep per directory."""
+    return DirectoryLock(sweep_dir, SWEEP_LOCK_NAME, "sweep directory")
+
+
 def run_sweep(specs: Sequence[RunSpec], sweep_dir: str | Path, backend: Backend, *,
               threads: int = 1, runner: Runner = run_fit_subprocess,
               title: str = "Sweep", progress: bool = True,
-              stream: TextIO | None = None) -> list[ResultRow]:
+              stream: TextIO | None = None, lock: bool = True) -> list[ResultRow]:
     """Run every cell that is not done yet and write ``results.csv`` and ``summary.md``.
 
     Parameters
@@ -87,15 +100,40 @@ def run_sweep(specs: Sequence[RunSpec], sweep_dir: str | Path, backend: Backend,
         Heading of ``summary.md``.
     progress
         Show a tqdm bar and print one line per finished run (to ``stream``).
+    lock
+        Hold the sweep directory's lock (:func:`sweep_lock`) while running; False
+        when the caller already holds it.
 
     Returns
     -------
     list of ResultRow
         One row per cell, in the order of ``specs``.
+
+    Raises
+    ------
+    SweepError
+        The directory is in use by another sweep, or a cell's run directory by
+        another process (nothing runs then), or a run dir holds another config.
     """
     sweep_dir = Path(sweep_dir)
+    held = sweep_lock(sweep_dir)
+    if lock:
+        try:
+            held.acquire()
+        except ConfigError as exc:
+            raise SweepError(str(exc)) from None
+    try:
+        return _run_locked(specs, sweep_dir, backend, threads, runner, title, progress, stream)
+    finally:
+        held.release()
+
+
+def _run_locked(specs: Sequence[RunSpec], sweep_dir: Path, backend: Backend, threads: int,
+                runner: Runner, title: str, progress: bool,
+                stream: TextIO | None) -> list[ResultRow]:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     actions = plan(specs, sweep_dir)
+    check_not_busy(actions)
     tasks = [_prepare(a, sweep_dir, threads) for a in actions if a.kind != "skip"]
     stream = stream or sys.stderr
     skipped = len(actions) - len(tasks)
@@ -117,6 +155,16 @@ def run_sweep(specs: Sequence[RunSpec], sweep_dir: str | Path, backend: Backend,
         write_results_csv(rows, sweep_dir / "results.csv")
         write_summary_md(rows, sweep_dir / "summary.md", title=title)
     return rows
+
+
+def check_not_busy(actions: Sequence[Action]) -> None:
+    """Raise :class:`SweepError` naming a cell whose run directory another process holds."""
+    busy = [a for a in actions if a.kind == "busy"]
+    if busy:
+        first = busy[0]
+        more = f" (and {len(busy) - 1} more cells)" if len(busy) > 1 else ""
+        raise SweepError(f"run directory {first.spec.key} is in use by another process "
+                         f"(pid {first.detail}){more}; wait for it to end, then rerun the sweep")
 
 
 def _prepare(action: Action, sweep_dir: Path, threads: int) -> RunTask:
@@ -164,10 +212,12 @@ def _bar(total: int, initial: int, enabled: bool, stream: TextIO) -> tqdm:
 
 
 def _read_status(path: Path) -> str | None:
+    """The run's summary status; None when there is no readable summary (resume or restart)."""
     try:
-        return str(json.loads(path.read_text()).get("status", ""))
-    except (FileNotFoundError, json.JSONDecodeError):
+        summary = read_summary(path)
+    except ConfigError:
         return None
+    return None if summary is None else str(summary.get("status", ""))
 
 
 def _check_same_config(spec: RunSpec, run_dir: Path) -> None:

@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kanode.config import ConfigError, FitConfig, read_toml
+from kanode.config import ConfigError, FitConfig, check_widths_for, estimate_params, read_toml
+from kanode.config import widths_for
 
 
 __all__ = ["SweepConfig", "SweepError", "RunSpec", "load_sweep", "expand", "estimate_params"]
@@ -78,7 +79,7 @@ class SweepConfig:
         if unknown:
             raise SweepError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; "
                              f"valid keys are {', '.join(sorted(_TOP_KEYS))}")
-        name = values.get("name", Path(source).stem)
+        name = _check_name(values.get("name", Path(source).stem), "name", source)
         systems_ = _str_list(values.get("systems"), "systems", source)
         seeds = _int_list(values.get("seeds", [0]), "seeds", source)
         models = _table(values.get("models"), "models", source)
@@ -93,7 +94,8 @@ class SweepConfig:
             if system not in systems_:
                 raise SweepError(f"{source}: [per_system.{system}] names a system that is not "
                                  f"in systems = {list(systems_)}")
-        checked_models = {label: _fit_table(t, f"[models.{label}]", source, extra=("hidden",))
+        checked_models = {_check_name(label, "model label", source):
+                          _fit_table(t, f"[models.{label}]", source, extra=("hidden",))
                           for label, t in models.items()}
         grid = _fit_table(values.get("grid", {}), "[grid]", source)
         for key, options in grid.items():
@@ -145,42 +147,46 @@ def expand(sweep: SweepConfig, smoke: bool = False) -> list[RunSpec]:
             model_values = _resolve_per_system(model_table, system, label)
             for tag, variant in variants:
                 values: dict[str, Any] = {**sweep.base, **sweep.per_system.get(system, {})}
-                values.update(_apply_hidden(model_values, dim, label))
+                if "hidden" in model_values:
+                    values.pop("widths", None)  # the model's width rule beats base widths
+                values.update(model_values)
                 values.update(variant)
                 values.update(smoke_overrides)
+                if "widths" in variant or "widths" in smoke_overrides:
+                    values.pop("hidden", None)  # later layers win
+                values = _apply_hidden(values, dim, label)
                 full_label = f"{label}[{tag}]" if tag else label
                 for seed in seeds:
                     source = f"sweep cell {system}/{full_label}/seed{seed}"
                     config = FitConfig.from_dict({**values, "system": system, "seed": seed},
                                                  source=source)
-                    if config.widths and (config.widths[0] != dim or config.widths[-1] != dim):
-                        raise SweepError(f"{source}: widths {config.widths} must start and end "
-                                         f"with the state dimension {dim} of {system}")
+                    try:
+                        check_widths_for(config, dim)
+                    except ConfigError as exc:
+                        raise SweepError(f"{source}: {exc} of {system}") from None
                     key = f"{system}/{_safe(full_label)}/seed{seed}"
                     specs.append(RunSpec(key=key, system=system, label=full_label,
                                          seed=seed, config=config))
-    keys = [s.key for s in specs]
-    if len(set(keys)) != len(keys):
-        raise SweepError("two sweep cells map to the same run directory; make the model "
-                         "labels and grid values distinct")
+    _check_distinct(specs)
     return specs
 
 
-def estimate_params(config: FitConfig, dim: int) -> int | None:
-    """Parameter count of the vector field from the DESIGN formulas.
-
-    KAN layer: ``in·out·(G + k + 2)``; linear layer: ``out·(in + 1)``. Empty
-    ``widths`` means the fit's default (``[dim, 10, dim]`` KAN, ``[dim, 50, dim]``
-    MLP). ``None`` for model families without a formula here (``rswaf``).
-    """
-    if config.model == "kan":
-        widths = config.widths or [dim, 10, dim]
-        per_edge = config.grid_size + config.spline_order + 2
-        return sum(a * b * per_edge for a, b in zip(widths[:-1], widths[1:]))
-    if config.model == "mlp":
-        widths = config.widths or [dim, 50, dim]
-        return sum(b * (a + 1) for a, b in zip(widths[:-1], widths[1:]))
-    return None
+def _check_distinct(specs: list[RunSpec]) -> None:
+    """Refuse cells whose run directories coincide (compared case-insensitively, as on
+    macOS and Windows) or whose directory name is longer than a file system allows."""
+    seen: dict[str, RunSpec] = {}
+    for spec in specs:
+        part = spec.key.split("/")[1]
+        if len(part.encode()) > _MAX_DIR_NAME:
+            raise SweepError(f"sweep cell {spec.system}/{spec.label}/seed{spec.seed}: its run "
+                             f"directory name is {len(part.encode())} bytes long (at most "
+                             f"{_MAX_DIR_NAME}); use a shorter label or fewer [grid] keys")
+        other = seen.setdefault(spec.key.casefold(), spec)
+        if other is not spec:
+            raise SweepError(f"sweep cells {other.system}/{other.label}/seed{other.seed} and "
+                             f"{spec.system}/{spec.label}/seed{spec.seed} map to the same run "
+                             f"directory {spec.key}; make the model labels and grid values "
+                             "distinct")
 
 
 # ---------------------------------------------------------------- helpers
@@ -218,7 +224,8 @@ def _resolve_per_system(table: dict[str, Any], system: str, label: str) -> dict[
 
 
 def _apply_hidden(values: dict[str, Any], dim: int, label: str) -> dict[str, Any]:
-    """Turn the ``hidden`` rule into ``widths = [dim, *hidden, dim]``."""
+    """Turn the ``hidden`` rule into ``widths = [dim (+1 with time_input), *hidden, dim]``
+    (applied to a cell's merged values, so ``time_input`` from any layer counts)."""
     if "hidden" not in values:
         return values
     values = dict(values)
@@ -229,7 +236,8 @@ def _apply_hidden(values: dict[str, Any], dim: int, label: str) -> dict[str, Any
             or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden)):
         raise SweepError(f"[models.{label}] hidden must be a list of positive integers, "
                          f"got {hidden!r}")
-    values["widths"] = [dim, *hidden, dim]
+    time_input = values.get("time_input", False)
+    values["widths"] = widths_for(dim, hidden, time_input is True)
     return values
 
 
@@ -292,6 +300,23 @@ def _short(value: Any) -> str:
     if isinstance(value, list):
         return "x".join(_short(v) for v in value)
     return str(value)
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_MAX_NAME = 100
+_MAX_DIR_NAME = 200
+
+
+def _check_name(value: Any, what: str, source: str) -> str:
+    """A sweep name or model label: it becomes a directory name, so it must be one
+    plain path component (letters, digits, ``_ . -``; starting with a letter or digit)."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or len(value) > _MAX_NAME:
+        shown = repr(value)[:60]
+        hint = (" (set name = \"...\" in the file)" if what == "name" else "")
+        raise SweepError(f"{source}: {what} {shown} is not a plain name: use letters, digits, "
+                         f"'_', '.' and '-' (at most {_MAX_NAME}), starting with a letter or "
+                         f"digit{hint}")
+    return value
 
 
 def _safe(label: str) -> str:

@@ -17,6 +17,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from kanode.config import ConfigError
+from kanode.runs import read_metrics, read_summary
+
 from .grid import RunSpec, estimate_params
 
 __all__ = ["ResultRow", "COLUMNS", "collect_results", "write_results_csv", "write_summary_md",
@@ -56,13 +59,21 @@ COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
 
 
 def read_log(sweep_dir: Path) -> dict[str, dict[str, Any]]:
-    """Latest logged outcome per run key from ``sweep_log.jsonl`` (``{}`` if none)."""
+    """Latest logged outcome per run key from ``sweep_log.jsonl`` (``{}`` if none).
+
+    Lines that are not a JSON record with a ``key`` and a ``status`` (a line torn by a
+    kill during its append) are skipped: the run directories hold the results.
+    """
     path = Path(sweep_dir) / LOG_NAME
     latest: dict[str, dict[str, Any]] = {}
     if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
+        for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+            try:
                 record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                continue  # blank, or torn by a kill while it was appended
+            if (isinstance(record, dict) and isinstance(record.get("key"), str)
+                    and isinstance(record.get("status"), str)):
                 latest[record["key"]] = record
     return latest
 
@@ -76,8 +87,15 @@ def collect_results(specs: Sequence[RunSpec], sweep_dir: str | Path) -> list[Res
 
 def _row(spec: RunSpec, sweep_dir: Path, logged: dict[str, Any] | None) -> ResultRow:
     run_dir = sweep_dir / spec.key
-    summary = _read_json(run_dir / "summary.json")
-    partial = _metrics_digest(run_dir / "metrics.csv")
+    damaged, unreadable = "", ""  # summary.json is written atomically: damage there is real
+    try:
+        summary = read_summary(run_dir / "summary.json")
+    except ConfigError as exc:
+        summary, damaged = None, str(exc)
+    try:
+        partial = _metrics_digest(run_dir / "metrics.csv")
+    except ConfigError as exc:  # e.g. a row cut short by a kill, or being written right now
+        partial, unreadable = {"steps": 0}, str(exc)
     nan = math.nan
     if summary is not None:
         values = {name: _float(summary.get(name)) for name in _NUMERIC}
@@ -89,12 +107,15 @@ def _row(spec: RunSpec, sweep_dir: Path, logged: dict[str, Any] | None) -> Resul
         values = {name: partial.get(name, nan) for name in _NUMERIC}
         steps = int(partial["steps"])
         n_params = None
-        if logged is not None and logged["status"] != "finished":
+        if damaged:
+            status, reason = "failed", damaged
+        elif logged is not None and logged["status"] != "finished":
             status, reason = logged["status"], logged.get("reason", "")
         elif (run_dir / "checkpoints" / "last.pt").exists():
             status, reason = "interrupted", "no summary.json yet; the next sweep run resumes it"
         else:
             status, reason = "pending", ""
+        reason = reason or unreadable
     if n_params is None:
         n_params = estimate_params(spec.config, _dim(spec))
     return ResultRow(system=spec.system, model=spec.label, seed=spec.seed,
@@ -110,13 +131,6 @@ def _dim(spec: RunSpec) -> int:
     return systems.get(spec.system).dim
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def _float(value: Any) -> float:
     try:
         return float(value)
@@ -125,12 +139,14 @@ def _float(value: Any) -> float:
 
 
 def _metrics_digest(path: Path) -> dict[str, float]:
-    """Final/best losses, steps and wall time from a (possibly partial) ``metrics.csv``."""
+    """Final/best losses, steps and wall time from a (possibly partial) ``metrics.csv``.
+
+    Raises ConfigError (from :func:`kanode.runs.read_metrics`) if the file is damaged.
+    """
     out: dict[str, float] = {"steps": 0}
     if not path.exists():
         return out
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_metrics(path)
     if not rows:
         return out
     train = [_float(r.get("train_loss")) for r in rows]
@@ -139,7 +155,7 @@ def _metrics_digest(path: Path) -> dict[str, float]:
     out["final_train_loss"] = train[-1]
     out["best_train_loss"] = min(finite) if finite else math.nan
     for column in ("val_loss", "extrap_loss"):
-        filled = [_float(r.get(column)) for r in rows if r.get(column, "") != ""]
+        filled = [_float(r.get(column)) for r in rows if r.get(column) is not None]
         out[f"final_{column}"] = filled[-1] if filled else math.nan
     out["wall_time_s"] = _float(rows[-1].get("wall_time"))
     out["time_per_step_s"] = out["wall_time_s"] / len(rows)

@@ -187,3 +187,94 @@ def exit_code(cli_main, argv: list[str]) -> int:
         return cli_main(argv)
     except SystemExit as exc:
         return int(exc.code)
+
+
+# ------------------------------------------------- bad input: one line, exit 2 (issue 13)
+def _damage(run_dir: Path, name: str, content: str) -> None:
+    (run_dir / name).write_text(content)
+
+
+@pytest.mark.parametrize("case, args, message", [
+    ("unknown_format", ["{run}", "--out", "{tmp}/x.unknownext"], "must end in a figure format"),
+    ("no_suffix", ["{run}", "--out", "{tmp}/x"], "must end in a figure format"),
+    ("empty_out", ["{run}", "--out", ""], "--out is empty"),
+    ("empty_run_path", ["", "--out", "{tmp}/x.png"], "run directory path is empty"),
+    ("not_a_directory", ["{run}/config.toml", "--out", "{tmp}/x.png"], "is not a directory"),
+    ("bad_mathtext", ["{run}", "--out", "{tmp}/x.png", "--title", "$\\frac{$"],
+     "cannot be drawn"),
+    ("summary_list", ["{run}", "--out", "{tmp}/x.png"], "must hold a JSON object, got list"),
+    ("n_params_abc", ["{run}", "--out", "{tmp}/x.png"], 'n_params = "abc" is not an integer'),
+    ("summary_not_json", ["{run}", "--out", "{tmp}/x.png"], "is not valid JSON"),
+    ("metrics_without_step", ["{run}", "--out", "{tmp}/x.png"], "has no 'step' column"),
+    ("time_without_wall_time", ["{run}", "--x", "time", "--out", "{tmp}/x.png"],
+     "has no 'wall_time' column for --x time"),
+    ("config_not_utf8", ["{run}", "--out", "{tmp}/x.png"], "not UTF-8 text"),
+    ("out_is_a_directory", ["{run}", "--out", "{tmp}/dir.png"], "Is a directory"),
+])
+def test_cli_damaged_runs_and_bad_options_exit_2_with_one_line(
+        case: str, args: list[str], message: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    run = write_run(tmp_path / "run", [1.0, 0.5])
+    (tmp_path / "dir.png").mkdir()
+    if case == "summary_list":
+        _damage(run, "summary.json", "[1, 2]")
+    elif case == "n_params_abc":
+        _damage(run, "summary.json", json.dumps({"status": "finished", "n_params": "abc"}))
+    elif case == "summary_not_json":
+        _damage(run, "summary.json", '{"status": "fini')
+    elif case in ("metrics_without_step", "time_without_wall_time"):
+        column = "step" if case == "metrics_without_step" else "wall_time"
+        lines = (run / "metrics.csv").read_text().splitlines()
+        keep = [i for i, name in enumerate(lines[0].split(",")) if name != column]
+        _damage(run, "metrics.csv", "\n".join(",".join(line.split(",")[i] for i in keep)
+                                              for line in lines) + "\n")
+    elif case == "config_not_utf8":
+        (run / "config.toml").write_bytes(b'system = "\xe9"\n')
+    argv = [a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in args]
+    assert exit_code(main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kanode: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_literal_dollars_in_labels_and_a_mathtext_title_render(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``$`` from a run (here in the data file name) is text; a valid ``$...$`` title is math."""
+    write_run(tmp_path / "a", [1.0, 0.5], data="$\\frac.csv")
+    write_run(tmp_path / "b", [1.0, 0.25], data="b.csv")
+    out = tmp_path / "x.svg"
+    assert main([str(tmp_path), "--out", str(out), "--title", r"$\alpha$ runs"]) == 0
+    svg = out.read_text()
+    assert "$\\frac.csv" in svg and capsys.readouterr().err == ""
+
+
+def test_toml_dates_in_a_run_config_do_not_break_grouping(tmp_path: Path) -> None:
+    runs = [write_run(tmp_path / name, [1.0, 0.5], seed=seed) for seed, name in enumerate("ab")]
+    for run in runs:
+        with (run / "config.toml").open("a") as fh:
+            fh.write("started = 2026-12-01T09:30:00\n")
+    (group,) = group_runs([load_run(p) for p in runs])
+    assert len(group.runs) == 2
+
+
+def test_plot_takes_curves_and_imports_nothing_from_compare() -> None:
+    import ast
+
+    import kanode.plots.compare as plots
+    from kanode.plots.compare import Curve, plot_loss_comparison
+
+    source = Path(plots.__file__).read_text()
+    imported = {node.module for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.ImportFrom)}
+    assert not {"kanode.compare", "kanode.fit", "..compare"} & imported
+    x = np.arange(1.0, 4.0)
+    curves = [Curve(x, 1 / x, 0.5 / x, 2 / x, 2.0, system="spiral", model="kan", label="KAN",
+                    n_runs=3, n_params=40),
+              Curve(np.empty(0), np.empty(0), np.empty(0), np.empty(0), math.nan,
+                    system="pleiades", model="mlp", label="MLP")]
+    fig = plot_loss_comparison(curves, title="two panels")
+    spiral, pleiades = fig.axes[:2]
+    assert [line.get_label() for line in spiral.get_lines()][0] == "KAN (40 params, 3 seeds)"
+    np.testing.assert_array_equal(spiral.get_lines()[0].get_ydata(), 1 / x)
+    assert spiral.get_lines()[1].get_xdata()[0] == 2.0  # the L-BFGS switch
+    assert not pleiades.get_lines() and pleiades.get_yscale() == "linear"

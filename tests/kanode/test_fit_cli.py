@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from kanode.runs import METRIC_COLUMNS, read_metrics
+from kanode.runs import METRIC_COLUMNS, load_checkpoint, read_metrics
 
 FAST = ["--train-fraction", "0.1", "--rtol", "1e-5", "--atol", "1e-7", "--eval-every", "2",
         "--quiet"]
@@ -49,9 +49,9 @@ def test_run_directory_has_every_file(small_run: Path) -> None:
     assert SUMMARY_KEYS <= set(summary)
     assert summary["status"] == "finished" and summary["steps"] == 5
     assert summary["n_params"] == 2 * 10 * (5 + 3 + 2) + 10 * 2 * (5 + 3 + 2)
-    last = torch.load(small_run / "checkpoints/last.pt", weights_only=True)
+    last = load_checkpoint(small_run / "checkpoints/last.pt")
     assert last["step"] == 5 and "optimizer" in last and "generator" in last
-    best = torch.load(small_run / "checkpoints/best.pt", weights_only=True)
+    best = load_checkpoint(small_run / "checkpoints/best.pt")
     assert best["train_loss"] == pytest.approx(min(r["train_loss"] for r in rows))
 
 
@@ -107,7 +107,7 @@ def test_divergence_exits_3_and_keeps_a_loadable_checkpoint(tmp_path: Path) -> N
     assert "diverged" in proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["reason"]
-    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 

@@ -30,7 +30,7 @@ def test_solve_matches_scipy_reference(name: str) -> None:
     t = system.default_t()[:60]
     ref = systems.simulate(system, t).y[0]                      # (n_t, dim)
     y = solve(TorchRHS(system), torch.tensor(system.y0), torch.tensor(t),
-              rtol=1e-10, atol=1e-12, adjoint=False)
+              method="dopri5", rtol=1e-10, atol=1e-12, adjoint=False)
     np.testing.assert_allclose(y.numpy(), ref, rtol=1e-7, atol=1e-8)
 
 
@@ -38,9 +38,11 @@ def test_solve_batches_initial_conditions() -> None:
     system = systems.get("lotka_volterra")
     t = torch.tensor(system.default_t()[:30])
     y0 = torch.tensor([[1.0, 1.0], [2.0, 0.5], [0.5, 2.0]], dtype=torch.float64)
-    batched = solve(TorchRHS(system), y0, t, rtol=1e-11, atol=1e-12, adjoint=False)  # (n_t, 3, 2)
+    batched = solve(TorchRHS(system), y0, t, method="dopri5", rtol=1e-11, atol=1e-12,
+                    adjoint=False)  # (n_t, 3, 2)
     for k in range(3):
-        single = solve(TorchRHS(system), y0[k], t, rtol=1e-11, atol=1e-12, adjoint=False)
+        single = solve(TorchRHS(system), y0[k], t, method="dopri5", rtol=1e-11, atol=1e-12,
+                       adjoint=False)
         torch.testing.assert_close(batched[:, k], single, rtol=1e-8, atol=1e-9)
 
 
@@ -54,21 +56,24 @@ class Blowup(nn.Module):
 def test_finite_time_blowup_raises_solver_error() -> None:
     with pytest.raises(SolverError, match="underflow|max_num_steps|non-finite"):
         solve(Blowup(), torch.ones(1, dtype=torch.float64), torch.linspace(0, 2, 5,
-              dtype=torch.float64), adjoint=False, max_num_steps=2000)
+              dtype=torch.float64), method="dopri5", adjoint=False, max_num_steps=2000)
 
 
 def test_too_many_steps_raises_solver_error() -> None:
     system = systems.get("lotka_volterra")
     with pytest.raises(SolverError, match="max_num_steps=5"):
         solve(TorchRHS(system), torch.tensor(system.y0), torch.tensor([0.0, 14.0], dtype=torch.float64),
-              adjoint=False, max_num_steps=5)
+              method="dopri5", adjoint=False, max_num_steps=5)
 
 
 def test_fixed_step_needs_step_size_and_unknown_method_is_rejected() -> None:
     field = Blowup()
     y0, t = torch.zeros(1), torch.linspace(0, 1, 3)
+    # without step_size a fixed-step method steps by t's smallest interval (FitConfig's step_size=0)
+    torch.testing.assert_close(solve(field, y0 + 0.5, t, method="rk4", adjoint=False),
+                               solve(field, y0 + 0.5, t, method="rk4", step_size=0.5, adjoint=False))
     with pytest.raises(ValueError, match="step_size"):
-        solve(field, y0, t, method="rk4")
+        solve(field, y0, t, method="rk4", step_size=0.0)
     with pytest.raises(ValueError, match="unknown method"):
         solve(field, y0, t, method="leapfrog")
     with pytest.raises(ValueError, match="strictly increasing"):
@@ -105,7 +110,7 @@ def test_adjoint_gradients_equal_direct_gradients(name: str, model: str) -> None
     grads = {}
     for adjoint in (False, True):
         field.zero_grad()
-        pred = solve(field, y[:, 0], t, rtol=1e-10, atol=1e-12, adjoint=adjoint)
+        pred = solve(field, y[:, 0], t, method="dopri5", rtol=1e-10, atol=1e-12, adjoint=adjoint)
         loss = torch.mean((pred - y.transpose(0, 1)) ** 2)
         loss.backward()
         grads[adjoint] = torch.cat([p.grad.reshape(-1) for p in field.parameters()])

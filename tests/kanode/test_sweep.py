@@ -113,7 +113,9 @@ def test_estimate_params_matches_design_formulas() -> None:
     assert estimate_params(FitConfig(model="kan", widths=[28, 8, 28]), 28) == 4480
     assert estimate_params(FitConfig(model="mlp", widths=[2, 80, 2]), 2) == 402
     assert estimate_params(FitConfig(model="mlp"), 3) == 50 * 4 + 3 * 51  # default [3, 50, 3]
-    assert estimate_params(FitConfig(model="rswaf"), 2) is None
+    assert estimate_params(FitConfig(model="rswaf"), 2) == 2 * 10 * (5 + 2) * 2  # in·out·(G + 2)
+    # time_input adds one input to the first layer, for default and for rule-made widths
+    assert estimate_params(FitConfig(model="kan", time_input=True), 2) == 3 * 10 * 10 + 10 * 2 * 10
 
 
 @pytest.mark.parametrize("edit, message", [

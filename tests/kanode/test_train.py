@@ -6,11 +6,10 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from kanode.config import FitConfig
 from kanode.fit import fit
-from kanode.runs import read_metrics
+from kanode.runs import load_checkpoint, read_metrics
 from kanode.train import lr_at, phase_at
 
 # A short training window (t <= 1.3) and loose tolerances keep these fits small.
@@ -73,5 +72,5 @@ def test_grid_extension_and_update_mid_run(tmp_path: Path) -> None:
     # Extension by an integer factor preserves the function: the loss at the first
     # step after it continues the descent instead of jumping.
     assert losses[2] < losses[0]
-    best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     assert best["grid_size"] in (5, 10)

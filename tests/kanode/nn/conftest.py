@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from kanode.nn import _native
+
 
 def nonuniform_state(layer, seed=0):
     """State dict of ``layer`` with random increasing knots (same range ends)."""
@@ -37,3 +39,16 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+@pytest.fixture
+def native_off(monkeypatch):
+    """The fused kernel switched off for one test, as ``KANODE_NATIVE=0`` does."""
+    monkeypatch.setitem(_native._state, "enabled", False)
+
+
+@pytest.fixture
+def fused_kernel():
+    """Skip where the fused kernel is switched off (KANODE_NATIVE=0) or cannot be built."""
+    if not _native.available():
+        pytest.skip("the fused CPU kernel is switched off (KANODE_NATIVE=0) or cannot be built")

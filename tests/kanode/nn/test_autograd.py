@@ -6,8 +6,8 @@ from torch.func import functional_call, jacrev, vmap
 
 from kanode.nn import KAN, KANLayer
 from tests.kanode.nn.conftest import nonuniform_state
-from tests.kanode.nn.dense_reference import DenseKAN, DenseKANLayer
-from tests.kanode.nn.memory import saved_storages
+from kanode.nn.dense import DenseKAN, DenseKANLayer
+from kanode.analysis.saved import saved_storages
 
 pytestmark = pytest.mark.usefixtures("float64")
 PARAMS = ("spline_coef", "spline_scale", "base_weight")

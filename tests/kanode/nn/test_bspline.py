@@ -6,7 +6,7 @@ import torch
 from kanode.nn import KANLayer
 from kanode.nn.bspline import is_uniform, power_matrix
 from tests.kanode.nn.conftest import nonuniform_state
-from tests.kanode.nn.dense_reference import DenseKANLayer, cox_de_boor
+from kanode.nn.dense import DenseKANLayer, cox_de_boor
 
 pytestmark = pytest.mark.usefixtures("float64")
 

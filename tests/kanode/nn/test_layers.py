@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from kanode.nn import KAN, MLP, RSWAF, KANLayer, RSWAFLayer
+from kanode.nn._dispatch import SMALL_ELEMENTS
 from tests.kanode.nn.conftest import adam_losses
-from tests.kanode.nn.dense_reference import DenseKAN, DenseKANLayer
+from kanode.nn.dense import DenseKAN, DenseKANLayer
 
 
 def n_params(model):
@@ -29,6 +30,21 @@ def test_kan_parameter_count(widths, grid_size, order):
     assert n_params(DenseKAN(widths, grid_size=grid_size, spline_order=order)) == expected
     rswaf = RSWAF(widths, grid_size=max(grid_size, 2))
     assert n_params(rswaf) == sum(a * b * (max(grid_size, 2) + 2) for a, b in zip(widths[:-1], widths[1:]))
+
+
+def test_rswaf_is_a_kan_class_of_rswaf_layers():
+    torch.manual_seed(0)
+    net = RSWAF([2, 6, 3], grid_size=4)
+    assert isinstance(net, RSWAF) and isinstance(net, KAN) and net.basis == "rswaf"
+    assert all(type(layer) is RSWAFLayer for layer in net.layers)
+    twin = KAN([2, 6, 3], basis="rswaf", grid_size=4)
+    twin.load_state_dict(net.state_dict())  # same parameters and buffers as the KAN spelling
+    x = torch.randn(5, 2)
+    assert torch.equal(net(x), twin(x))
+    with pytest.raises(TypeError, match="basis='rswaf'"):
+        RSWAF([2, 3], basis="bspline")
+    with pytest.raises(ValueError, match="basis='wavelet' is not known; use one of"):
+        KAN([2, 3], basis="wavelet")
 
 
 def test_layer_parameter_shapes():
@@ -170,10 +186,16 @@ def test_dtype_conversion_keeps_uniform_grid(grid_size):
     "grid_size, batch, expected",
     [(5, 4096, "dense"), (20, 1024, "dense"), (20, 4096, "sparse"), (100, 16, "sparse")],
 )
-def test_auto_contraction_rule(grid_size, batch, expected, monkeypatch):
+def test_auto_contraction_rule(grid_size, batch, expected, native_off):
+    # without the fused kernel and without a graph: the eager rule
     layer = KANLayer(64, 8, grid_size=grid_size)
-    assert layer.contraction_for(batch) == "fused"  # CPU, uniform grid: the C++ kernel
-    monkeypatch.setenv("KANODE_NATIVE", "0")  # without it: the eager rule
-    assert layer.contraction_for(batch) == expected
+    assert layer.contraction_for(batch, grad=False) == expected
     assert KANLayer(64, 8, grid_size=grid_size, contraction="fused").contraction_for(batch) == expected
     assert KANLayer(64, 8, grid_size=grid_size, contraction="sparse").contraction_for(batch) == "sparse"
+    # recording a graph, batch × in <= SMALL_ELEMENTS keeps the dense bases for backward
+    assert layer.contraction_for(batch) == ("kept" if batch * 64 <= SMALL_ELEMENTS else expected)
+
+
+@pytest.mark.parametrize("grid_size, batch", [(5, 4096), (20, 1024), (100, 16), (100, 1)])
+def test_auto_takes_the_fused_kernel_where_it_is_available(grid_size, batch, fused_kernel):
+    assert KANLayer(64, 8, grid_size=grid_size).contraction_for(batch) == "fused"  # CPU, uniform grid

@@ -1,4 +1,9 @@
-"""The fused CPU kernel (kanode.nn._native) against the eager contraction and the dense reference."""
+"""The fused CPU kernel (kanode.nn._native) against the eager contraction and the dense reference.
+
+Where the kernel is switched off (KANODE_NATIVE=0) or cannot be built, the
+comparisons run the eager path the layer falls back to, and the tests that
+are about the kernel itself (what it saves, that it is chosen) skip.
+"""
 
 import os
 import shutil
@@ -6,10 +11,10 @@ import shutil
 import pytest
 import torch
 
-from kanode.nn import KAN, KANLayer, _native
+from kanode.nn import KAN, KANLayer, _dispatch, _native
 from tests.kanode.nn.conftest import adam_losses, nonuniform_state
-from tests.kanode.nn.dense_reference import DenseKANLayer
-from tests.kanode.nn.memory import saved_storages
+from kanode.nn.dense import DenseKANLayer
+from kanode.analysis.saved import saved_storages
 
 PARAMS = ("spline_coef", "spline_scale", "base_weight")
 
@@ -47,7 +52,8 @@ def test_fused_equals_dense_reference_float64(order, grid_size, activation, floa
     layer = KANLayer(3, 4, grid_size=grid_size, spline_order=order, contraction="fused",
                      base_activation=activation, grid_range=(-2.0, 0.5))
     x = probe(layer)
-    assert layer.contraction_for(x.shape[0], x) == "fused"
+    eager = _dispatch.eager_contraction(grid_size + order, x.numel())
+    assert layer.contraction_for(x.shape[0], x) == ("fused" if _native.available() else eager)
     dense = DenseKANLayer(3, 4, grid_size=grid_size, spline_order=order, base_activation=activation,
                           grid_range=(-2.0, 0.5))
     dense.load_state_dict(layer.state_dict())
@@ -91,7 +97,7 @@ def test_fused_results_do_not_depend_on_thread_count(float64):
 
 
 @pytest.mark.parametrize("grid_size", [5, 50])
-def test_fused_saves_only_the_input(grid_size):
+def test_fused_saves_only_the_input(grid_size, fused_kernel):
     layer = KANLayer(8, 16, grid_size=grid_size, contraction="fused")
     x = torch.randn(256, 8, requires_grad=True)
     saved = [nbytes for _, nbytes in saved_storages(layer, x)]
@@ -113,7 +119,7 @@ def test_double_backward_of_fused_layer_matches_dense(float64):
         assert (a - b).abs().max() <= 1e-10
 
 
-def test_nonuniform_grid_and_other_dtypes_use_eager_path(float64):
+def test_nonuniform_grid_and_other_dtypes_use_eager_path(float64, fused_kernel):
     layer = KANLayer(3, 2, grid_size=6, contraction="fused")
     assert layer.contraction_for(100) == "fused"
     assert layer.contraction_for(100, torch.zeros(1, 3, dtype=torch.float32)) != "fused"  # not the layer's dtype
@@ -132,7 +138,7 @@ def test_non_finite_inputs_propagate_without_crashing():
 def test_kan_training_step_with_fused_layers_reduces_loss():
     torch.manual_seed(5)
     kan = KAN([2, 8, 2], grid_size=10)
-    assert kan.layers[0].contraction_for(2048) == "fused"
+    assert kan.layers[0].contraction_for(2048) == ("fused" if _native.available() else "dense")
     x = torch.rand(2048, 2) * 2 - 1
     target = torch.stack([torch.sin(3 * x[:, 0]) * x[:, 1], x[:, 0] ** 2], dim=-1)
     losses = adam_losses(kan, x, target, steps=150)
@@ -140,18 +146,46 @@ def test_kan_training_step_with_fused_layers_reduces_loss():
 
 
 def test_disabled_by_environment(monkeypatch):
+    monkeypatch.setattr(_native, "_state", dict(_native._state))  # the cached switch, restored afterwards
     monkeypatch.setenv("KANODE_NATIVE", "off")
-    assert not _native.enabled() and _native.kernel() is None
+    assert not _native.refresh() and _native.kernel() is None
     layer = KANLayer(3, 2, contraction="fused")
     assert layer.contraction_for(4096) == "dense"
     assert os.environ["KANODE_NATIVE"] == "off"
+
+
+@pytest.mark.parametrize("value, on", [("1", True), ("off", False), (" No ", False), ("FALSE", False), ("0", False)])
+def test_switch_is_read_once(monkeypatch, value, on):
+    monkeypatch.setattr(_native, "_state", {})
+    monkeypatch.setenv("KANODE_NATIVE", value)
+    assert _native.enabled() is on
+    monkeypatch.setenv("KANODE_NATIVE", "0" if on else "1")
+    assert _native.enabled() is on  # cached: not read again on every forward
+    assert _native.refresh() is not on
+    _native.set_enabled(on)
+    assert _native.enabled() is on
+
+
+def test_forward_does_not_read_the_environment(monkeypatch):
+    class Watch(dict):
+        def get(self, key, default=None):
+            reads.append(key)
+            return super().get(key, default)
+
+    reads = []
+    layer = KANLayer(3, 2, grid_size=6)
+    layer(torch.randn(4096, 3))
+    monkeypatch.setattr(os, "environ", Watch(os.environ))
+    layer(torch.randn(4096, 3)).sum().backward()
+    layer(torch.randn(1, 3))
+    assert reads == []
 
 
 def test_failed_build_warns_once_and_falls_back(monkeypatch):
     def broken_build():
         raise RuntimeError("Error building extension 'kanode_spline': g++: error: not found")
 
-    monkeypatch.setattr(_native, "_state", {})
+    monkeypatch.setattr(_native, "_state", {"enabled": True})  # as if KANODE_NATIVE allowed it
     monkeypatch.setattr(_native, "_build", broken_build)
     layer = KANLayer(3, 2, grid_size=6)
     x = torch.randn(3000, 3)

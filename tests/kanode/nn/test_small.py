@@ -5,7 +5,7 @@ import torch
 from torch.func import functional_call
 
 from kanode.nn import KANLayer
-from tests.kanode.nn.dense_reference import DenseKANLayer
+from kanode.nn.dense import DenseKANLayer
 
 pytestmark = pytest.mark.usefixtures("float64")
 PARAMS = ("spline_coef", "spline_scale", "base_weight")
@@ -79,3 +79,23 @@ def test_no_grad_matches_function():
     with torch.no_grad():
         plain = layer(x)
     assert (layer(x) - plain).abs().max() <= 1e-13
+
+
+def test_tiny_batch_node_keeps_nothing_parameter_sized():
+    """A direct-backprop solve keeps one node per evaluation: the memory it adds
+    per evaluation must be batch-sized, not the (out, in, n_coef) coefficient table."""
+    from kanode.analysis import peak_bytes
+
+    layer = KANLayer(28, 128).double()
+    x = torch.randn(1, 28, dtype=torch.float64)
+    assert layer.contraction_for(1, x) == "small"
+
+    def evaluations(n):
+        def step():
+            total = sum(layer(x).sum() for _ in range(n))
+            total.backward()
+        return step
+
+    per_eval = (peak_bytes(evaluations(60)) - peak_bytes(evaluations(10))) / 50
+    table_bytes = layer.spline_coef.numel() * 8
+    assert per_eval < table_bytes / 4, (per_eval, table_bytes)

@@ -1,0 +1,154 @@
+"""Ensemble networks: M same-shape KANs or MLPs stacked on a member axis.
+
+``stack_models([model_0, ..., model_{M-1}])`` picks the ensemble class from
+the models' type (one table, ``ENSEMBLES``); ``ensemble.member(m)`` gives
+member ``m`` back as a single model, with the same state dict as the model
+it was stacked from (parameters and buffers, per-member knots included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from kanode.ensemble._members import MemberState, check_ensemble_input, check_members, check_same, each_member
+from kanode.ensemble.bspline_layer import EnsembleKANLayer
+from kanode.ensemble.linear import EnsembleLinear
+from kanode.ensemble.rswaf_layer import EnsembleRSWAFLayer
+from kanode.nn import KAN, MLP
+
+_LAYERS = {"bspline": EnsembleKANLayer, "rswaf": EnsembleRSWAFLayer}
+
+
+class EnsembleKAN(MemberState, nn.Module):
+    """M KANs of equal widths and settings, (M, ..., widths[0]) → (M, ..., widths[-1]).
+
+    ``layers`` holds one :class:`EnsembleKANLayer` (``basis="bspline"``) or
+    :class:`EnsembleRSWAFLayer` (``"rswaf"``) per KAN layer; the state-dict
+    keys are the KAN's (``layers.0.spline_coef`` …) with a leading member axis.
+    """
+
+    def __init__(self, models: Sequence[KAN]) -> None:
+        super().__init__()
+        models = check_members("KAN", models, KAN)
+        check_same("KAN", models, ("__class__", "widths", "basis"))
+        self.n_members = len(models)
+        self.model_type = type(models[0])  # KAN or a subclass (kanode.nn.RSWAF): what member() returns
+        self.widths, self.basis = list(models[0].widths), models[0].basis
+        layer_cls = _LAYERS[self.basis]
+        self.layers = nn.ModuleList(layer_cls([model.layers[n] for model in models])
+                                    for n in range(len(self.widths) - 1))
+
+    @classmethod
+    def from_models(cls, models: Sequence[KAN]) -> "EnsembleKAN":
+        """The ensemble of ``models`` (the constructor): member m is models[m]."""
+        return cls(models)
+
+    @property
+    def grid_size(self) -> int:
+        return self.layers[0].grid_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (M, ..., widths[0]) → (M, ..., widths[-1])."""
+        check_ensemble_input(x, self.n_members, self.widths[0])
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def member(self, m: int) -> KAN:
+        """Member ``m`` as a new single model of the stacked models' class (copies)."""
+        m = self._check_member(m)
+        first = self.layers[0]
+        settings = dict(grid_size=first.grid_size, spline_order=first.spline_order, generator=torch.Generator())
+        if self.model_type is KAN:
+            kan = KAN(self.widths, basis=self.basis, **settings)
+        else:  # a subclass fixes its basis
+            kan = self.model_type(self.widths, **settings)
+        kan.layers = nn.ModuleList(layer.member(m) for layer in self.layers)
+        return kan
+
+    @torch.no_grad()
+    def update_grid(self, x: Tensor) -> None:
+        """Each member's :meth:`KAN.update_grid` on its own states x[m], x: (M, ..., widths[0]).
+
+        The single algorithm member by member (a host loop; grid updates are
+        rare), so the knots may then differ per member; in place.
+        """
+        check_ensemble_input(x, self.n_members, self.widths[0])
+        each_member(self, x.reshape(self.n_members, -1, self.widths[0]), lambda kan, xm: kan.update_grid(xm))
+
+    def extend_grid(self, new_grid_size: int) -> None:
+        """Every member's :meth:`KAN.extend_grid` (new ``spline_coef`` Parameters: rebuild optimisers)."""
+        for layer in self.layers:
+            layer.extend_grid(new_grid_size)
+
+    def regularization(self, x: Tensor, l1: float = 1.0, entropy: float = 2.0) -> Tensor:
+        """Per member, :meth:`KAN.regularization` over x[m]. x: (M, ..., widths[0]) → (M,)."""
+        check_ensemble_input(x, self.n_members, self.widths[0])
+        x = x.reshape(self.n_members, -1, self.widths[0])
+        total = x.new_zeros(self.n_members)
+        for layer in self.layers:
+            total = total + layer.regularization(x, l1=l1, entropy=entropy)
+            x = layer(x)
+        return total
+
+
+class EnsembleMLP(MemberState, nn.Module):
+    """M MLPs of equal widths and activation, (M, ..., widths[0]) → (M, ..., widths[-1]).
+
+    ``net`` mirrors :class:`kanode.nn.MLP`'s ``net`` with each ``Linear``
+    replaced by an :class:`EnsembleLinear`, so the state-dict keys are the
+    MLP's (``net.0.weight`` …) with a leading member axis.
+    """
+
+    def __init__(self, models: Sequence[MLP]) -> None:
+        super().__init__()
+        models = check_members("MLP", models, MLP)
+        check_same("MLP", models, ("__class__", "widths", "activation"))
+        self.n_members = len(models)
+        self.widths, self.activation = list(models[0].widths), models[0].activation
+        layers: list[nn.Module] = []
+        for n, module in enumerate(models[0].net):
+            if isinstance(module, nn.Linear):
+                layers.append(EnsembleLinear([model.net[n] for model in models]))
+            else:  # a parameter-free elementwise activation
+                layers.append(type(module)())
+        self.net = nn.Sequential(*layers)
+
+    @classmethod
+    def from_models(cls, models: Sequence[MLP]) -> "EnsembleMLP":
+        """The ensemble of ``models`` (the constructor): member m is models[m]."""
+        return cls(models)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (M, ..., widths[0]) → (M, ..., widths[-1])."""
+        check_ensemble_input(x, self.n_members, self.widths[0])
+        return self.net(x)
+
+    def member(self, m: int) -> MLP:
+        """Member ``m`` as a new single :class:`kanode.nn.MLP` (copies; no RNG use)."""
+        m = self._check_member(m)
+        weight = self.net[0].weight
+        with torch.device("meta"):
+            mlp = MLP(self.widths, activation=self.activation)
+        mlp = mlp.to_empty(device=weight.device).to(weight.dtype)
+        mlp.load_state_dict(self.member_state_dict(m))
+        return mlp
+
+
+# model type → ensemble class; the one place that maps single models to ensembles
+ENSEMBLES: dict[type, type] = {KAN: EnsembleKAN, MLP: EnsembleMLP}
+
+
+def stack_models(models: Sequence[nn.Module]) -> EnsembleKAN | EnsembleMLP:
+    """An ensemble of ``models`` (all KANs or all MLPs of one shape); member m is models[m]."""
+    models = list(models)
+    if not models:
+        raise ValueError("an ensemble needs at least one model; got an empty list")
+    for kind in type(models[0]).__mro__:  # subclasses (kanode.nn.RSWAF) stack as their base
+        if kind in ENSEMBLES:
+            return ENSEMBLES[kind](models)
+    raise TypeError(f"no ensemble for {type(models[0]).__name__} models; stackable: "
+                    f"{', '.join(k.__name__ for k in ENSEMBLES)} and their subclasses")

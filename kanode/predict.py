@@ -1,0 +1,84 @@
+"""What a trained vector field predicts, as numpy arrays (for figures and reports).
+
+Every function takes a field and :class:`kanode.data.FitData` and returns
+float64 numpy arrays; nothing here draws. :mod:`kanode.report` turns the
+arrays into the figures of :mod:`kanode.plots.run`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import FitData
+from .ode import SolverError, solve
+
+__all__ = ["VectorFieldGrid", "predict_trajectories", "state_bounds", "vector_field_grid"]
+
+
+def predict_trajectories(field: nn.Module, data: FitData, solver: dict[str, Any] | None = None) -> np.ndarray:
+    """The field's trajectories from the data's initial states, over the whole time grid.
+
+    ``solver``: keywords of :func:`kanode.ode.solve` (``kanode.train.solver_options``
+    gives those of a fit); None: ``solve``'s defaults. A solve that fails
+    (:class:`SolverError`) gives NaN everywhere, so the data can still be drawn.
+
+    Returns (n_traj, n_t, dim), the shape of ``data.y``.
+    """
+    with torch.no_grad():
+        try:
+            pred = solve(field, data.y[:, 0], data.t, adjoint=False, **(solver or {}))  # (n_t, n_traj, dim)
+        except SolverError:
+            return np.full(tuple(data.y.shape), np.nan)
+    return pred.transpose(0, 1).cpu().double().numpy()
+
+
+def state_bounds(states: np.ndarray, pad: float = 0.15) -> tuple[float, float, float, float]:
+    """(x_min, x_max, y_min, y_max) around the first two columns of states (m, >= 2),
+    widened by ``pad`` of each range; a range without spread gets ±max(pad |value|, pad)."""
+    lo, hi = states[:, :2].min(0), states[:, :2].max(0)
+    spread = hi - lo
+    margin = np.where(spread > 0, pad * spread, np.maximum(pad * np.abs(lo), pad))
+    return (float(lo[0] - margin[0]), float(hi[0] + margin[0]), float(lo[1] - margin[1]), float(hi[1] + margin[1]))
+
+
+@dataclass(frozen=True)
+class VectorFieldGrid:
+    """A learned and a true 2-D vector field on one grid.
+
+    xs : (n_x,), ys : (n_y,) the grid lines; learned, true : (n_y, n_x, 2) the
+    derivatives at ``(xs[j], ys[i])`` (``meshgrid`` order); states : (m, 2) the
+    observed states the grid spans.
+    """
+
+    xs: np.ndarray
+    ys: np.ndarray
+    learned: np.ndarray
+    true: np.ndarray
+    states: np.ndarray
+
+
+def vector_field_grid(field: nn.Module, data: FitData, n: int = 25, pad: float = 0.15) -> VectorFieldGrid:
+    """The field and the data's true system on an n × n grid over the observed states.
+
+    Needs 2-D data with a known system (``data.system``); raises ValueError otherwise.
+    The field is evaluated at t = 0 (a time-dependent field shows its t = 0 slice).
+    """
+    if data.dim != 2 or data.system is None:
+        raise ValueError(f"a vector-field grid needs 2-D data with a known system; this data has dim "
+                         f"{data.dim} and {'a' if data.system is not None else 'no'} system")
+    states = data.y.cpu().double().numpy().reshape(-1, 2)
+    x0, x1, y0, y1 = state_bounds(states, pad)
+    xs, ys = np.linspace(x0, x1, n), np.linspace(y0, y1, n)
+    gx, gy = np.meshgrid(xs, ys)
+    grid = np.stack([gx.ravel(), gy.ravel()], axis=-1)  # (n*n, 2)
+    param = next(field.parameters())
+    with torch.no_grad():
+        z = torch.as_tensor(grid, dtype=param.dtype, device=param.device)
+        learned = field(torch.zeros((), dtype=param.dtype, device=param.device), z).cpu().double().numpy()
+    true = np.asarray(data.system.rhs(0.0, grid), dtype=np.float64)
+    return VectorFieldGrid(xs, ys, learned.reshape(n, n, 2), true.reshape(n, n, 2), states)

@@ -1,0 +1,84 @@
+"""The figures of a finished run, written to its ``plots/`` directory.
+
+:func:`save_run_plots` computes what the figures show with
+:mod:`kanode.predict` (trajectories from the data's initial states, the
+vector field on a grid) and draws them with :mod:`kanode.plots.run`:
+
+* ``loss_curves.png`` — training, held-out and extrapolation MSE per step;
+* ``trajectory_fit.png`` — data and prediction, training window shaded;
+* ``phase_portrait.png`` — first two states (Pleiades: the seven orbits);
+* ``vector_field.png`` — 2-D data with a known system only: learned and
+  true fields and the error map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .plots.run import loss_curves, phase_portrait, trajectory_fit, vector_field_error
+from .predict import predict_trajectories, vector_field_grid
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .fit import FitResult
+
+__all__ = ["PlotsSkipped", "save_run_plots"]
+
+
+class PlotsSkipped(RuntimeError):
+    """Some figures could not be drawn; the others were written.
+
+    ``paths``: the files written; ``skipped``: file name → why it was skipped.
+    """
+
+    def __init__(self, paths: list[Path], skipped: dict[str, str]) -> None:
+        self.paths, self.skipped = paths, skipped
+        super().__init__("; ".join(f"{name}: {why}" for name, why in skipped.items()))
+
+
+def save_run_plots(result: "FitResult", directory: str | Path) -> list[Path]:
+    """Write the run's figures into ``directory``; returns their paths.
+
+    Raises
+    ------
+    PlotsSkipped : a figure could not be drawn (e.g. a phase portrait of
+        1-dimensional data); every other figure has been written.
+    """
+    from .train import solver_options
+
+    data = result.data
+    if data is None:
+        raise ValueError("save_run_plots needs the FitResult of a fit (its data is None)")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    settings = solver_options(result.config, data) if result.config is not None else None  # the losses' solver
+    pred = predict_trajectories(result.field, data, settings)  # (n_traj, n_t, dim)
+    t, y = data.t.cpu().double().numpy(), data.y.cpu().double().numpy()
+    system = data.system.name if data.system is not None else None
+    title = f"{result.summary['model']} on {result.summary['system']}"
+    figures: dict[str, Callable[[], "Figure"]] = {
+        "loss_curves.png": lambda: loss_curves(result.history, title=title),
+        "trajectory_fit.png": lambda: trajectory_fit(t, y, pred, data.n_train, data.state_names),
+        "phase_portrait.png": lambda: phase_portrait(y, pred, data.state_names, system),
+    }
+    if data.dim == 2 and data.system is not None:
+        def vector_field() -> "Figure":
+            grid = vector_field_grid(result.field, data)
+            return vector_field_error(grid.xs, grid.ys, grid.learned, grid.true, grid.states, data.state_names)
+
+        figures["vector_field.png"] = vector_field
+    paths: list[Path] = []
+    skipped: dict[str, str] = {}
+    for filename, draw in figures.items():
+        try:
+            draw().savefig(directory / filename, dpi=110)
+        except Exception as exc:  # noqa: BLE001 - one figure must not cost the others
+            skipped[filename] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+        else:
+            paths.append(directory / filename)
+    if skipped:
+        raise PlotsSkipped(paths, skipped)
+    return paths

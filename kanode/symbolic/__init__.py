@@ -1,0 +1,32 @@
+"""Equations from data: sparsify, prune and symbolify a KAN vector field, export the ODE.
+
+Pure functions over models (each takes a model and returns a new one or a result):
+
+* :func:`edge_scores`, :func:`attribution` — scores on the states the data visits;
+* :func:`sparsity_regularizer` — the KAN paper's L1 + entropy penalty as a ``Trainer`` regulariser;
+* :func:`prune` — a genuinely smaller KAN;
+* :func:`fit_candidates`, :func:`select`, :func:`symbolify` — per-edge symbolic fits;
+* :class:`SymbolicKANLayer` — trainable symbolic edges mixed with spline edges;
+* :func:`to_sympy`, :func:`simplify`, :func:`latex`, :func:`numpy_function`, :func:`to_system` — export;
+* :func:`discover` — the whole recipe (``python -m kanode.symbolic``).
+"""
+
+from .edge_fit import CandidateFit, EdgeChoice, fit_candidates, select
+from .export import Formula, NotSymbolicError, latex, numpy_function, python_source, simplify, to_sympy, to_system
+from .library import LIBRARY, Candidate, get_candidate
+from .pipeline import Discovery, DiscoveryError, SymbolicConfig, discover, formula_mse
+from .polish import TermModel, polish
+from .prune import PruneError, PruneWarning, connectivity, prune
+from .regularize import coefficient_l1, score_l1, sparsity_penalty, sparsity_regularizer
+from .scores import Scores, attribution, edge_scores, layer_inputs, training_inputs
+from .symbolic_layer import PRUNED, SPLINE, SYMBOLIC, SymbolicKANLayer, as_mixed, set_edge
+from .symbolify import EdgeReport, symbolify
+
+__all__ = [
+    "LIBRARY", "PRUNED", "SPLINE", "SYMBOLIC", "Candidate", "CandidateFit", "Discovery", "DiscoveryError",
+    "EdgeChoice", "EdgeReport", "Formula", "NotSymbolicError", "PruneError", "PruneWarning", "Scores", "SymbolicConfig",
+    "SymbolicKANLayer", "TermModel", "as_mixed", "attribution", "coefficient_l1", "connectivity", "discover",
+    "edge_scores", "fit_candidates", "formula_mse", "get_candidate", "latex", "layer_inputs",
+    "numpy_function", "polish", "prune", "python_source", "score_l1", "select", "set_edge", "simplify",
+    "sparsity_penalty", "sparsity_regularizer", "symbolify", "to_sympy", "to_system", "training_inputs",
+]

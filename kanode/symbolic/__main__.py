@@ -1,0 +1,156 @@
+"""``python -m kanode.symbolic``: equations from data.
+
+    python -m kanode.symbolic --system lotka_volterra --out DIR   # the whole recipe from scratch
+    python -m kanode.symbolic --data FILE [data flags] --out DIR
+    python -m kanode.symbolic RUN_DIR [--out DIR]                 # from an existing KAN run
+
+Writes formula.json, formula.tex, formula.py, summary.json, edges.png and
+network.png into DIR and prints one progress line per stage.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from kanode.cli_args import HELP, OneLineParser
+from kanode.config import ConfigError, FitConfig
+from kanode.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED
+
+from .pipeline import DiscoveryError, SymbolicConfig, discover
+
+DATA_FLAGS = ("system", "data", "n_traj", "n_test_traj", "noise", "y0_spread", "train_fraction",
+              "data_seed", "seed", "threads", "method", "step_size")
+RECIPE_HELP = {
+    "hidden": "hidden width of the KAN the recipe starts from",
+    "first_layer": "first layer at the start: linear (trainable affine symbolic edges) or spline",
+    "grid_size": "B-spline grid intervals of the spline edges",
+    "sparsity": "weight λ of the sparsity penalty during the first training",
+    "sparsity_l1": "L1 weight inside the sparsity penalty",
+    "sparsity_entropy": "entropy weight inside the sparsity penalty",
+    "coef_l1": "L1 penalty on the spline coefficients during the first training",
+    "sparse_steps": "Adam steps of the sparse training",
+    "sparse_lbfgs_steps": "L-BFGS steps of the sparse training",
+    "edge_threshold": "prune edges whose attribution is below this",
+    "node_threshold": "prune hidden nodes whose attribution is below this",
+    "retrain_steps": "Adam steps after pruning",
+    "retrain_lbfgs_steps": "L-BFGS steps after pruning",
+    "library": "candidate functions of the edge fits: comma-separated names (x, x^2, x^3, x^4, 1/x, sqrt, "
+               "exp, log, sin, tanh, abs, gaussian, 0) or all",
+    "complexity_weight": "an edge takes the function minimising log10(1 - R²) + this × complexity",
+    "finetune_steps": "Adam steps fine-tuning the symbolic constants",
+    "finetune_lbfgs_steps": "L-BFGS steps fine-tuning the symbolic constants",
+    "drop_threshold": "drop a term whose RMS over the training states is below this fraction "
+                      "of its equation's largest term",
+    "digits": "significant digits of the exported constants",
+    "polish_rounds": "at most this many refit-and-drop rounds of the formula's coefficients (0: no polish)",
+    "lr": "Adam learning rate of the sparse training and the retraining",
+    "finetune_lr": "Adam learning rate of the symbolic fine-tuning",
+}
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m kanode.symbolic",
+                           description="Discover the ODE behind trajectories: sparsify, prune and "
+                                       "symbolify a KAN vector field, then export the formula.")
+    parser.add_argument("run_dir", nargs="?", metavar="RUN_DIR",
+                        help="an existing KAN run (python -m kanode.fit); its config gives the data")
+    parser.add_argument("--out", help="output directory (default: RUN_DIR/symbolic or "
+                                      "runs/<system>-symbolic-<time>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    types = {f.name: f.type for f in fields(FitConfig)}
+    for name in DATA_FLAGS:
+        kind = {"int": int, "float": float, "str": str}[types[name]]
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
+                            help=HELP[name])
+    defaults = SymbolicConfig()
+    for f in fields(SymbolicConfig):
+        kind = {"int": int, "float": float, "str": str}[f.type]
+        parser.add_argument("--" + f.name.replace("_", "-"), dest="sym_" + f.name, type=kind, default=None,
+                            help=f"{RECIPE_HELP[f.name]} (default: {getattr(defaults, f.name)})")
+    return parser
+
+
+def _load_run(run_dir: str):
+    """(config, trained field) of a KAN run; ConfigError with one line otherwise."""
+    from kanode.data import load_data
+    from kanode.fit import build_field
+    from kanode.runs import RunDir, load_checkpoint
+
+    run = RunDir(run_dir)
+    config = run.load_config()
+    if config.model != "kan":
+        raise ConfigError("symbolic regression needs a KAN run")
+    checkpoint = run.best_path if run.best_path.exists() else run.last_path
+    if not checkpoint.exists():
+        raise ConfigError(f"{run.path} has no checkpoints/best.pt or last.pt to read the model from")
+    try:
+        state = load_checkpoint(checkpoint)
+        data = load_data(config).to(getattr(torch, config.dtype), "cpu")
+        field = build_field(config.replace(device="cpu"), data)
+        if state.get("grid_size") and state["grid_size"] != field.net.grid_size:
+            field.net.extend_grid(int(state["grid_size"]))
+        field.load_state_dict(state["model"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"cannot read the model in {checkpoint}: {' '.join(str(exc).split())[:160]}") from None
+    return config, data, field.double()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    say = (lambda line: None) if args.quiet else (lambda line: print(f"[kanode.symbolic] {line}", flush=True))
+    try:
+        sym = SymbolicConfig(**{f.name: getattr(args, "sym_" + f.name) for f in fields(SymbolicConfig)
+                                if getattr(args, "sym_" + f.name) is not None})
+    except ValueError as exc:
+        print(f"kanode: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    given = {name: getattr(args, name) for name in DATA_FLAGS if getattr(args, name) is not None}
+    try:
+        if args.run_dir is not None:
+            if given.get("system") or given.get("data"):
+                raise ConfigError("give either RUN_DIR or --system/--data, not both")
+            config, data, start = _load_run(args.run_dir)
+            out = Path(args.out) if args.out else Path(args.run_dir) / "symbolic"
+        else:
+            from kanode.data import load_data
+
+            config = FitConfig(**given)
+            data = load_data(config).to(torch.float64, "cpu")
+            start = None
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            name = Path(config.data).stem if config.data else config.system
+            out = Path(args.out) if args.out else Path("runs") / f"{name}-symbolic-{stamp}"
+    except ConfigError as exc:
+        print(f"kanode: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    from .outputs import write_discovery, write_summary
+
+    say(f"data: {config.data or config.system}, {data.y.shape[0]} trajectories, "
+        f"{data.n_train} training points each; writing to {out}")
+    try:
+        discovery = discover(data, config, sym, start=start, progress=say)
+    except DiscoveryError as exc:
+        write_summary({**exc.partial, "status": "failed", "reason": str(exc)}, out)
+        print(f"kanode: error: {exc}; the partial results are in {out / 'summary.json'}", file=sys.stderr)
+        return EXIT_FAILED
+    discovery.summary["status"] = "finished"
+    write_discovery(discovery, out)
+    for name, expr in discovery.formula.as_strings().items():
+        print(f"d{name}/dt = {expr}")
+    print(f"formula MSE: train {discovery.summary['formula_mse_train']}, "
+          f"full {discovery.summary['formula_mse_full']}; files in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""The whole recipe: sparsify → prune → retrain → symbolify → fine-tune → export → polish.
+
+Each stage is one of the package's functions over models; :func:`discover`
+only chains them and times them. Defaults (measured on Lotka–Volterra, the
+default protocol; see the README section "Equations from data"):
+
+1. **sparsify**: a ``[dim, hidden, dim]`` KAN whose first layer starts as
+   trainable linear symbolic edges ``c·(a·x + b) + d`` (``first_layer =
+   "linear"``: hidden nodes are ridge directions, as a KAN writes a product
+   ``((u+v)² − (u−v)²)/4``; ``"spline"`` starts every edge as a B-spline) is
+   trained with the sparsity penalty of :mod:`kanode.symbolic.regularize`;
+2. **prune** edges and hidden nodes by attribution (:func:`kanode.symbolic.prune`);
+3. **retrain** the pruned network without the penalty;
+4. **symbolify** every remaining spline edge (:func:`kanode.symbolic.symbolify`), then
+   refit the symbolic constants jointly to the network's own field on the training states
+   (:func:`distill`);
+5. **fine-tune** all symbolic constants ``(a, b, c, d)`` through the ODE loss (Adam, then L-BFGS),
+   first on the start of the training window, then on all of it;
+6. **export** in the data's variables (:mod:`kanode.symbolic.export`), expand,
+   drop small terms and **polish**: fine-tune the surviving coefficients
+   through the ODE loss, drop again, until the terms stop changing.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+import systems
+from kanode.config import FitConfig
+from kanode.data import FitData
+from kanode.nn import KAN
+from kanode.ode import VectorField
+from kanode.train import Diverged, Trainer
+
+from .edge_fit import evaluate
+from .export import Formula, simplify, to_sympy, to_system
+from .library import LIBRARY
+from .polish import polish
+from .prune import PruneError, connectivity, prune
+from .regularize import score_l1, sparsity_regularizer
+from .scores import layer_inputs, training_inputs
+from .symbolic_layer import as_mixed, set_edge
+from .symbolify import EdgeReport, edge_samples, symbolify
+
+__all__ = ["SymbolicConfig", "Discovery", "discover", "DiscoveryError", "formula_mse", "distill"]
+
+
+FINETUNE_HORIZON = 8
+"""The fine-tuning first fits the first this many points of the training window, then all of it
+(a symbolic model whose long trajectories blow up is first fitted where they do not)."""
+
+GRID_UPDATES = (0, 20, 40)
+"""Adam steps of the sparse training at which spline grids are refit to the visited states
+(the hidden nodes of a linear first layer move out of the initial grid range)."""
+
+
+class DiscoveryError(RuntimeError):
+    """A stage could not reach a formula; ``partial`` holds what was done."""
+
+    def __init__(self, message: str, partial: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+@dataclass
+class SymbolicConfig:
+    """Settings of the recipe (the data and solver come from a :class:`FitConfig`)."""
+
+    hidden: int = 4
+    first_layer: str = "linear"
+    grid_size: int = 5
+    sparsity: float = 1e-5
+    sparsity_l1: float = 1.0
+    sparsity_entropy: float = 1.0
+    coef_l1: float = 0.0
+    sparse_steps: int = 60
+    sparse_lbfgs_steps: int = 100
+    edge_threshold: float = 0.03
+    node_threshold: float = 0.03
+    retrain_steps: int = 20
+    retrain_lbfgs_steps: int = 30
+    library: str = "x,x^2"
+    complexity_weight: float = 0.0
+    finetune_steps: int = 20
+    finetune_lbfgs_steps: int = 50
+    drop_threshold: float = 0.01
+    digits: int = 4
+    polish_rounds: int = 4
+    lr: float = 2e-2
+    finetune_lr: float = 2e-3
+
+    def __post_init__(self) -> None:
+        if self.first_layer not in ("linear", "spline"):
+            raise ValueError(f"first_layer must be 'linear' or 'spline', got {self.first_layer!r}")
+        if self.hidden < 1:
+            raise ValueError(f"hidden must be at least 1, got {self.hidden}")
+        for name in ("edge_threshold", "node_threshold", "drop_threshold"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+        self.library_names  # noqa: B018 - validates the names
+        if not self.complexity_weight >= 0:
+            raise ValueError(f"complexity_weight must be >= 0, got {self.complexity_weight}")
+
+
+    @property
+    def library_names(self) -> tuple[str, ...]:
+        """The candidate functions of the symbolic fit (``library``: comma-separated names or "all")."""
+        if self.library.strip() == "all":
+            return tuple(LIBRARY)
+        names = tuple(n.strip() for n in self.library.split(",") if n.strip())
+        unknown = [n for n in names if n not in LIBRARY]
+        if unknown or not names:
+            raise ValueError(f"library must be 'all' or comma-separated names from {', '.join(LIBRARY)}; "
+                             f"got {self.library!r}")
+        return names
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover` returns."""
+
+    formula: Formula
+    raw_formula: Formula | None
+    field: VectorField
+    edges: list[EdgeReport]
+    summary: dict[str, Any]
+    samples: torch.Tensor = field(repr=False, default=None)
+    plot_edges: list = field(repr=False, default=None)
+
+
+def _train(field_: VectorField, data: FitData, config: FitConfig, steps: int, lbfgs_steps: int,
+           regularizer: Callable | None = None, lr: float | None = None,
+           grid_updates: Sequence[int] = ()) -> float:
+    if steps == 0 and lbfgs_steps == 0:
+        return float("nan")
+    optimizer = "adam+lbfgs" if steps and lbfgs_steps else ("adam" if steps else "lbfgs")
+    cfg = config.replace(optimizer=optimizer, steps=steps, lbfgs_steps=lbfgs_steps,
+                         lr=lr or config.lr, grid_update_steps=[s for s in grid_updates if s < steps],
+                         grid_extend=[], eval_every=10**6)
+    trainer = Trainer(field_, data, cfg, regularizer=regularizer)
+    for _ in trainer.steps():
+        pass
+    return trainer.evaluate().train_loss
+
+
+def _initial_field(config: FitConfig, sym: SymbolicConfig, data: FitData) -> VectorField:
+    torch.manual_seed(config.seed)
+    widths = [data.dim, sym.hidden, data.dim]
+    kan = as_mixed(KAN(widths, grid_size=sym.grid_size, spline_order=config.spline_order,
+                       grid_range=tuple(config.grid_range)).double())
+    if sym.first_layer == "linear":
+        gen = torch.Generator().manual_seed(config.seed)
+        layer = kan.layers[0]
+        for o in range(layer.out_features):
+            for i in range(layer.in_features):
+                c = float(torch.randn((), generator=gen, dtype=torch.float64))
+                set_edge(layer, o, i, "x", (1.0, 0.0, c, 0.0))
+    return VectorField.from_data(kan, data.t_train, data.y_train, grid_range=config.grid_range).double()
+
+
+def distill(symbolic: KAN, reference: KAN, z: torch.Tensor, steps: int = 200) -> float:
+    """Refit the symbolic constants so that ``symbolic(z)`` matches ``reference(z)`` on the training
+    states z (n, dim) — the network's own field, never the data's derivatives — by L-BFGS; in place.
+
+    The per-edge fits each leave an error, and their sum can make the symbolic field's trajectories
+    blow up before the ODE loss can correct them. Returns the final mean squared mismatch.
+    """
+    with torch.no_grad():
+        target = reference(z)
+    params = [layer.sym_params for layer in symbolic.layers] + [layer.bias for layer in symbolic.layers]
+    start = [p.detach().clone() for p in params]
+    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, history_size=50,
+                                  line_search_fn="strong_wolfe", tolerance_grad=1e-14, tolerance_change=1e-16)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.mean((symbolic(z) - target) ** 2)
+        loss.backward()
+        return loss
+
+    before = closure().item()
+    optimizer.step(closure)
+    after = closure().item()
+    if not after <= before:   # non-finite or worse: keep the per-edge fits
+        with torch.no_grad():
+            for p, s in zip(params, start):
+                p.copy_(s)
+        after = before
+    return after
+
+
+def formula_mse(formula: Formula, data: FitData) -> tuple[float | None, float | None]:
+    """MSE of the formula's own trajectories from the data's initial states vs the data:
+    (training window, whole grid); None where the integration fails."""
+    t = data.t.double().numpy()
+    y = data.y.double().numpy()                                            # (n_traj, n_t, dim)
+    system = to_system(formula, y[0, 0], (t[0], t[-1]), t.size)
+    try:
+        pred = systems.simulate(system, t, y[:, 0], rtol=1e-10, atol=1e-12).y
+    except (systems.IntegrationError, ValueError, FloatingPointError, OverflowError):
+        return None, None
+    train = float(np.mean((pred[:, : data.n_train] - y[:, : data.n_train]) ** 2))
+    return train, float(np.mean((pred - y) ** 2))
+
+
+def discover(data: FitData, config: FitConfig, sym: SymbolicConfig | None = None,
+             start: VectorField | None = None, progress: Callable[[str], None] | None = None) -> Discovery:
+    """Run the recipe on ``data``; ``start`` continues from a trained KAN field instead of stage 1.
+
+    Raises
+    ------
+    DiscoveryError : pruning left nothing, or the symbolic model diverged;
+        ``exc.partial`` keeps the summary so far.
+    """
+    sym = sym or SymbolicConfig()
+    say = progress or (lambda line: None)
+    summary: dict[str, Any] = {"recipe": asdict(sym), "times_s": {}}
+    timer = time.perf_counter()
+
+    def stage(name: str, line: str) -> None:
+        nonlocal timer
+        now = time.perf_counter()
+        summary["times_s"][name] = round(now - timer, 3)
+        timer = now
+        say(f"{name}: {line} ({summary['times_s'][name]:.1f} s)")
+
+    config = config.replace(lr=sym.lr)
+    if start is None:
+        field_ = _initial_field(config, sym, data)
+        z = training_inputs(field_, data.y_train)
+        reg = sparsity_regularizer(field_, data.y_train, sym.sparsity, sym.sparsity_l1,
+                                   sym.sparsity_entropy, sym.coef_l1) if (sym.sparsity or sym.coef_l1) else None
+        l1_before = score_l1(field_.net, z)
+        try:
+            loss = _train(field_, data, config, sym.sparse_steps, sym.sparse_lbfgs_steps, reg,
+                          grid_updates=GRID_UPDATES if sym.first_layer == "linear" else ())
+        except Diverged as exc:
+            raise DiscoveryError(f"sparse training diverged: {exc}", summary) from None
+        summary["sparse_train_mse"] = loss
+        summary["score_l1"] = {"before": l1_before, "after": score_l1(field_.net, z)}
+        stage("sparsify", f"trained {field_.net.widths} with sparsity {sym.sparsity:g}, train MSE {loss:.3e}")
+    else:
+        field_ = start
+        field_.net = as_mixed(field_.net)
+        z = training_inputs(field_, data.y_train)
+        stage("load", f"KAN {field_.net.widths} from the run")
+    widths_before = list(field_.net.widths)
+    try:
+        field_.net = prune(field_.net, z, sym.edge_threshold, sym.node_threshold)
+    except PruneError as exc:
+        raise DiscoveryError(str(exc), summary) from None
+    summary["widths"] = {"before": widths_before, "after": list(field_.net.widths)}
+    summary["connected"] = connectivity(field_.net).tolist()
+    n_live = sum(int((layer.mode != 0).sum()) for layer in field_.net.layers)
+    if n_live == 0:
+        raise DiscoveryError("nothing is above the pruning thresholds: every edge was pruned "
+                             "(lower --edge-threshold / --node-threshold)", summary)
+    stage("prune", f"widths {widths_before} -> {field_.net.widths}, {n_live} live edges")
+    try:
+        loss = _train(field_, data, config, sym.retrain_steps, sym.retrain_lbfgs_steps, lr=sym.finetune_lr)
+    except Diverged as exc:
+        raise DiscoveryError(f"retraining the pruned network diverged: {exc}", summary) from None
+    summary["retrain_mse"] = loss
+    stage("retrain", f"train MSE {loss:.3e}")
+    z = training_inputs(field_, data.y_train)
+    plot_edges = _edge_plot_data(field_.net, z)
+    spline_net = field_.net
+    field_.net, edges = symbolify(field_.net, z, sym.complexity_weight, names=sym.library_names)
+    _add_fits(plot_edges, edges)
+    summary["distill_mse"] = distill(field_.net, spline_net, z)
+    summary["edges"] = [e.as_dict() for e in edges]
+    stage("symbolify", f"{len(edges)} edges: " + ", ".join(sorted({e.function for e in edges})))
+    loss, notes = None, []
+    stages = [(horizon, steps, lbfgs) for horizon in sorted({min(FINETUNE_HORIZON, data.n_train), data.n_train})
+              for steps, lbfgs in ((sym.finetune_steps, 0), (0, sym.finetune_lbfgs_steps))]
+    for horizon, steps, lbfgs in stages:
+        snapshot = copy.deepcopy(field_.state_dict())
+        window = dataclasses.replace(data, n_train=horizon)
+        what = f"{'Adam' if steps else 'L-BFGS'} on the first {horizon} points"
+        try:
+            loss = _train(field_, window, config, steps, lbfgs, lr=sym.finetune_lr)
+            notes.append(f"{what}: MSE {loss:.3e}")
+        except Diverged:   # keep the last good constants; the polish refits them
+            field_.load_state_dict(snapshot)
+            notes.append(f"{what}: diverged, kept the last good constants")
+    summary["finetune_mse"] = loss
+    summary["finetune"] = notes
+    stage("fine-tune", "; ".join(notes))
+    states = data.y_train.reshape(-1, data.dim).double().numpy()
+    raw = to_sympy(field_, data.state_names)
+    formula = simplify(raw, states, sym.drop_threshold, sym.digits)
+    summary["formula_before_polish"] = formula.as_strings()
+    stage("export", "; ".join(f"{k}' = {v}" for k, v in formula.as_strings().items()))
+    if sym.polish_rounds:
+        formula, rounds = polish(raw, data, states, sym.drop_threshold, sym.digits, sym.polish_rounds)
+        summary["polish_rounds"] = rounds
+        stage("polish", "; ".join(f"{k}' = {v}" for k, v in formula.as_strings().items()))
+    train_mse, full_mse = formula_mse(formula, data)
+    summary["formula_mse_train"], summary["formula_mse_full"] = train_mse, full_mse
+    stage("evaluate", f"formula MSE train {train_mse}, full {full_mse}")
+    return Discovery(formula, raw, field_, edges, summary, z, plot_edges)
+
+
+@torch.no_grad()
+def _edge_plot_data(kan: KAN, z: torch.Tensor) -> list[dict[str, Any]]:
+    """Learned activation of every live spline edge over its visited range, with the visited inputs."""
+    inputs = layer_inputs(kan, z)
+    return [{"key": (l, o, i), "x": x, "learned": y, "visited": inputs[l][:, i].double().numpy()}
+            for l, o, i, x, y in edge_samples(kan, z)]
+
+
+def _add_fits(plot_edges: list[dict[str, Any]], edges: list[EdgeReport]) -> None:
+    by_key = {(e.layer, e.out_index, e.in_index): e for e in edges}
+    for entry in plot_edges:
+        e = by_key.get(entry["key"])
+        if e is None:
+            entry["fit"], entry["title"] = entry["learned"], f"layer {entry['key'][0]} {entry['key'][1:]}: spline"
+            continue
+        entry["fit"] = evaluate(LIBRARY[e.function], np.array(e.params)[None], entry["x"][None])[0]
+        entry["title"] = (f"layer {e.layer} ({e.out_index},{e.in_index}): {e.function}  "
+                          f"R²={e.r2:.5f}")
