@@ -291,7 +291,7 @@ class FitConfig:
             check_fixed_steps(self, t[-1] - t[0], min(b - a for a, b in zip(t[:-1], t[1:])))
 
     def _check_model(self) -> None:
-        from kanode.nn._spline_fn import ACTIVATIONS as BASE_ACTIVATIONS
+        from kanode.nn.activations import ACTIVATIONS as BASE_ACTIVATIONS
         from kanode.nn.mlp import _ACTIVATIONS as MLP_ACTIVATIONS
 
         defaults = FitConfig.__dataclass_fields__

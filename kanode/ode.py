@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +12,7 @@ from torchdiffeq import odeint, odeint_adjoint
 # The method tables and solve()'s defaults are FitConfig's (one source of truth).
 from .config import ADAPTIVE_METHODS, FIXED_STEP_METHODS, SOLVER_DEFAULTS
 
-__all__ = ["VectorField", "SolverError", "solve", "backward_guarded", "evaluation_budget",
+__all__ = ["VectorField", "NormalisedField", "SolverError", "solve", "backward_guarded", "evaluation_budget",
            "FIXED_STEP_METHODS", "ADAPTIVE_METHODS"]
 
 
@@ -20,7 +20,47 @@ class SolverError(RuntimeError):
     """The ODE solve failed: step size underflow, too many steps or a non-finite state."""
 
 
-class VectorField(nn.Module):
+class NormalisedField(nn.Module):
+    """``f(t, y) = out_scale * net(in_weight * y + in_bias [, t])``: what
+    :class:`VectorField` and :class:`kanode.ensemble.EnsembleVectorField` share.
+
+    Holds ``net``, ``time_input``, the buffers ``in_weight``, ``in_bias``,
+    ``out_scale`` and the evaluation count ``nfe``; a subclass defines
+    :meth:`normalize` and :meth:`output_scale` (how the buffers broadcast
+    against a state).
+    """
+
+    def __init__(self, net: nn.Module, in_weight: Tensor, in_bias: Tensor, out_scale: Tensor,
+                 time_input: bool = False) -> None:
+        super().__init__()
+        self.net = net
+        self.time_input = time_input
+        self.register_buffer("in_weight", in_weight.clone())
+        self.register_buffer("in_bias", in_bias.clone())
+        self.register_buffer("out_scale", out_scale.clone())
+        self.nfe = 0
+
+    def normalize(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def output_scale(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        """``f(t, y)``: t scalar tensor, y a state → the same shape."""
+        self.nfe += 1
+        z = self.normalize(y)
+        if self.time_input:
+            z = torch.cat([z, t.expand(*z.shape[:-1], 1).to(z)], dim=-1)
+        return self.net(z) * self.output_scale(y)
+
+    def reset_nfe(self) -> int:
+        """Return the evaluation count and set it to zero."""
+        count, self.nfe = self.nfe, 0
+        return count
+
+
+class VectorField(NormalisedField):
     """A network wrapped as an autonomous (or time-dependent) vector field ``f(t, y)``.
 
     The state is mapped affinely so that the training states fill
@@ -40,16 +80,6 @@ class VectorField(nn.Module):
     ----------
     nfe : number of evaluations since the last :meth:`reset_nfe`.
     """
-
-    def __init__(self, net: nn.Module, in_weight: Tensor, in_bias: Tensor, out_scale: Tensor,
-                 time_input: bool = False) -> None:
-        super().__init__()
-        self.net = net
-        self.time_input = time_input
-        self.register_buffer("in_weight", in_weight.clone())
-        self.register_buffer("in_bias", in_bias.clone())
-        self.register_buffer("out_scale", out_scale.clone())
-        self.nfe = 0
 
     @classmethod
     def from_data(cls, net: nn.Module, t: Tensor, y: Tensor,
@@ -81,18 +111,9 @@ class VectorField(nn.Module):
         """States (..., dim) → network inputs (..., dim) in the grid range."""
         return y * self.in_weight + self.in_bias
 
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        """``f(t, y)``: t scalar tensor, y (..., dim) → (..., dim)."""
-        self.nfe += 1
-        z = self.normalize(y)
-        if self.time_input:
-            z = torch.cat([z, t.expand(*z.shape[:-1], 1).to(z)], dim=-1)
-        return self.net(z) * self.out_scale
-
-    def reset_nfe(self) -> int:
-        """Return the evaluation count and set it to zero."""
-        count, self.nfe = self.nfe, 0
-        return count
+    def output_scale(self, y: Tensor) -> Tensor:
+        """(dim,): the scale of the network output for states y (..., dim)."""
+        return self.out_scale
 
 
 # Vector-field evaluations one solver step may cost (a rejected step costs the same;
@@ -153,7 +174,8 @@ def _fixed_steps(t: Tensor, step_size: float) -> int:
 def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS["method"],
           rtol: float = SOLVER_DEFAULTS["rtol"], atol: float = SOLVER_DEFAULTS["atol"],
           adjoint: bool = True, step_size: float | None = None,
-          max_num_steps: int = SOLVER_DEFAULTS["max_num_steps"]) -> Tensor:
+          max_num_steps: int = SOLVER_DEFAULTS["max_num_steps"], *,
+          norm: Callable[[Tensor], Tensor] | None = None, check_finite: bool = True) -> Tensor:
     """Integrate ``dy/dt = field(t, y)`` with bounded work.
 
     Parameters
@@ -175,6 +197,12 @@ def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS
         backpropagation the autograd graph grows with the evaluations, so the
         bound also bounds memory. A fixed-step solve needing more steps is
         refused before it starts.
+    norm : adaptive methods' error norm of the state, tensor → scalar
+        (torchdiffeq's ``options["norm"]``; None: its RMS); the adjoint's
+        backward solve uses the seminorm built on it. Ignored by fixed-step
+        methods. (kanode.ensemble passes a per-member norm.)
+    check_finite : raise :class:`SolverError` on a non-finite result (False:
+        return it, for callers that check parts of it themselves).
 
     Returns
     -------
@@ -190,7 +218,7 @@ def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS
         raise ValueError("t must be a 1-D tensor of at least two strictly increasing times")
     if max_num_steps < 1:
         raise ValueError(f"max_num_steps must be at least 1, got {max_num_steps}")
-    options: dict[str, float | int | str] = {}
+    options: dict[str, object] = {}
     if method in FIXED_STEP_METHODS:
         if step_size is None:
             step_size = float(torch.diff(t).min())
@@ -204,6 +232,8 @@ def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS
         options["step_size"] = step_size
     elif method in ADAPTIVE_METHODS:
         options["max_num_steps"] = max_num_steps
+        if norm is not None:
+            options["norm"] = norm
     else:
         raise ValueError(f"unknown method {method!r}; choose one of "
                          f"{', '.join(ADAPTIVE_METHODS + FIXED_STEP_METHODS)}")
@@ -224,7 +254,7 @@ def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS
             y = odeint(bounded, y0, t, rtol=rtol, atol=atol, method=method, options=options)
     except AssertionError as exc:  # torchdiffeq signals failures with assert
         raise SolverError(_explain(str(exc), max_num_steps)) from exc
-    if not torch.isfinite(y).all():
+    if check_finite and not torch.isfinite(y).all():
         raise SolverError("the solution became non-finite (the vector field blew up); "
                           "lower the learning rate or tighten the tolerances")
     return y

@@ -13,8 +13,8 @@ which for member ``m`` is exactly the single layer's
 ``base_weight · act(x) + spline_scale · Σ_j spline_coef_j B_j(x)``.
 
 When every member's grid is uniform (float64, spline order >= 2) the bases
-are truncated powers of the position in cells (:mod:`kanode.ensemble._powers`):
-a few elementwise ops, no cell search. Otherwise they come from
+are truncated powers of the position in cells (:func:`kanode.nn._small.power_terms`,
+the single layer's tiny-batch formulas): a few elementwise ops, no cell search. Otherwise they come from
 :func:`kanode.nn.bspline.local_basis` on the inputs flattened to
 ``(batch, M · in)`` against the knots flattened to ``(M · in, n_knots)``:
 every (member, input) pair is a column with its own knots, so members may
@@ -37,8 +37,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from kanode.ensemble._activations import ACTIVATIONS
-from kanode.ensemble._powers import PowerConstants, power_bases
+from kanode.nn._small import PowerConstants, power_terms
+from kanode.nn.activations import ACTIVATIONS
 from kanode.nn.bspline import local_basis
 
 
@@ -65,10 +65,14 @@ def features(x: Tensor, grid: Grid, activation: str, derivative: bool,
     n_members, batch, n_in = x.shape
     act, dact = ACTIVATIONS[activation]
     if grid.powers is not None:
-        shape = (n_members, 1, n_in)
-        values, derivs = power_bases(x, grid.shift.view(shape), grid.inv_h.view(shape), grid.powers, derivative)
-        feats = torch.cat([values, act(x).unsqueeze(-1)], dim=-1)
-        return feats, (torch.cat([derivs, dact(x).unsqueeze(-1)], dim=-1) if derivative else None)
+        inv_h = grid.inv_h.view(n_members, 1, n_in)
+        s = torch.addcmul(grid.shift.view(n_members, 1, n_in), x, inv_h)  # (M, batch, in) in cells
+        terms, r_low = power_terms(s.unsqueeze(-1).unsqueeze(-1), grid.powers)  # (M, batch, in, n_coef, k+2)
+        feats = torch.cat([terms @ grid.powers.weight, act(x).unsqueeze(-1)], dim=-1)
+        if not derivative:
+            return feats, None
+        derivs = (r_low @ grid.powers.slope) * inv_h.unsqueeze(-1)  # (M, batch, in, n_coef)
+        return feats, torch.cat([derivs, dact(x).unsqueeze(-1)], dim=-1)
     k = grid.order
     n_coef = grid.knots.shape[-1] - k - 1
     flat = x.transpose(0, 1).reshape(batch, n_members * n_in)  # (batch, M·in) one column per (m, i)

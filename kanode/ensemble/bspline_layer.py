@@ -5,18 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from kanode.ensemble._activations import check_activation
-from kanode.ensemble._members import (MemberState, check_ensemble_input, check_members, check_same,
-                                      each_member, edge_l1_entropy, stack)
-from kanode.ensemble._powers import MIN_ORDER, power_constants
+from kanode.ensemble._members import check_ensemble_input
 from kanode.ensemble._spline_fn import EnsembleSplineFn, Grid, features, spline_forward
+from kanode.ensemble._stacked import StackedLayer
 from kanode.nn import KANLayer
+from kanode.nn._small import MIN_ORDER, power_constants
 from kanode.nn.bspline import grid_scale, is_uniform
 from kanode.nn.grid import extend_knots
 
-_SHARED = ("in_features", "out_features", "grid_size", "spline_order", "base_activation")
 # Truncated-power bases (every member's grid uniform, float64, order >= 2) while the
 # (M, batch, in, n_coef, k+2) terms have at most this many elements: fewer ops than the
 # local bases + scatter, but O(n_coef) work per input, so on the CPU the local bases win
@@ -25,7 +23,7 @@ _SHARED = ("in_features", "out_features", "grid_size", "spline_order", "base_act
 POWERS_MAX_TERMS = 32768
 
 
-class EnsembleKANLayer(MemberState, nn.Module):
+class EnsembleKANLayer(StackedLayer):
     """M B-spline KAN layers, (M, ..., in_features) → (M, ..., out_features).
 
     Built from single layers: ``EnsembleKANLayer([layer_0, ..., layer_{M-1}])``
@@ -42,20 +40,13 @@ class EnsembleKANLayer(MemberState, nn.Module):
     single layers (:meth:`member`, grid updates).
     """
 
+    single = KANLayer
+
     def __init__(self, layers: Sequence[KANLayer]) -> None:
         super().__init__()
-        layers = check_members("KANLayer", layers, KANLayer)
-        check_same("KANLayer", layers, _SHARED)
-        first = layers[0]
-        self.n_members = len(layers)
-        self.in_features, self.out_features = first.in_features, first.out_features
-        self.grid_size, self.spline_order = first.grid_size, first.spline_order
-        self.base_activation = check_activation(first.base_activation)
+        layers = self._stack(layers)
         self.grid_eps = tuple(layer.grid_eps for layer in layers)
         self.contraction = tuple(layer.contraction for layer in layers)
-        for name in ("spline_coef", "spline_scale", "base_weight"):
-            setattr(self, name, nn.Parameter(stack("KANLayer", name, [getattr(la, name) for la in layers])))
-        self.register_buffer("knots", stack("KANLayer", "knots", [layer.knots for layer in layers]))
         self._sync_grid()
 
     def extra_repr(self) -> str:
@@ -141,43 +132,8 @@ class EnsembleKANLayer(MemberState, nn.Module):
         base = self.base_weight.unsqueeze(1) * feats[..., -1].unsqueeze(2)  # (M, batch, out, in)
         return base + self.spline_scale.unsqueeze(1) * spline
 
-    def regularization(self, x: Tensor, l1: float = 1.0, entropy: float = 2.0) -> Tensor:
-        """Per member, :meth:`KANLayer.regularization` over x[m]. x: (M, ..., in) → (M,)."""
-        return edge_l1_entropy(self.edge_activations(x), l1, entropy)
+    def _member_kwargs(self, m: int) -> dict[str, object]:
+        return {"grid_eps": self.grid_eps[m], "contraction": self.contraction[m]}
 
-    # --------------------------------------------------------------- members
-    def member(self, m: int) -> KANLayer:
-        """Member ``m`` as a new single :class:`KANLayer` (copies; same dtype and device)."""
-        m = self._check_member(m)
-        layer = KANLayer(self.in_features, self.out_features, grid_size=self.grid_size,
-                         spline_order=self.spline_order, base_activation=self.base_activation,
-                         grid_eps=self.grid_eps[m], contraction=self.contraction[m],
-                         generator=torch.Generator())
-        layer = layer.to(device=self.spline_coef.device, dtype=self.spline_coef.dtype)
-        layer.load_state_dict(self.member_state_dict(m))
-        return layer
-
-    @torch.no_grad()
-    def update_grid(self, x: Tensor) -> None:
-        """Each member's :meth:`KANLayer.update_grid` on its own samples x[m].
-
-        x: (M, ..., in). Runs the single layer's algorithm member by member (a
-        host-side loop; grid updates are rare), so the knots may then differ
-        per member. Parameters are updated in place. The single layer's
-        warnings are re-issued with the member index.
-        """
-        check_ensemble_input(x, self.n_members, self.in_features)
-        samples = x.reshape(self.n_members, -1, self.in_features)
-        each_member(self, samples, lambda layer, xm: layer.update_grid(xm))
-
-    @torch.no_grad()
-    def extend_grid(self, new_grid_size: int) -> None:
-        """Every member's :meth:`KANLayer.extend_grid`. Replaces ``spline_coef``
-        (a new Parameter: rebuild optimisers) and ``knots``."""
-        layers = [self.member(m) for m in range(self.n_members)]
-        for layer in layers:
-            layer.extend_grid(new_grid_size)
-        self.spline_coef = nn.Parameter(stack("KANLayer", "spline_coef", [la.spline_coef for la in layers]))
-        self.knots = stack("KANLayer", "knots", [layer.knots for layer in layers])
-        self.grid_size = new_grid_size
+    def _grid_changed(self) -> None:
         self._sync_grid()

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from kanode.ensemble._members import MemberState, check_members, stack
 from kanode.ensemble.networks import stack_models
-from kanode.ode import VectorField
+from kanode.ode import NormalisedField, VectorField
 
 
-class EnsembleVectorField(MemberState, nn.Module):
-    """M vector fields ``f_m(t, y_m)`` evaluated in one call on states (M, ..., dim).
+class EnsembleVectorField(MemberState, NormalisedField):
+    """M vector fields ``f_m(t, y_m)`` evaluated in one call on states (M, ..., dim); ``forward(t, y)``
+    and ``reset_nfe`` are :class:`kanode.ode.NormalisedField`'s.
 
     Per member, exactly :class:`kanode.ode.VectorField`::
 
@@ -34,20 +34,14 @@ class EnsembleVectorField(MemberState, nn.Module):
 
     def __init__(self, net: nn.Module, in_weight: Tensor, in_bias: Tensor, out_scale: Tensor,
                  time_input: bool = False) -> None:
-        super().__init__()
         n_members = getattr(net, "n_members", None)
         if n_members is None:
             raise TypeError("net must be an ensemble network (kanode.ensemble.stack_models)")
         for name, value in (("in_weight", in_weight), ("in_bias", in_bias), ("out_scale", out_scale)):
             if value.ndim != 2 or value.shape[0] != n_members:
                 raise ValueError(f"{name} must have shape ({n_members}, dim), got {tuple(value.shape)}")
+        super().__init__(net, in_weight, in_bias, out_scale, time_input)
         self.n_members = n_members
-        self.net = net
-        self.time_input = time_input
-        self.register_buffer("in_weight", in_weight.clone())
-        self.register_buffer("in_bias", in_bias.clone())
-        self.register_buffer("out_scale", out_scale.clone())
-        self.nfe = 0
 
     @classmethod
     def from_fields(cls, fields: Sequence[VectorField]) -> "EnsembleVectorField":
@@ -67,19 +61,10 @@ class EnsembleVectorField(MemberState, nn.Module):
         shape = (self.n_members,) + (1,) * (y.ndim - 2) + (y.shape[-1],)
         return y * self.in_weight.view(shape) + self.in_bias.view(shape)
 
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        """``f(t, y)``: t scalar tensor, y (M, ..., dim) → (M, ..., dim)."""
-        self.nfe += 1
-        z = self.normalize(y)
-        if self.time_input:
-            z = torch.cat([z, t.expand(*z.shape[:-1], 1).to(z)], dim=-1)
+    def output_scale(self, y: Tensor) -> Tensor:
+        """(M, 1, ..., dim): the members' output scales for states y (M, ..., dim)."""
         shape = (self.n_members,) + (1,) * (y.ndim - 2) + (y.shape[-1],)
-        return self.net(z) * self.out_scale.view(shape)
-
-    def reset_nfe(self) -> int:
-        """Return the evaluation count and set it to zero."""
-        count, self.nfe = self.nfe, 0
-        return count
+        return self.out_scale.view(shape)
 
     def member(self, m: int) -> VectorField:
         """Member ``m`` as a new single :class:`kanode.ode.VectorField` (copies)."""

@@ -1,10 +1,9 @@
 """One torchdiffeq solve over a stacked ensemble state (M, n_traj, dim).
 
-Conventions are :func:`kanode.ode.solve`'s (methods, defaults, ``step_size``,
+It is :func:`kanode.ode.solve` (methods, defaults, ``step_size``,
 ``max_num_steps`` as a budget of evaluations, adjoint with the seminorm,
-:class:`SolverError`), with a member axis after the time axis. It does not call
-``kanode.ode.solve`` because that has no per-member error norm and raises on
-any non-finite value.
+:class:`SolverError`) with a member axis after the time axis, a per-member
+error norm, and a per-member check for non-finite values.
 
 **Fixed-step methods** (``rk4``, ``euler``, ...) take the same steps for every
 member and every operation acts member by member, so member ``m`` of the
@@ -33,14 +32,11 @@ unaffected (``allow_nonfinite=True`` returns them).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
-from torchdiffeq import odeint, odeint_adjoint
 
 from kanode.config import SOLVER_DEFAULTS
-from kanode.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, SolverError, evaluation_budget
+from kanode.ode import ADAPTIVE_METHODS, SolverError, solve
 
 __all__ = ["solve_ensemble", "member_rms_norm", "finite_members", "NORMS"]
 
@@ -65,28 +61,6 @@ def finite_members(y: Tensor, member_dim: int = 1) -> Tensor:
     """
     y = y.movedim(member_dim, 0)
     return torch.isfinite(y).reshape(y.shape[0], -1).all(dim=1)
-
-
-class _Budget(nn.Module):
-    """``field`` with :func:`kanode.ode.evaluation_budget`'s bound on evaluations (as
-    :func:`kanode.ode.solve` bounds a single solve); an overrun raises SolverError."""
-
-    def __init__(self, field: nn.Module, budget: int, max_num_steps: int) -> None:
-        super().__init__()
-        self.field, self.budget, self.max_num_steps = field, budget, max_num_steps
-        self.count, self.phase = 0, "forward"
-
-    def start(self, phase: str) -> None:
-        self.count, self.phase = 0, phase
-
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        self.count += 1
-        if self.count > self.budget:
-            what = "the adjoint (backward) solve" if self.phase == "backward" else "the solve"
-            raise SolverError(f"{what} of the ensemble needed more than max_num_steps={self.max_num_steps} "
-                              "solver steps; with an adaptive method all members share the steps, so one "
-                              "stiff or blowing-up member stops all")
-        return self.field(t, y)
 
 
 def solve_ensemble(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS["method"],
@@ -122,49 +96,20 @@ def solve_ensemble(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER
     ValueError : unknown method or norm, a fixed-step method without
         ``step_size``, or a ``y0`` without the field's member axis.
     """
-    if t.ndim != 1 or t.numel() < 2 or not bool((t[1:] > t[:-1]).all()):
-        raise ValueError("t must be a 1-D tensor of at least two strictly increasing times")
     n_members = getattr(field, "n_members", None)
     if y0.ndim not in (2, 3) or (n_members is not None and y0.shape[0] != n_members):
         raise ValueError(f"y0 must be (M, dim) or (M, n_traj, dim) with M = {n_members} members first, "
                          f"got {tuple(y0.shape)}")
     if norm not in NORMS:
         raise ValueError(f"norm={norm!r} is not known; use one of {sorted(NORMS)}")
-    if max_num_steps < 1:
-        raise ValueError(f"max_num_steps must be at least 1, got {max_num_steps}")
-    options: dict[str, object] = {}
-    if method in FIXED_STEP_METHODS:
-        if step_size is None:
-            step_size = float(torch.diff(t).min())
-        if not step_size or not step_size > 0:
-            raise ValueError(f"method {method!r} is fixed-step: give step_size > 0")
-        n_steps = math.ceil(float(t[-1] - t[0]) / step_size)
-        if n_steps > max_num_steps:
-            raise SolverError(f"method {method!r} with step_size={step_size:g} needs {n_steps} steps, "
-                              f"more than max_num_steps={max_num_steps}; raise step_size or max_num_steps")
-        options["step_size"] = step_size
-    elif method in ADAPTIVE_METHODS:
-        options["max_num_steps"] = max_num_steps
-        options["norm"] = NORMS[norm]
-    else:
-        raise ValueError(f"unknown method {method!r}; choose one of "
-                         f"{', '.join(tuple(ADAPTIVE_METHODS) + tuple(FIXED_STEP_METHODS))}")
-    bounded = _Budget(field, evaluation_budget(method, max_num_steps, t.numel()), max_num_steps)
     try:
-        if adjoint:
-            if not isinstance(field, nn.Module):
-                raise TypeError("the adjoint method needs field to be an nn.Module")
-            adjoint_options = {k: v for k, v in options.items() if k != "norm"}
-            if method in ADAPTIVE_METHODS:
-                adjoint_options["norm"] = "seminorm"  # over the state and its adjoint, with the member norm
-            y = odeint_adjoint(bounded, y0, t, rtol=rtol, atol=atol, method=method,
-                               options=options, adjoint_options=adjoint_options)
-            bounded.start("backward")  # the backward solve counts from zero
-        else:
-            y = odeint(bounded, y0, t, rtol=rtol, atol=atol, method=method, options=options)
-    except AssertionError as exc:  # torchdiffeq signals failures with assert
-        raise SolverError(f"the ensemble solve failed ({exc}); with an adaptive method all members share "
-                          "the step, so one stiff or blowing-up member stops all") from exc
+        y = solve(field, y0, t, method=method, rtol=rtol, atol=atol, adjoint=adjoint, step_size=step_size,
+                  max_num_steps=max_num_steps, norm=NORMS[norm], check_finite=False)
+    except SolverError as exc:
+        if method not in ADAPTIVE_METHODS:
+            raise
+        raise SolverError(f"{exc}; with an adaptive method all members share the step, so one stiff "
+                          "or blowing-up member stops all") from exc
     if not allow_nonfinite:
         finite = finite_members(y)
         if not bool(finite.all()):

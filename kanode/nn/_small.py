@@ -32,10 +32,52 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from kanode.nn._spline_fn import ACTIVATIONS, _functorch
+from kanode.nn._spline_fn import _functorch
+from kanode.nn.activations import ACTIVATIONS
 from kanode.nn.bspline import grid_scale
 
 MIN_ORDER = 2
+
+
+class PowerConstants(NamedTuple):
+    """Constants of the truncated powers for ``grid_size`` cells of spline ``order``
+    (no knots: shared by every input, and by the members of kanode.ensemble)."""
+
+    offset: torch.Tensor  # (n_coef, k+2)  j - k + i: r = clamp(s - offset, 0, cap)
+    floor: torch.Tensor  # (n_coef, k+2)  zeros
+    cap: torch.Tensor  # (n_coef, k+2)  k + 1 - i
+    weight: torch.Tensor  # (k+2,)  w_i = (-1)^i C(k+1, i) / k!
+    slope: torch.Tensor  # (k+2,)  k w_i: dB/ds = Σ_i k w_i r^(k-1)
+    grid_size: int
+    order: int
+
+
+def power_constants(grid_size: int, order: int, dtype: torch.dtype, device) -> PowerConstants:
+    """Constants for ``grid_size`` cells of spline ``order`` (>= 2)."""
+    assert order >= MIN_ORDER
+    like = dict(dtype=dtype, device=device)
+    j = torch.arange(grid_size + order, **like).unsqueeze(-1)  # (n_coef, 1)
+    i = torch.arange(order + 2, **like)  # (k+2,)
+    weight = torch.tensor([(-1) ** q * math.comb(order + 1, q) / math.factorial(order)
+                           for q in range(order + 2)], **like)
+    offset = j - order + i  # (n_coef, k+2)
+    return PowerConstants(offset, torch.zeros_like(offset), (order + 1 - i).expand_as(offset).contiguous(),
+                          weight, order * weight, grid_size, order)
+
+
+def power_terms(s: torch.Tensor, const: "PowerConstants | SmallConstants") -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions in cells s (..., 1, 1) → the terms ``(t-i)₊ᵏ + k d (t-i)₊ᵏ⁻¹``
+    (..., n_coef, k+2), whose ``@ const.weight`` are the bases, and the powers
+    ``r^(k-1)`` (same shape) of their s-derivatives.
+
+    Per term ``d/ds [r^(k-1) (r + k d)] = k r^(k-1)`` both inside (d = 0) and
+    outside (r constant) the range; the capped terms' slopes cancel exactly as
+    their values do. Differentiable, so autograd gives second derivatives.
+    """
+    sc = s.clamp(0.0, const.grid_size)  # inside the range
+    r = torch.clamp(sc - const.offset, const.floor, const.cap)  # (..., n_coef, k+2)
+    r_low = r.pow(const.order - 1)
+    return r_low * torch.add(r, s - sc, alpha=const.order), r_low  # d = s - sc
 
 
 class SmallConstants(NamedTuple):
@@ -54,36 +96,21 @@ class SmallConstants(NamedTuple):
 
 def small_constants(knots: torch.Tensor, order: int) -> SmallConstants:
     """Constants for uniform ``knots`` (in, n_knots) of spline ``order`` (>= 2)."""
-    assert order >= MIN_ORDER
-    n_knots = knots.shape[-1]
-    grid_size, n_coef = n_knots - 2 * order - 1, n_knots - order - 1
+    grid_size = knots.shape[-1] - 2 * order - 1
     shift, inv_h = grid_scale(knots, order)
-    like = dict(dtype=knots.dtype, device=knots.device)
-    j = torch.arange(n_coef, **like).unsqueeze(-1)  # (n_coef, 1)
-    i = torch.arange(order + 2, **like)  # (k+2,)
-    weight = torch.tensor([(-1) ** q * math.comb(order + 1, q) / math.factorial(order)
-                           for q in range(order + 2)], **like)
-    offset = j - order + i  # (n_coef, k+2)
-    return SmallConstants(shift.reshape(-1, 1, 1).clone(), inv_h.reshape(-1, 1, 1).clone(), offset, torch.zeros_like(offset),
-                          (order + 1 - i).expand_as(offset).contiguous(), weight,
-                          (order * weight * inv_h.reshape(-1, 1)).unsqueeze(-1).contiguous(), grid_size, order)
+    powers = power_constants(grid_size, order, knots.dtype, knots.device)
+    return SmallConstants(shift.reshape(-1, 1, 1).clone(), inv_h.reshape(-1, 1, 1).clone(), powers.offset,
+                          powers.floor, powers.cap, powers.weight,
+                          (powers.slope * inv_h.reshape(-1, 1)).unsqueeze(-1).contiguous(), grid_size, order)
 
 
 def small_basis(x: torch.Tensor, const: SmallConstants) -> tuple[torch.Tensor, torch.Tensor]:
     """All bases (batch, in, n_coef) and the powers ``r^(k-1)`` (batch, in, n_coef, k+2)
-    of their x-derivatives (``r^(k-1) @ const.slope``) by plain ops from x (batch, in).
-
-    Per term ``d/ds [r^(k-1) (r + k d)] = k r^(k-1)`` both inside (d = 0) and
-    outside (r constant) the range; the capped terms' slopes cancel exactly as
-    their values do. Differentiable, so autograd gives second derivatives.
-    """
+    of their x-derivatives (``r^(k-1) @ const.slope``) by plain ops from x (batch, in);
+    see :func:`power_terms`."""
     batch, n_in = x.shape
-    k = const.order
     s = torch.addcmul(const.shift, x.view(batch, n_in, 1, 1), const.inv_h)  # (batch, in, 1, 1) in cells
-    sc = s.clamp(0.0, const.grid_size)  # inside the range
-    r = torch.clamp(sc - const.offset, const.floor, const.cap)  # (batch, in, n_coef, k+2)
-    r_low = r.pow(k - 1)
-    terms = r_low * torch.add(r, s - sc, alpha=k)  # (t-i)₊ᵏ + k d (t-i)₊ᵏ⁻¹, d = s - sc
+    terms, r_low = power_terms(s, const)
     return terms @ const.weight, r_low
 
 
@@ -96,11 +123,8 @@ def small_layer(x: torch.Tensor, coef: torch.Tensor, scale: torch.Tensor, base_w
     """
     batch, n_in = x.shape
     out_f, _, n_coef = coef.shape
-    k = const.order
     s = torch.addcmul(const.shift, x.view(batch, n_in, 1, 1), const.inv_h)  # (batch, in, 1, 1) in cells
-    sc = s.clamp(0.0, const.grid_size)  # inside the range
-    r = torch.clamp(sc - const.offset, const.floor, const.cap)  # (batch, in, n_coef, k+2)
-    terms = r.pow(k - 1) * torch.add(r, s - sc, alpha=k)  # (t-i)₊ᵏ + k d (t-i)₊ᵏ⁻¹, d = s - sc
+    terms, _ = power_terms(s, const)  # (batch, in, n_coef, k+2)
     # Σ_i w_i terms, contracted with the table: weights (out, in·n_coef·(k+2))
     table = ((coef * scale.unsqueeze(-1)).unsqueeze(-1) * const.weight).view(out_f, -1)
     spline = F.linear(terms.view(batch, -1), table)  # (batch, out)

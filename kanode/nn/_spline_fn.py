@@ -14,40 +14,11 @@ memory; double backward and transforms still recompute.
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 
 from kanode.nn._contract import Contract, Gather, Scatter, contract_impl, flat_index, gather_impl, scatter_impl
+from kanode.nn.activations import ACTIVATIONS
 from kanode.nn.bspline import local_basis
-
-
-def _silu_grad(x):
-    s = torch.sigmoid(x)
-    return s * (1 + x * (1 - s))
-
-
-def _gelu_grad(x):
-    cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2.0)))
-    return cdf + x * torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-
-
-# name → (activation, derivative); both differentiable torch expressions
-ACTIVATIONS = {
-    "silu": (F.silu, _silu_grad),
-    "tanh": (torch.tanh, lambda x: 1 - torch.tanh(x) ** 2),
-    "relu": (torch.relu, lambda x: (x > 0).to(x.dtype)),
-    "gelu": (F.gelu, _gelu_grad),
-    "softplus": (F.softplus, torch.sigmoid),
-    "identity": (lambda x: x, torch.ones_like),
-}
-
-
-def check_activation(name: str) -> str:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"base_activation={name!r} is not known; use one of {sorted(ACTIVATIONS)}")
-    return name
 
 
 def coef_table(coef: torch.Tensor, scale: torch.Tensor, rows: bool = True) -> torch.Tensor:

@@ -31,7 +31,7 @@ from kanode.nn import grid as _grid
 from kanode.nn._checks import check_input, check_layer_args
 from kanode.nn._dispatch import CONTRACTIONS, PATHS, choose_path, small_constants_for
 from kanode.nn._edges import edge_entropy_l1
-from kanode.nn._spline_fn import ACTIVATIONS, check_activation
+from kanode.nn.activations import ACTIVATIONS, check_activation
 from kanode.nn.bspline import dense_basis, grid_scale, is_uniform
 
 _is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # a type check, no sync

@@ -21,7 +21,8 @@ from torch import nn
 from kanode.nn import grid as _grid
 from kanode.nn._checks import check_input, check_layer_args
 from kanode.nn._edges import edge_entropy_l1
-from kanode.nn._spline_fn import ACTIVATIONS, check_activation, coef_table
+from kanode.nn._spline_fn import coef_table
+from kanode.nn.activations import ACTIVATIONS, check_activation
 
 
 def rswaf_basis(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:

@@ -153,7 +153,7 @@ def test_bool_fields_take_only_booleans(name: str, value: Any) -> None:
 
 
 def choice_oracle(name: str, value: str) -> bool:
-    from kanode.nn._spline_fn import ACTIVATIONS
+    from kanode.nn.activations import ACTIVATIONS
 
     allowed = {"model": cfg.MODELS, "optimizer": cfg.OPTIMIZERS, "lr_schedule": cfg.SCHEDULES,
                "dtype": cfg.DTYPES, "loss": cfg.LOSSES, "method": METHODS,
@@ -178,7 +178,7 @@ CHOICES = ("model", "optimizer", "lr_schedule", "dtype", "loss", "method", "acti
 @given(data=st.data())
 def test_every_choice_is_checked_against_its_table(name: str, data: st.DataObject) -> None:
     import systems
-    from kanode.nn._spline_fn import ACTIVATIONS
+    from kanode.nn.activations import ACTIVATIONS
 
     known = sorted({*cfg.MODELS, *cfg.OPTIMIZERS, *cfg.SCHEDULES, *cfg.DTYPES, *METHODS,
                     *ACTIVATIONS, *systems.names(), "mse", "cpu", "cuda", "cuda:1", "gpu",

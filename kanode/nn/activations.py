@@ -1,8 +1,9 @@
-"""Base activations of the ensemble layers: name → (activation, derivative).
+"""Base activations of the KAN layers: name → (activation, derivative).
 
-The same names and formulas as the single KAN layer's ``base_activation``
-(kanode.nn); both entries are differentiable torch expressions, so the
-ensemble Function's double backward can recompute them.
+One table for every layer that takes ``base_activation`` (kanode.nn's
+KANLayer, RSWAFLayer and tiny-batch path, and kanode.ensemble's layers). Both
+entries are differentiable torch expressions, so the layers' autograd
+Functions can recompute them in a double backward.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ ACTIVATIONS = {
 
 
 def check_activation(name: str) -> str:
+    """``name`` if it is a key of :data:`ACTIVATIONS`, else a ValueError listing them."""
     if name not in ACTIVATIONS:
         raise ValueError(f"base_activation={name!r} is not known; use one of {sorted(ACTIVATIONS)}")
     return name
