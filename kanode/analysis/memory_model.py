@@ -51,7 +51,9 @@ def fc_saved_elements(in_features: int, out_features: int, batch: int) -> int:
     return batch * (in_features + out_features)
 
 
-def kanode_saved_elements(in_features: int, batch: int) -> int:
-    """:class:`kanode.nn.KANLayer` on the fused CPU path saves its input only:
-    ``B·I``, whatever the grid size (the bases are recomputed in backward)."""
-    return batch * in_features
+def kanode_saved_elements(in_features: int, batch: int, fused: bool = True) -> int:
+    """Elements :class:`kanode.nn.KANLayer` saves for backward, whatever the grid size
+    (the bases are recomputed in backward): its input only, ``B·I``, on the fused
+    CPU path; the input and its cell index, ``2·B·I``, on the PyTorch path
+    (``fused=False``: no kernel, ``KANODE_NATIVE=0``, CUDA)."""
+    return batch * in_features * (1 if fused else 2)
