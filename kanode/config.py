@@ -34,15 +34,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import os
 import re
-import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from systems import read_regular_file
 from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver, FixedGridODESolver
 
@@ -575,20 +574,13 @@ def read_toml(path: str | Path, what: str = "config file",
     path = Path(path)
     name = ascii(str(path))[1:-1] if not str(path).isprintable() else str(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        raw = read_regular_file(path)
     except FileNotFoundError:
         raise error(f"{what} {name} does not exist") from None
-    except OSError as exc:
-        raise error(f"cannot read {what} {name}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a directory, FIFO or device, or unreadable
+        raise error(f"{what} {name} {exc}; give the path of a .toml file") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            kind = "a directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "not a regular file"
-            raise error(f"{what} {name} is {kind}; give the path of a .toml file")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            text = fh.read().decode("utf-8")
-        return tomllib.loads(text)
-    except OSError as exc:
-        raise error(f"cannot read {what} {name}: {exc.strerror or exc}") from None
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise error(f"cannot read {what} {name}: not UTF-8 text (byte offset {exc.start}); "
                     "save it as UTF-8") from None
@@ -596,8 +588,6 @@ def read_toml(path: str | Path, what: str = "config file",
         raise error(f"cannot read {what} {name}: {' '.join(str(exc).split())}") from None
     except RecursionError:
         raise error(f"cannot read {what} {name}: arrays or tables nested too deeply") from None
-    finally:
-        os.close(fd)
 
 
 def load_config(path: str | Path) -> FitConfig:

@@ -24,10 +24,10 @@ import datetime as _dt
 import io
 import json
 import math
-import os
-import stat
 from pathlib import Path
 from typing import Any
+
+from systems import read_regular_file
 
 from .checkpoints import (CHECKPOINT_FORMAT, PHASES, atomic_torch_save, atomic_write, check_trainer_state,
                           load_checkpoint)
@@ -85,6 +85,20 @@ def _parse_cell(key: str, value: str) -> Any:
     return float(value)
 
 
+def _run_file_text(path: Path) -> str:
+    """The UTF-8 text of a run's file; ConfigError (one line) for a directory,
+    FIFO, unreadable or non-UTF-8 file. FileNotFoundError passes through."""
+    try:
+        raw = read_regular_file(path)
+    except ValueError as exc:
+        raise ConfigError(f"{path} {exc}; the run directory is damaged") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte offset {exc.start}); "
+                          "the run directory is damaged") from None
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a ``metrics.csv`` with numbers parsed (empty cells → None).
 
@@ -99,16 +113,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """
     path = Path(path)
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ConfigError(f"{path} is not a regular file; the run directory is damaged")
-        text = path.read_bytes().decode("utf-8")
+        text = _run_file_text(path)
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist; the run directory is damaged") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text (byte offset {exc.start}); "
-                          "the run directory is damaged") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         lines = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:
@@ -162,20 +169,9 @@ def read_summary(path: str | Path) -> dict[str, Any] | None:
     """
     path = Path(path)
     try:
-        mode = os.stat(path).st_mode
+        summary = json.loads(_run_file_text(path))
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        raise ConfigError(f"{path} is not a regular file; the run directory is damaged")
-    try:
-        summary = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text (byte offset {exc.start}); "
-                          "the run directory is damaged") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, "
                           f"column {exc.colno}); the run directory is damaged") from None

@@ -85,17 +85,21 @@ def phase_at(config: FitConfig, step: int) -> str:
 
 
 def training_loss(field: VectorField, data: FitData, config: FitConfig, full: bool = True,
-                  generator: torch.Generator | None = None, adjoint: bool | None = None) -> Tensor:
+                  generator: torch.Generator | None = None, adjoint: bool | None = None,
+                  solver: dict[str, Any] | None = None) -> Tensor:
     """The training objective the :class:`Trainer` minimises: MSE of the solved
     trajectories against the training window (``full``, or with
     ``config.batch_time`` 0) or against ``config.batch_size`` random windows
     of ``batch_time`` points drawn with ``generator``.
 
     ``adjoint`` overrides ``config.adjoint`` (the loss is the same function
-    either way; only how its gradient is computed differs). Returns a scalar.
+    either way; only how its gradient is computed differs). ``solver``: the
+    ``solve`` keywords, :func:`solver_options` of config and data unless given
+    (a caller evaluating the loss repeatedly passes them once computed).
+    Returns a scalar.
     """
     c, d = config, data
-    options = solver_options(config, data)
+    options = solver_options(config, data) if solver is None else solver
     adjoint = c.adjoint if adjoint is None else adjoint
     if full or not c.batch_time:
         pred = solve(field, d.y_train[:, 0], d.t_train, adjoint=adjoint, **options)  # (n_train, n_traj, dim)
@@ -192,7 +196,8 @@ class Trainer:
 
     def _objective(self, full: bool) -> Tensor:
         """Training MSE on the whole window (``full``) or on random windows."""
-        return training_loss(self.field, self.data, self.config, full=full, generator=self.generator)
+        return training_loss(self.field, self.data, self.config, full=full, generator=self.generator,
+                             solver=self._solver)
 
     def _loss_and_grad(self, counters: _Counters, full: bool) -> Tensor:
         """Zero grads, evaluate the objective, backpropagate; raise Diverged on trouble."""

@@ -6,7 +6,7 @@
 >>> data = systems.make_dataset(lv, n_traj=4, noise=0.01)
 """
 
-from ._io import TrajectoryFileError, load
+from ._io import TrajectoryFileError, load, read_regular_file
 from ._registry import UnknownSystemError, get, names, register
 from .base import System
 from .dataset import Dataset, make_dataset, split
@@ -35,6 +35,7 @@ __all__ = [
     "load",
     "make_dataset",
     "names",
+    "read_regular_file",
     "register",
     "simulate",
     "split",

@@ -24,7 +24,7 @@ from ._registry import get
 from .base import System
 from .trajectories import Trajectories
 
-__all__ = ["TrajectoryFileError", "load", "save"]
+__all__ = ["TrajectoryFileError", "load", "read_regular_file", "save"]
 
 _META_PREFIX = "# systems-metadata: "
 _REAL_KINDS = "iuf"  # signed/unsigned integers and floats; not bool, complex, strings, objects
@@ -102,7 +102,10 @@ def load(path: str | Path, system: str | System | None = None) -> Trajectories:
     path = Path(path)
     try:
         suffix = _suffix(path)
-        raw = _read_bytes(path)
+        try:
+            raw = read_regular_file(path)
+        except FileNotFoundError:
+            raise ValueError("no such file") from None
         fields = _read_npz(raw) if suffix == ".npz" else _read_csv(raw)
         if np.shape(fields["t"])[0] < 2:
             raise ValueError(f"only {np.shape(fields['t'])[0]} time point(s); a trajectory "
@@ -116,20 +119,29 @@ def load(path: str | Path, system: str | System | None = None) -> Trajectories:
             message if message.startswith(str(path)) else f"{path}: {message}") from None
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's contents; a FIFO or device is refused without blocking on it."""
+def read_regular_file(path: str | Path) -> bytes:
+    """The bytes of the regular file ``path``; a FIFO or device is refused without
+    blocking on it (opened non-blocking, then checked).
+
+    Raises
+    ------
+    FileNotFoundError : no such file (callers word it their way).
+    ValueError : a directory, not a regular file, or unreadable; the message is
+        the reason alone (``"is a directory"``), for the caller
+        to prefix with the file's name.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise ValueError("no such file") from None
+        raise
     except IsADirectoryError:
-        raise ValueError("is a directory, not a data file") from None
+        raise ValueError("is a directory") from None
     except OSError as error:
         raise ValueError(f"cannot open: {error.strerror or error}") from None
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise ValueError("is a directory, not a data file")
+            raise ValueError("is a directory")
         if not stat.S_ISREG(mode):
             raise ValueError("is not a regular file (a pipe, socket or device?)")
         with os.fdopen(fd, "rb", closefd=False) as handle:

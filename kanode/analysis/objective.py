@@ -19,14 +19,18 @@ class _Loss(nn.Module):
 
     def __init__(self, field: nn.Module, data, config) -> None:
         super().__init__()
+        from kanode.train import solver_options
+
         self.field = field
         self.data = data
         self.config = config
+        self.solver = solver_options(config, data)  # once, not per evaluation
 
     def forward(self) -> Tensor:
         from kanode.train import training_loss
 
-        return training_loss(self.field, self.data, self.config, full=True, adjoint=False)
+        return training_loss(self.field, self.data, self.config, full=True, adjoint=False,
+                             solver=self.solver)
 
 
 def objective_of(field: nn.Module, data, config) -> tuple[Callable[[Tensor], Tensor], Tensor]:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import torch
 
 
-def edge_entropy_l1(edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edge outputs (batch, out, in) → (L1, entropy): ``Σ|φ|₁`` of the mean
-    magnitudes (out, in) and the entropy of their normalised distribution."""
-    magnitude = edges.abs().mean(dim=0)  # (out, in)
-    total = magnitude.sum()
-    p = magnitude / (total + 1e-12)
+def score_l1_entropy(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edge scores (out, in), non-negative → (L1, entropy): ``Σ s`` and the entropy
+    of the normalised distribution ``s / Σ s`` (low when few edges carry the mass)."""
+    total = scores.sum()
+    p = scores / (total + 1e-12)
     return total, -(p * torch.log(p + 1e-12)).sum()
+
+
+def edge_entropy_l1(edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edge outputs (batch, out, in) → (L1, entropy) of their mean magnitudes (out, in)."""
+    return score_l1_entropy(edges.abs().mean(dim=0))

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from kanode.nn import KAN
+from kanode.nn._edges import score_l1_entropy
 from kanode.ode import VectorField
 
 from .scores import edge_scores, training_inputs
@@ -27,9 +28,8 @@ def sparsity_penalty(kan: KAN, z: Tensor, l1: float = 1.0, entropy: float = 2.0)
     """``Σ_l (l1 · Σ s_l + entropy · S_l)`` for network inputs z (n, widths[0]); a scalar."""
     total = z.new_zeros(())
     for s in edge_scores(kan, z, differentiable=True):
-        mass = s.sum()
-        p = s / (mass + 1e-12)
-        total = total + l1 * mass - entropy * (p * torch.log(p + 1e-12)).sum()
+        mass, ent = score_l1_entropy(s)
+        total = total + (l1 * mass + entropy * ent)
     return total
 
 

@@ -132,7 +132,7 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "metrics missing": (lambda run: (run / "metrics.csv").unlink(), "metrics.csv does not exist"),
     "metrics empty": (lambda run: (run / "metrics.csv").write_text(""),
                       "metrics.csv is empty (no header)"),
-    "metrics a directory": (as_directory, "metrics.csv is not a regular file"),
+    "metrics a directory": (as_directory, "metrics.csv is a directory"),
     "metrics not UTF-8": (lambda run: (run / "metrics.csv").write_bytes(b"step,\xff\n"),
                           "metrics.csv is not UTF-8 text"),
     "metrics non-numeric": (metrics_lines(non_numeric), "metrics.csv line 3: could not convert"),
