@@ -166,9 +166,12 @@ def check_trainer_state(state: Any, path: str | Path) -> dict[str, Any]:
                        for k, v in model.items())):
         raise bad("model is not a dict of tensors")
     optimizer = state["optimizer"]
-    if (not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict)
-            or not isinstance(optimizer.get("param_groups"), list)):
+    legacy = (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
+              and isinstance(optimizer.get("param_groups"), list))  # torch.optim's, before kanode.optim
+    if not legacy and (not isinstance(optimizer, dict) or optimizer.get("kind") not in PHASES):
         raise bad("optimizer is not an optimiser state dict")
+    if not legacy and optimizer["kind"] != state["phase"]:
+        raise bad(f"optimizer state is {optimizer['kind']!r} but phase is {state['phase']!r}")
     size = torch.get_rng_state().numel()
     for key in ("generator", "torch_rng"):
         rng = state[key]

@@ -96,6 +96,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--out", help="run directory (default: runs/<system>-<model>-<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--seeds", metavar="LIST",
+                        help="fit one ensemble of these seeds (e.g. 0-31 or 0,3,7-9), one run "
+                             "directory per seed under --out (seed-<s>); --seed is then not used")
     defaults = FitConfig()
     for f in fields(FitConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -115,7 +118,32 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-PATH_OPTIONS = ("config", "out", "resume", "data")
+PATH_OPTIONS = ("config", "out", "resume", "data", "seeds")
+
+
+MAX_ENSEMBLE = 4096
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-3,8"`` → [0, 1, 2, 3, 8]; ConfigError (one line) for anything else."""
+    ranges = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            first, last = int(lo), int(hi) if sep else int(lo)
+            if first < 0 or last < first:
+                raise ValueError
+            ranges.append((first, last))
+    except ValueError:
+        raise ConfigError(f"--seeds {text[:40]!r} is not a list of seeds like 0-31 or 0,3,7-9 "
+                          "(non-negative, ranges low-high)") from None
+    count = sum(last - first + 1 for first, last in ranges)
+    if count > MAX_ENSEMBLE:
+        raise ConfigError(f"--seeds {text[:40]!r} asks for {count} members; at most {MAX_ENSEMBLE}")
+    seeds = [s for first, last in ranges for s in range(first, last + 1)]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text[:40]!r} names a seed twice")
+    return seeds
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from .config import ConfigError, FitConfig, check_fixed_steps, check_widths_for,
 from .data import FitData, load_data
 from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from .ode import VectorField
-from .runs import RunDir, default_run_dir, read_metrics
-from .train import Diverged, StepRecord, Trainer, count_parameters
+from .runs import RunDir, default_run_dir, is_ensemble_dir, read_metrics
+from .train import Diverged, StepRecord, Trainer, TrainState, count_parameters
 
 __all__ = ["fit", "FitResult", "build_model", "build_field", "main"]
 
@@ -109,12 +109,7 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
     run = None
     if resume is not None:
         run = RunDir(resume)
-        base = run.load_config()
-        allowed = {"steps", "lbfgs_steps", "threads"}
-        bad = sorted(k for k, v in overrides.items() if k not in allowed and getattr(base, k) != v)
-        if bad:
-            raise ConfigError(f"cannot change {', '.join(bad)} when resuming; start a new run instead")
-        config = base.replace(**overrides)
+        config = resumed_config(run.load_config(), overrides)
     else:
         config = (config or FitConfig()).replace(**overrides)
         if out is not None:
@@ -128,7 +123,7 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
         # a damaged run directory is refused before any data is simulated
         state = None
         if resume is not None and not run.never_checkpointed():
-            state = _read_checkpoint(run, config)
+            state = read_checkpoint(run, config)
         trainer = _make_trainer(config)
         if state is not None:
             _restore(trainer, run, state)
@@ -138,18 +133,35 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
         return _train(trainer, run, quiet, stop_at)
     except ConfigError:
         if created:
-            _remove_if_bare(run, lock)
+            remove_if_bare(run, lock)
         raise
     finally:
         lock.release()
 
 
-def _make_trainer(config: FitConfig) -> Trainer:
+def prepare(config: FitConfig) -> tuple[FitData, VectorField]:
+    """The fit's data (checked against the solver budget) and its seeded field."""
     _set_threads(config)
     _check_device(config)
     data = load_data(config).to(getattr(torch, config.dtype), config.device)
     check_fixed_steps(config, float(data.t[-1] - data.t[0]), float(torch.diff(data.t).min()))
-    field_ = build_field(config, data)
+    return data, build_field(config, data)
+
+
+RESUME_OVERRIDES = ("steps", "lbfgs_steps", "threads")
+
+
+def resumed_config(base: FitConfig, overrides: dict[str, Any]) -> FitConfig:
+    """A resumed run's config with ``overrides``, which may only extend the schedule
+    or set threads (ConfigError otherwise)."""
+    bad = sorted(k for k, v in overrides.items() if k not in RESUME_OVERRIDES and getattr(base, k) != v)
+    if bad:
+        raise ConfigError(f"cannot change {', '.join(bad)} when resuming; start a new run instead")
+    return base.replace(**overrides)
+
+
+def _make_trainer(config: FitConfig) -> Trainer:
+    data, field_ = prepare(config)
     regularizer = None
     if config.sparsity or config.coef_l1:  # the KAN paper's sparsity penalty (kanode.symbolic)
         from .symbolic.regularize import sparsity_regularizer
@@ -158,7 +170,7 @@ def _make_trainer(config: FitConfig) -> Trainer:
     return Trainer(field_, data, config, regularizer=regularizer)
 
 
-def _read_checkpoint(run: RunDir, config: FitConfig) -> dict[str, Any]:
+def read_checkpoint(run: RunDir, config: FitConfig) -> dict[str, Any]:
     """``checkpoints/last.pt`` (checksum and schema checked, grid, step and phase those of
     ``config``'s run) and a ``metrics.csv`` that covers its steps; ConfigError (one line)
     if either is damaged or belongs to another run."""
@@ -200,7 +212,7 @@ def _restore(trainer: Trainer, run: RunDir, state: dict[str, Any]) -> None:
     run.truncate_metrics(trainer.state.step)
 
 
-def _remove_if_bare(run: RunDir, lock: Any) -> None:
+def remove_if_bare(run: RunDir, lock: Any) -> None:
     """Undo the directory a refused new run created (it holds only the lock file)."""
     if [p.name for p in run.path.iterdir()] == [lock.path.name]:
         lock.release()
@@ -226,7 +238,7 @@ def _train(trainer: Trainer, run: RunDir | None, quiet: bool,
                 run.append_metrics(record.as_row())
                 if record.step % config.checkpoint_every == 0 or record.step == trainer.total_steps:
                     run.save_last(trainer.state_dict())
-                    best_saved = _save_best(trainer, run, best_saved)
+                    best_saved = save_best(trainer.state, _grid(trainer), run, best_saved)
             bar.set_postfix_str(_postfix(record), refresh=False)
             bar.update(1)
             if stop_at is not None and record.step >= stop_at and record.step < trainer.total_steps:
@@ -241,19 +253,19 @@ def _train(trainer: Trainer, run: RunDir | None, quiet: bool,
     finally:
         bar.close()
     if run is not None:
-        _save_best(trainer, run, best_saved)
+        save_best(trainer.state, _grid(trainer), run, best_saved)
     full_history = read_metrics(run.metrics_path) if run is not None else history
-    summary = _summary(trainer, full_history, status, reason)
+    summary = summarize(trainer, full_history, status, reason)
     result = FitResult(field=trainer.field, history=full_history, summary=summary,
                        run_dir=run.path if run else None, data=trainer.data, config=config)
     if run is not None:
         run.write_summary(summary)
         if status == "finished" and trainer.config.plots:
-            _draw_plots(result, run.plots_path)
+            draw_plots(result, run.plots_path)
     return result
 
 
-def _draw_plots(result: FitResult, directory: Path) -> None:
+def draw_plots(result: FitResult, directory: Path) -> None:
     """The run's figures; one that cannot be drawn is skipped with one warning line
     (the run itself finished, and stays finished)."""
     import warnings
@@ -274,13 +286,16 @@ def _draw_plots(result: FitResult, directory: Path) -> None:
               "the run finished and its results are saved", file=sys.stderr)
 
 
-def _save_best(trainer: Trainer, run: RunDir, saved_step: int) -> int:
-    state = trainer.state
+def save_best(state: TrainState, grid_size: int | None, run: RunDir, saved_step: int) -> int:
+    """Write ``best.pt`` when the best step moved since ``saved_step``; return the saved step."""
     if state.best_model is not None and state.best_step != saved_step:
-        run.save_best(state.best_model, state.best_step, state.best_loss,
-                      getattr(trainer.field.net, "grid_size", None))
+        run.save_best(state.best_model, state.best_step, state.best_loss, grid_size)
         return state.best_step
     return saved_step
+
+
+def _grid(trainer: Trainer) -> int | None:
+    return getattr(trainer.field.net, "grid_size", None)
 
 
 def _postfix(record: StepRecord) -> str:
@@ -290,7 +305,7 @@ def _postfix(record: StepRecord) -> str:
     return text
 
 
-def _summary(trainer: Trainer, history: list[dict[str, Any]], status: str,
+def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
              reason: str) -> dict[str, Any]:
     config = trainer.config
     final = trainer.evaluate() if status == "finished" else None
@@ -322,7 +337,7 @@ def _summary(trainer: Trainer, history: list[dict[str, Any]], status: str,
     }
 
 
-def _print_summary(result: FitResult) -> None:
+def print_summary(result: FitResult) -> None:
     s = result.summary
     fmt = lambda v: "n/a" if v is None else f"{v:.3e}"  # noqa: E731
     print(f"{s['status']}: {s['model']} ({s['n_params']} parameters) on {s['system']}, "
@@ -341,6 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = overrides_from_args(args)
+        if args.seeds is not None or (args.resume is not None and is_ensemble_dir(args.resume)):
+            from .ensemble.cli import run_ensemble
+            return run_ensemble(args, overrides)
         if args.resume is not None:
             result = fit(resume=args.resume, quiet=args.quiet, **overrides)
         else:
@@ -351,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kanode: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    _print_summary(result)
+    print_summary(result)
     if result.summary["status"] == "diverged":
         print(f"kanode: error: training diverged ({result.summary['reason']}); the last good "
               f"checkpoint is {result.run_dir}/checkpoints/last.pt", file=sys.stderr)

@@ -35,7 +35,8 @@ from .config import ConfigError, FitConfig, dump_config, load_config
 from .lock import RUN_LOCK_NAME, DirectoryLock
 
 __all__ = ["RunDir", "METRIC_COLUMNS", "read_metrics", "read_summary", "atomic_torch_save",
-           "load_checkpoint", "check_trainer_state", "default_run_dir", "CHECKPOINT_FORMAT"]
+           "load_checkpoint", "check_trainer_state", "default_run_dir", "CHECKPOINT_FORMAT",
+           "ENSEMBLE_FILE", "is_ensemble_dir"]
 
 
 METRIC_COLUMNS = ("step", "phase", "train_loss", "val_loss", "extrap_loss", "lr",
@@ -52,6 +53,14 @@ def default_run_dir(config: FitConfig, root: str | Path = "runs") -> Path:
         k += 1
         path = base.with_name(f"{base.name}-{k}")
     return path
+
+
+ENSEMBLE_FILE = "ensemble.json"  # in a ``kanode.fit --seeds`` directory: its members' run directories
+
+
+def is_ensemble_dir(path: str | Path) -> bool:
+    """Whether ``path`` is the parent directory of an ensemble's member runs."""
+    return (Path(path) / ENSEMBLE_FILE).is_file() and not (Path(path) / "config.toml").exists()
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

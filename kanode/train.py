@@ -20,9 +20,10 @@ from torch import Tensor, nn
 from .config import FitConfig
 from .data import FitData, sample_windows
 from .ode import SolverError, VectorField, backward_guarded, solve
+from .optim import BatchedAdam, BatchedLBFGS
 
-__all__ = ["Trainer", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at", "training_loss",
-           "solver_options", "count_parameters"]
+__all__ = ["Trainer", "TrainState", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at", "training_loss",
+           "solver_options", "count_parameters", "make_optimizer"]
 
 
 class Diverged(RuntimeError):
@@ -71,6 +72,19 @@ def solver_options(config: FitConfig, data: FitData) -> dict[str, Any]:
     return dict(method=config.method, rtol=config.rtol, atol=config.atol,
                 step_size=config.step_size or float(torch.diff(data.t).min()),
                 max_num_steps=config.max_num_steps)
+
+
+def make_optimizer(phase: str, named: Iterator[tuple[str, Tensor]], n_members: int | None,
+                   config: FitConfig) -> BatchedAdam | BatchedLBFGS:
+    """The optimiser of ``phase`` ("adam" or "lbfgs") with ``config``'s settings, over a
+    single model's parameters (``n_members`` None) or an ensemble's (M, ...)."""
+    if phase == "adam":
+        return BatchedAdam(named, n_members)
+    if phase == "lbfgs":
+        # max_eval bounds the objective evaluations of one step, line search included
+        return BatchedLBFGS(named, n_members, history_size=config.lbfgs_history,
+                            max_iter=config.lbfgs_max_iter, max_eval=config.lbfgs_max_iter * 25)
+    raise ValueError(f"unknown phase {phase!r}")
 
 
 def phase_at(config: FitConfig, step: int) -> str:
@@ -177,18 +191,10 @@ class Trainer:
         self._extend_steps = {int(s): int(g) for s, g in config.grid_extend}
 
     # ------------------------------------------------------------ optimiser
-    def _make_optimizer(self, phase: str) -> torch.optim.Optimizer:
-        params = list(self.field.parameters())
-        if phase == "adam":
-            return torch.optim.Adam(params, lr=self.config.lr)
-        # max_eval bounds the closure calls of one step, line search included; torch's
-        # default (max_iter * 5 // 4 = 1 for max_iter = 1) would forbid any zoom, and a
-        # first trial step that overshoots would then leave the parameters unchanged.
-        return torch.optim.LBFGS(params, lr=self.config.lbfgs_lr, max_iter=self.config.lbfgs_max_iter,
-                                 max_eval=self.config.lbfgs_max_iter * 25,
-                                 history_size=self.config.lbfgs_history,
-                                 line_search_fn="strong_wolfe",
-                                 tolerance_grad=0.0, tolerance_change=0.0)
+    def _make_optimizer(self, phase: str) -> BatchedAdam | BatchedLBFGS:
+        """The phase's optimiser: kanode.optim's, the algorithm ensemble members run too
+        (a single model is an ensemble of one)."""
+        return make_optimizer(phase, self.field.named_parameters(), None, self.config)
 
     # ------------------------------------------------------------ objective
     def _solve(self, y0: Tensor, t: Tensor, adjoint: bool) -> Tensor:
@@ -201,7 +207,7 @@ class Trainer:
 
     def _loss_and_grad(self, counters: _Counters, full: bool) -> Tensor:
         """Zero grads, evaluate the objective, backpropagate; raise Diverged on trouble."""
-        self.optimizer.zero_grad(set_to_none=False)
+        self.optimizer.zero_grad()
         self.field.reset_nfe()
         try:
             loss = self._objective(full)
@@ -230,6 +236,18 @@ class Trainer:
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.field.parameters(), self.config.grad_clip)
         return loss
+
+    def _trial(self, counters: _Counters) -> Tensor:
+        """The L-BFGS closure: (1,) loss with gradients set. The step's first evaluation
+        raises Diverged on trouble; a line-search trial point that fails counts as +inf
+        (the search then steps back)."""
+        first = counters.first_loss is None
+        try:
+            return self._loss_and_grad(counters, full=True).detach().reshape(1)
+        except Diverged:
+            if first:
+                raise
+            return torch.full((1,), math.inf, dtype=self.data.y.dtype)
 
     @torch.no_grad()
     def evaluate(self) -> Evaluation:
@@ -296,15 +314,13 @@ class Trainer:
             except SolverError as exc:  # the grid update solves the ODE too
                 raise Diverged(f"solver failure in the grid update: {exc}") from exc
             lr = lr_at(c, step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             counters = _Counters()
             snapshot = copy.deepcopy(self.field.state_dict())
             if phase == "adam":
                 self._loss_and_grad(counters, full=False)
-                self.optimizer.step()
+                self.optimizer.step(lr)
             else:
-                self.optimizer.step(lambda: self._loss_and_grad(counters, full=True))
+                self.optimizer.step(lambda: self._trial(counters), lr)
             assert counters.first_loss is not None
             evaluate = (step + 1) % c.eval_every == 0 or step + 1 == self.total_steps
             ev = self._evaluate_at(snapshot) if evaluate else None

@@ -42,6 +42,13 @@ class EnsembleVectorField(MemberState, NormalisedField):
                 raise ValueError(f"{name} must have shape ({n_members}, dim), got {tuple(value.shape)}")
         super().__init__(net, in_weight, in_bias, out_scale, time_input)
         self.n_members = n_members
+        self.live: Tensor | None = None  # (M,) 1/0 while some members are frozen (set_live)
+
+    def set_live(self, live: Tensor | None) -> None:
+        """Freeze members: where ``live`` (M,) is 0 the member's field is 0, so its state
+        stays at its initial value (finite, and costing adaptive steps nothing); None
+        (or all ones) evaluates every member. Not part of the state dict."""
+        self.live = None if live is None or bool(live.all()) else live.to(self.out_scale)
 
     @classmethod
     def from_fields(cls, fields: Sequence[VectorField]) -> "EnsembleVectorField":
@@ -64,6 +71,8 @@ class EnsembleVectorField(MemberState, NormalisedField):
     def output_scale(self, y: Tensor) -> Tensor:
         """(M, 1, ..., dim): the members' output scales for states y (M, ..., dim)."""
         shape = (self.n_members,) + (1,) * (y.ndim - 2) + (y.shape[-1],)
+        if self.live is not None:
+            return (self.out_scale * self.live[:, None]).view(shape)
         return self.out_scale.view(shape)
 
     def member(self, m: int) -> VectorField:

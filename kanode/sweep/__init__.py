@@ -6,12 +6,12 @@
 >>> rows = run_sweep(specs, "runs/figure2-smoke", make_backend("local", 2))  # doctest: +SKIP
 
 Command line: ``python -m kanode.sweep CONFIG.toml [--out DIR] [--workers N]
-[--backend local|ray] [--ray-address ADDR] [--smoke] [--list]``. The config
+[--backend local|ray] [--ray-address ADDR] [--pack auto|off] [--smoke] [--list]``. The config
 format is described in :mod:`kanode.sweep.grid`.
 """
 
-from .backends import (Backend, LocalBackend, RayBackend, RunOutcome, Runner, RunTask,
-                       make_backend, run_fit_subprocess, threads_per_worker)
+from .backends import (Backend, LocalBackend, PackTask, RayBackend, RunOutcome, Runner, RunTask,
+                       make_backend, run_fit_subprocess, run_task, threads_per_worker)
 from .driver import Action, plan, run_sweep
 from .grid import RunSpec, SweepConfig, SweepError, estimate_params, expand, load_sweep
 from .results import COLUMNS, ResultRow, collect_results, write_results_csv, write_summary_md
@@ -21,6 +21,7 @@ __all__ = [
     "Action",
     "Backend",
     "LocalBackend",
+    "PackTask",
     "RayBackend",
     "ResultRow",
     "RunOutcome",
@@ -37,6 +38,7 @@ __all__ = [
     "plan",
     "run_fit_subprocess",
     "run_sweep",
+    "run_task",
     "threads_per_worker",
     "write_results_csv",
     "write_summary_md",

@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="local process pool (default) or Ray tasks")
     p.add_argument("--ray-address", default=None,
                    help="Ray cluster address for ray.init (default: start a local Ray)")
+    p.add_argument("--pack", choices=("auto", "off"), default="auto",
+                   help="auto (default): cells that can share a solve (same data shape, model "
+                        "shape, solver, schedule) run as one ensemble each; off: one process per cell")
     p.add_argument("--smoke", action="store_true",
                    help="apply the config's [smoke] overrides and its seeds "
                         "(default: the first seed)")
@@ -80,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows = run_sweep(specs, out, backend,
                          threads=threads_per_worker(args.workers), title=f"Sweep {sweep.name}",
-                         progress=not args.no_progress, lock=False)
+                         progress=not args.no_progress, lock=False, pack=args.pack == "auto")
     except KeyboardInterrupt:
         print(f"interrupted; rerun the same command to resume ({out})", file=sys.stderr)
         return EXIT_INTERRUPTED

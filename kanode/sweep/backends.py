@@ -1,8 +1,9 @@
 """Where sweep runs execute: a local pool of fit processes, or a Ray cluster.
 
 Every run is one ``python -m kanode.fit`` subprocess (isolation, thread
-control, crash safety). A backend takes :class:`RunTask` objects and yields a
-:class:`RunOutcome` for each as it finishes. The function that executes one
+control, crash safety), and every pack of runs that share an ensemble
+(:class:`PackTask`) one ``python -m kanode.ensemble`` subprocess. A backend
+takes tasks and yields a :class:`RunOutcome` per run as they finish. The function that executes one
 task (the *runner*) is injectable, so the scheduling can be tested without
 fitting anything.
 
@@ -12,8 +13,10 @@ sees at the same path (the usual shared-storage setup of a Ray cluster).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import tempfile
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,8 +27,8 @@ from typing import Protocol
 from ..exit_codes import EXIT_DIVERGED
 from .grid import SweepError
 
-__all__ = ["RunTask", "RunOutcome", "Runner", "Backend", "LocalBackend", "RayBackend",
-           "make_backend", "run_fit_subprocess", "threads_per_worker"]
+__all__ = ["RunTask", "PackTask", "RunOutcome", "Runner", "Backend", "LocalBackend", "RayBackend",
+           "make_backend", "run_fit_subprocess", "run_task", "threads_per_worker"]
 
 _LOG_TAIL = 20_000
 
@@ -46,6 +49,16 @@ class RunTask:
 
 
 @dataclass(frozen=True)
+class PackTask:
+    """Runs that share one ensemble solve (:func:`kanode.ensemble.pack_groups`); all start,
+    or all resume. ``threads`` is the pack's."""
+
+    key: str
+    members: tuple[RunTask, ...]
+    threads: int
+
+
+@dataclass(frozen=True)
 class RunOutcome:
     """How one task ended: ``status`` is ``finished``, ``diverged`` or ``failed``."""
 
@@ -57,13 +70,14 @@ class RunOutcome:
     log: str = ""
 
 
-Runner = Callable[[RunTask], RunOutcome]
+Task = RunTask | PackTask
+Runner = Callable[[Task], "RunOutcome | list[RunOutcome]"]
 
 
 class Backend(Protocol):
-    """Runs tasks and yields their outcomes in completion order."""
+    """Runs tasks and yields their runs' outcomes in completion order."""
 
-    def run(self, tasks: Iterable[RunTask], runner: Runner) -> Iterator[RunOutcome]: ...
+    def run(self, tasks: Iterable[Task], runner: Runner) -> Iterator[RunOutcome]: ...
 
 
 def threads_per_worker(workers: int) -> int:
@@ -75,6 +89,53 @@ def threads_per_worker(workers: int) -> int:
     return max(1, cores // max(1, workers))
 
 
+def _subprocess(cmd: list[str], threads: int) -> tuple[subprocess.CompletedProcess, float]:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd + ["--quiet", "--threads", str(threads)], env=env,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace")
+    return proc, time.perf_counter() - start
+
+
+def run_task(task: Task) -> RunOutcome | list[RunOutcome]:
+    """The default runner: a run as ``python -m kanode.fit``, a pack as ``python -m kanode.ensemble``."""
+    return run_pack_subprocess(task) if isinstance(task, PackTask) else run_fit_subprocess(task)
+
+
+def run_pack_subprocess(pack: PackTask) -> list[RunOutcome]:
+    """Execute a pack as one ``python -m kanode.ensemble MANIFEST``; one outcome per member,
+    read from its run directory's ``summary.json`` (``failed`` where there is none)."""
+    from kanode.runs import read_summary
+
+    manifest = {"members": [{"run_dir": t.run_dir, "config_path": t.config_path, "resume": t.resume}
+                            for t in pack.members]}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(manifest, fh)
+    try:
+        proc, elapsed = _subprocess([sys.executable, "-m", "kanode.ensemble", fh.name], pack.threads)
+    finally:
+        os.unlink(fh.name)
+    log = proc.stdout[-_LOG_TAIL:]
+    outcomes = []
+    for task in pack.members:
+        try:
+            summary = read_summary(os.path.join(task.run_dir, "summary.json")) or {}
+        except Exception:  # noqa: BLE001 - a damaged summary is a failed run
+            summary = {}
+        status = summary.get("status")
+        if status in ("finished", "diverged"):
+            reason = summary.get("reason", "") if status == "diverged" else ""
+            code = 0 if status == "finished" else EXIT_DIVERGED
+            outcomes.append(RunOutcome(task.key, status, reason, code, elapsed, log))
+        else:
+            outcomes.append(RunOutcome(task.key, "failed", _reason(log, proc.returncode),
+                                       proc.returncode or 1, elapsed, log))
+    return outcomes
+
+
 def run_fit_subprocess(task: RunTask) -> RunOutcome:
     """Execute one task as ``python -m kanode.fit`` with ``task.threads`` threads."""
     if task.resume:
@@ -82,14 +143,7 @@ def run_fit_subprocess(task: RunTask) -> RunOutcome:
     else:
         cmd = [sys.executable, "-m", "kanode.fit", "--config", task.config_path,
                "--out", task.run_dir]
-    cmd += ["--quiet", "--threads", str(task.threads)]
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(task.threads)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, errors="replace")
-    elapsed = time.perf_counter() - start
+    proc, elapsed = _subprocess(cmd, task.threads)
     log = proc.stdout[-_LOG_TAIL:]
     if proc.returncode == 0:
         return RunOutcome(task.key, "finished", "", 0, elapsed, log)
@@ -105,14 +159,16 @@ def _reason(log: str, returncode: int) -> str:
     return f"exit {returncode}: {last}"
 
 
-def _guarded(runner: Runner, task: RunTask) -> RunOutcome:
-    """Call ``runner`` and turn an exception in it into a ``failed`` outcome."""
+def _guarded(runner: Runner, task: Task) -> list[RunOutcome]:
+    """Call ``runner``; its outcomes as a list, an exception in it a ``failed`` outcome per run."""
     start = time.perf_counter()
     try:
-        return runner(task)
+        result = runner(task)
     except Exception as exc:  # noqa: BLE001 - one broken run must not stop the sweep
-        return RunOutcome(task.key, "failed", f"{type(exc).__name__}: {exc}", -1,
-                          time.perf_counter() - start)
+        runs = task.members if isinstance(task, PackTask) else (task,)
+        return [RunOutcome(t.key, "failed", f"{type(exc).__name__}: {exc}", -1,
+                           time.perf_counter() - start) for t in runs]
+    return result if isinstance(result, list) else [result]
 
 
 class LocalBackend:
@@ -123,15 +179,15 @@ class LocalBackend:
             raise SweepError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
 
-    def run(self, tasks: Iterable[RunTask], runner: Runner) -> Iterator[RunOutcome]:
+    def run(self, tasks: Iterable[Task], runner: Runner) -> Iterator[RunOutcome]:
         # Threads only wait on the fit subprocesses; the work happens in those processes.
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            pending: set[Future[RunOutcome]] = {pool.submit(_guarded, runner, t) for t in tasks}
+            pending: set[Future[list[RunOutcome]]] = {pool.submit(_guarded, runner, t) for t in tasks}
             try:
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        yield future.result()
+                        yield from future.result()
             finally:
                 for future in pending:
                     future.cancel()
@@ -155,7 +211,7 @@ class RayBackend:
         self.address = address
         self.num_cpus = num_cpus
 
-    def run(self, tasks: Iterable[RunTask], runner: Runner) -> Iterator[RunOutcome]:
+    def run(self, tasks: Iterable[Task], runner: Runner) -> Iterator[RunOutcome]:
         ray = self._ray
         owns_session = not ray.is_initialized()
         if owns_session:
@@ -170,7 +226,7 @@ class RayBackend:
                     for t in tasks]
             while refs:
                 done, refs = ray.wait(refs, num_returns=1)
-                yield ray.get(done[0])
+                yield from ray.get(done[0])
         finally:
             for ref in refs:  # left only when the consumer stopped early
                 ray.cancel(ref, force=True)

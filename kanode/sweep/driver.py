@@ -31,7 +31,7 @@ from kanode.config import ConfigError, FitConfig, dump_config, load_config
 from kanode.lock import SWEEP_LOCK_NAME, DirectoryLock, lock_holder
 from kanode.runs import read_summary
 
-from .backends import Backend, RunOutcome, Runner, RunTask, run_fit_subprocess
+from .backends import Backend, PackTask, RunOutcome, Runner, RunTask, Task, run_task
 from .grid import RunSpec, SweepError
 from .results import LOG_NAME, ResultRow, collect_results, write_results_csv, write_summary_md
 
@@ -79,9 +79,9 @@ def sweep_lock(sweep_dir: str | Path) -> DirectoryLock:
 
 
 def run_sweep(specs: Sequence[RunSpec], sweep_dir: str | Path, backend: Backend, *,
-              threads: int = 1, runner: Runner = run_fit_subprocess,
+              threads: int = 1, runner: Runner = run_task,
               title: str = "Sweep", progress: bool = True,
-              stream: TextIO | None = None, lock: bool = True) -> list[ResultRow]:
+              stream: TextIO | None = None, lock: bool = True, pack: bool = True) -> list[ResultRow]:
     """Run every cell that is not done yet and write ``results.csv`` and ``summary.md``.
 
     Parameters
@@ -95,7 +95,8 @@ def run_sweep(specs: Sequence[RunSpec], sweep_dir: str | Path, backend: Backend,
     threads
         Torch threads per run (:func:`kanode.sweep.threads_per_worker`).
     runner
-        Executes one :class:`RunTask`; the default runs ``python -m kanode.fit``.
+        Executes one :class:`RunTask` or :class:`PackTask`; the default runs
+        ``python -m kanode.fit`` or ``python -m kanode.ensemble``.
     title
         Heading of ``summary.md``.
     progress
@@ -103,6 +104,10 @@ def run_sweep(specs: Sequence[RunSpec], sweep_dir: str | Path, backend: Backend,
     lock
         Hold the sweep directory's lock (:func:`sweep_lock`) while running; False
         when the caller already holds it.
+    pack
+        Run the cells that can share an ensemble solve (same data shape, model
+        shape, solver and schedule; :func:`kanode.ensemble.pack_groups`) as one
+        ensemble each; every cell still gets its own run directory and row.
 
     Returns
     -------
@@ -123,20 +128,22 @@ def run_sweep(specs: Sequence[RunSpec], sweep_dir: str | Path, backend: Backend,
         except ConfigError as exc:
             raise SweepError(str(exc)) from None
     try:
-        return _run_locked(specs, sweep_dir, backend, threads, runner, title, progress, stream)
+        return _run_locked(specs, sweep_dir, backend, threads, runner, title, progress, stream, pack)
     finally:
         held.release()
 
 
 def _run_locked(specs: Sequence[RunSpec], sweep_dir: Path, backend: Backend, threads: int,
                 runner: Runner, title: str, progress: bool,
-                stream: TextIO | None) -> list[ResultRow]:
+                stream: TextIO | None, pack: bool) -> list[ResultRow]:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     actions = plan(specs, sweep_dir)
     check_not_busy(actions)
-    tasks = [_prepare(a, sweep_dir, threads) for a in actions if a.kind != "skip"]
+    todo = [a for a in actions if a.kind != "skip"]
+    runs = [_prepare(a, sweep_dir, threads) for a in todo]
+    tasks = _packed(todo, runs, threads) if pack else runs
     stream = stream or sys.stderr
-    skipped = len(actions) - len(tasks)
+    skipped = len(actions) - len(todo)
     bar = _bar(len(actions), skipped, progress, stream)
     if progress and skipped:
         bar.write(f"{skipped} of {len(actions)} runs already done; skipping them", file=stream)
@@ -155,6 +162,22 @@ def _run_locked(specs: Sequence[RunSpec], sweep_dir: Path, backend: Backend, thr
         write_results_csv(rows, sweep_dir / "results.csv")
         write_summary_md(rows, sweep_dir / "summary.md", title=title)
     return rows
+
+
+def _packed(actions: Sequence[Action], runs: Sequence[RunTask], threads: int) -> list[Task]:
+    """Group runs into ensembles: those that start together, or resume together, and whose
+    configs can share a solve; a group of one stays a plain run."""
+    from kanode.ensemble.packing import pack_groups
+
+    tasks: list[Task] = []
+    for resume in (False, True):
+        chosen = [i for i, run in enumerate(runs) if run.resume == resume]
+        for group in pack_groups([actions[i].spec.config for i in chosen]):
+            members = tuple(runs[chosen[j]] for j in group)
+            tasks.append(members[0] if len(members) == 1 else
+                         PackTask(key=f"pack of {len(members)} from {members[0].key}", members=members,
+                                  threads=threads))
+    return tasks
 
 
 def check_not_busy(actions: Sequence[Action]) -> None:

@@ -128,7 +128,7 @@ def test_a_sweep_holds_its_lock_while_it_runs(tmp_path: Path) -> None:
         return fake(task)
 
     run_sweep(specs, tmp_path / "sweep", LocalBackend(1), runner=runner, progress=False,
-              stream=io.StringIO())
+              stream=io.StringIO(), pack=False)  # one runner call per run
     assert seen == [str(os.getpid())] * 2
     assert lock_holder(tmp_path / "sweep", SWEEP_LOCK_NAME) is None
     with held_elsewhere(tmp_path / "sweep", SWEEP_LOCK_NAME):

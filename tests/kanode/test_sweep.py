@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kanode.config import ConfigError, FitConfig, load_config
-from kanode.sweep import (COLUMNS, LocalBackend, RunOutcome, RunTask, SweepConfig, SweepError,
+from kanode.sweep import (COLUMNS, LocalBackend, PackTask, RunOutcome, RunTask, SweepConfig, SweepError,
                           estimate_params, expand, load_sweep, plan, run_sweep)
 from kanode.sweep.__main__ import main as sweep_main
 from tests.kanode.test_compare import exit_code, write_run
@@ -65,7 +65,9 @@ class FakeRunner:
         self.crash = crash
         self._lock = threading.Lock()
 
-    def __call__(self, task: RunTask) -> RunOutcome:
+    def __call__(self, task: RunTask | PackTask) -> RunOutcome | list[RunOutcome]:
+        if isinstance(task, PackTask):  # a packed job: its members in one call (one crash fails all)
+            return [self(member) for member in task.members]
         with self._lock:
             self.tasks.append(task)
         if task.key in self.crash:
@@ -191,7 +193,7 @@ def test_failed_and_diverged_runs_are_recorded_and_others_finish(tmp_path: Path)
     assert len(specs) == 8
     crash = specs[0].key
     rows = run_sweep(specs, tmp_path / "sw", LocalBackend(2), runner=FakeRunner(crash=(crash,)),
-                     progress=False)
+                     progress=False, pack=False)  # one process per run: a crash fails that run only
     status = {r.run_dir: (r.status, r.reason) for r in rows}
     assert status[crash] == ("failed", "RuntimeError: simulated crash")
     diverged = [k for k, (s, _) in status.items() if s == "diverged"]

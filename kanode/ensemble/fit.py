@@ -1,0 +1,212 @@
+"""Many fits in one ensemble: :func:`fit_ensemble`, behind ``kanode.fit --seeds`` and packed sweeps.
+
+Every member writes its own normal run directory (``config.toml``,
+``metrics.csv``, ``checkpoints/``, ``summary.json``, ``plots/``), so
+``compare``, sweeps, ``--resume`` and the analyses read a member like any
+single fit. A member's ``wall_time`` is the ensemble's (its steps are shared);
+``time_per_step_s`` in its summary is therefore the cost of one step of the
+whole ensemble. An ensemble resumes from its members' run directories.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kanode.config import ConfigError, FitConfig
+from kanode.ensemble.field import EnsembleVectorField
+from kanode.ensemble.packing import check_packable
+from kanode.ensemble.trainer import EnsembleTrainer
+from kanode.fit import (FitResult, draw_plots, prepare, read_checkpoint, remove_if_bare, resumed_config, save_best,
+                        summarize)
+from kanode.runs import ENSEMBLE_FILE, RunDir, read_metrics
+
+__all__ = ["fit_ensemble", "resume_dirs", "write_listing", "ENSEMBLE_FILE"]
+
+
+
+def resume_dirs(path: str | Path) -> list[Path]:
+    """The member run directories of an ensemble directory written by ``kanode.fit --seeds``."""
+    path = Path(path)
+    listing = path / ENSEMBLE_FILE
+    try:
+        names = json.loads(listing.read_text(encoding="utf-8"))["members"]
+        if not isinstance(names, list) or not all(isinstance(n, str) and "/" not in n for n in names):
+            raise ValueError("members is not a list of directory names")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{listing} cannot be read ({exc}); {path} is not an ensemble directory") from None
+    return [path / name for name in names]
+
+
+def write_listing(path: str | Path, members: Sequence[Path]) -> None:
+    """``ensemble.json`` naming the member run directories (relative to ``path``)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    names = [Path(m).relative_to(path).as_posix() for m in members]
+    (path / ENSEMBLE_FILE).write_text(json.dumps({"members": names}, indent=1) + "\n", encoding="utf-8")
+
+
+def fit_ensemble(configs: Sequence[FitConfig] | None = None, outs: Sequence[str | Path] | None = None,
+                 quiet: bool = True, resume: Sequence[str | Path] | None = None,
+                 stop_at: int | None = None, **overrides: Any) -> list[FitResult]:
+    """Fit M neural ODEs as one ensemble; member m follows ``configs[m]``.
+
+    Parameters
+    ----------
+    configs : M packable configs (same data shape, model shape, solver and
+        schedule; see :mod:`kanode.ensemble.packing`), e.g. one per seed.
+    outs : M run directories to write; None keeps everything in memory.
+    quiet : no progress bar.
+    resume : M run directories of an ensemble's members to continue (their
+        configs are used; ``configs`` and ``outs`` must then be None).
+    stop_at : stop after this global step with status "stopped".
+    overrides : with ``resume``, extend ``steps`` / ``lbfgs_steps`` or set ``threads``.
+
+    Returns
+    -------
+    One :class:`kanode.fit.FitResult` per member, in order; each member's
+    ``summary["status"]`` is "finished", "diverged" (frozen at its last finite
+    parameters while the others went on) or "stopped".
+
+    Raises
+    ------
+    ConfigError : configs that cannot share an ensemble, invalid settings or
+        data, damaged run directories.
+    """
+    if resume is not None:
+        if configs is not None or outs is not None:
+            raise ConfigError("resume takes the members' run directories only (their configs are kept)")
+        runs = [RunDir(path) for path in resume]
+        configs = [resumed_config(run.load_config(), overrides) for run in runs]
+    else:
+        if overrides:
+            raise ConfigError("overrides are for resuming; put the settings into the configs")
+        if not configs:
+            raise ConfigError("fit_ensemble needs at least one config")
+        configs = list(configs)
+        runs = [RunDir(path) for path in outs] if outs is not None else None
+        if runs is not None and len(runs) != len(configs):
+            raise ConfigError(f"{len(configs)} configs but {len(runs)} run directories")
+    check_packable(configs)
+    if runs is not None and len({run.path.resolve() for run in runs}) != len(runs):
+        raise ConfigError("two members would write the same run directory; give each its own")
+    if runs is None:
+        return _train(_make_trainer(configs), None, quiet, stop_at)
+    created = [not run.path.exists() for run in runs]
+    locks = []
+    try:
+        for run in runs:
+            locks.append(run.lock().acquire())
+            run.clean_temp()
+        trainer = _make_trainer(configs)
+        if resume is not None:
+            _restore(trainer, runs)
+        else:
+            for m, run in enumerate(runs):
+                run.start(configs[m])
+                run.save_last(trainer.member_state(m))
+        return _train(trainer, runs, quiet, stop_at)
+    except ConfigError:
+        for run, lock, new in zip(runs, locks, created):
+            if new:
+                remove_if_bare(run, lock)
+        raise
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _make_trainer(configs: Sequence[FitConfig]) -> EnsembleTrainer:
+    prepared = [prepare(config) for config in configs]
+    field = EnsembleVectorField.from_fields([f for _, f in prepared])
+    return EnsembleTrainer(field, [d for d, _ in prepared], configs)
+
+
+def _restore(trainer: EnsembleTrainer, runs: Sequence[RunDir]) -> None:
+    """Load every member's last checkpoint (one step and grid for all)."""
+    states = [read_checkpoint(run, config) for run, config in zip(runs, trainer.configs)]
+    grids = {s["grid_size"] for s in states}
+    if len(grids) != 1:
+        raise ConfigError(f"the members' checkpoints have grid sizes {sorted(grids)}; resume them "
+                          "as single fits")
+    grid, net = grids.pop(), trainer.field.net
+    try:
+        if grid is not None and grid != getattr(net, "grid_size", None):
+            net.extend_grid(int(grid))
+        trainer.load_member_states(states)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"the members' checkpoints do not resume as one ensemble ({detail})") from None
+    for run in runs:
+        run.truncate_metrics(trainer.step)
+
+
+def _train(trainer: EnsembleTrainer, runs: Sequence[RunDir] | None, quiet: bool,
+           stop_at: int | None) -> list[FitResult]:
+    from tqdm.auto import tqdm
+
+    n, c = trainer.n_members, trainer.config
+    histories: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    status = ["finished"] * n
+    reasons = [""] * n
+    best_saved = [s.best_step for s in trainer.states]
+    bar = tqdm(total=trainer.total_steps, initial=trainer.step, disable=quiet, unit="step",
+               desc=f"{n} × {c.model} on {c.data or c.system}", dynamic_ncols=True)
+    try:
+        for step in trainer.steps():
+            for m, reason in step.diverged.items():
+                status[m], reasons[m] = "diverged", f"step {trainer.states[m].step + 1}: {reason}"
+            for m, record in step.records.items():
+                histories[m].append(record.as_row())
+                if runs is not None:
+                    runs[m].append_metrics(record.as_row())
+                    if record.step % c.checkpoint_every == 0 or record.step == trainer.total_steps:
+                        runs[m].save_last(trainer.member_state(m))
+                        best_saved[m] = save_best(trainer.states[m], _grid(trainer), runs[m], best_saved[m])
+            if step.records:
+                bar.set_postfix_str(_postfix(step, n), refresh=False)
+                bar.update(1)
+            if stop_at is not None and stop_at <= trainer.step < trainer.total_steps:
+                for m in range(n):
+                    if status[m] == "finished":
+                        status[m], reasons[m] = "stopped", f"stopped after step {trainer.step} as asked"
+                        if runs is not None:
+                            runs[m].save_last(trainer.member_state(m))
+                break
+    except KeyboardInterrupt:
+        for m in range(n):
+            if status[m] == "finished":
+                status[m], reasons[m] = "stopped", f"interrupted at step {trainer.step}"
+    finally:
+        bar.close()
+    return [_finish(trainer, m, runs[m] if runs else None, histories[m], status[m], reasons[m],
+                    best_saved[m]) for m in range(n)]
+
+
+def _finish(trainer: EnsembleTrainer, m: int, run: RunDir | None, history: list[dict[str, Any]],
+            status: str, reason: str, best_saved: int) -> FitResult:
+    """Member m's summary, best checkpoint and plots, as its single fit writes them."""
+    single = trainer.member_trainer(m)
+    if run is not None:
+        save_best(trainer.states[m], _grid(trainer), run, best_saved)
+        history = read_metrics(run.metrics_path)
+    summary = summarize(single, history, status, reason)
+    result = FitResult(field=single.field, history=history, summary=summary,
+                       run_dir=run.path if run else None, data=single.data, config=single.config)
+    if run is not None:
+        run.write_summary(summary)
+        if status == "finished" and single.config.plots:
+            draw_plots(result, run.plots_path)
+    return result
+
+
+def _grid(trainer: EnsembleTrainer) -> int | None:
+    return getattr(trainer.field.net, "grid_size", None)
+
+
+def _postfix(step: Any, n: int) -> str:
+    losses = sorted(r.train_loss for r in step.records.values())
+    text = f"{len(losses)}/{n} live, median loss={losses[len(losses) // 2]:.3e}"
+    return text

@@ -1,0 +1,82 @@
+"""Parameters seen with a leading member axis, for the batched optimisers.
+
+An ensemble's parameters are (M, ...) already; a single model's are viewed
+as (1, ...), so one optimiser implementation serves both (a single fit is an
+ensemble of one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+
+class MemberParams:
+    """Named parameters with a member axis.
+
+    Parameters
+    ----------
+    named : ``module.named_parameters()`` (only those requiring gradients are kept).
+    n_members : M when every parameter is (M, ...) (an ensemble), None for a
+        single model (each parameter is then seen as (1, ...)).
+    """
+
+    def __init__(self, named: Iterable[tuple[str, Tensor]], n_members: int | None = None) -> None:
+        pairs = [(name, p) for name, p in named if p.requires_grad]
+        if not pairs:
+            raise ValueError("the optimiser got no parameters that require gradients")
+        self.names = [name for name, _ in pairs]
+        self.params = [p for _, p in pairs]
+        self.stacked = n_members is not None
+        self.n_members = n_members if n_members is not None else 1
+        for name, p in pairs:
+            if self.stacked and (p.ndim == 0 or p.shape[0] != n_members):
+                raise ValueError(f"parameter {name} has shape {tuple(p.shape)}, not ({n_members}, ...)")
+        self.sizes = [self._view(p)[0].numel() for p in self.params]
+        first = self.params[0]
+        self.dtype, self.device = first.dtype, first.device
+
+    def _view(self, tensor: Tensor) -> Tensor:
+        return tensor if self.stacked else tensor.unsqueeze(0)
+
+    def member_shape(self, i: int) -> torch.Size:
+        """Shape of parameter ``i`` of one member."""
+        return self._view(self.params[i]).shape[1:]
+
+    def views(self) -> list[Tensor]:
+        """(M, ...) views of the parameters' data (in-place updates change the model)."""
+        return [self._view(p.detach()) for p in self.params]
+
+    def grads(self) -> list[Tensor]:
+        """(M, ...) gradients; zeros where a parameter has none."""
+        return [self._view(p.grad) if p.grad is not None else torch.zeros_like(self._view(p))
+                for p in self.params]
+
+    def flat(self) -> Tensor:
+        """(M, P): row m is member m's parameter vector (a copy)."""
+        return torch.cat([v.reshape(self.n_members, -1) for v in self.views()], dim=1)
+
+    def flat_grad(self) -> Tensor:
+        """(M, P): row m is member m's gradient (a copy)."""
+        return torch.cat([g.reshape(self.n_members, -1) for g in self.grads()], dim=1)
+
+    @torch.no_grad()
+    def set_flat(self, x: Tensor) -> None:
+        """Write (M, P) parameter vectors into the model."""
+        for view, chunk in zip(self.views(), x.split(self.sizes, dim=1)):
+            view.copy_(chunk.view_as(view))
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.zero_()
+
+    def member_mask(self, active: Tensor | None) -> Tensor:
+        """(M,) bool on the parameters' device (all True for None)."""
+        if active is None:
+            return torch.ones(self.n_members, dtype=torch.bool, device=self.device)
+        if active.shape != (self.n_members,):
+            raise ValueError(f"active must have shape ({self.n_members},), got {tuple(active.shape)}")
+        return active.to(device=self.device, dtype=torch.bool)

@@ -1,0 +1,592 @@
+"""kanode.optim: batched Adam / L-BFGS against torch.optim, members against single runs,
+non-finite trial points, per-member state and legacy torch state dicts, the cubic step."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+
+import pytest
+import torch
+from torch import Tensor
+from torch.nn import Parameter
+from torch.optim.lbfgs import _cubic_interpolate, _strong_wolfe
+
+from kanode.optim import OPTIMIZERS, BatchedAdam, BatchedLBFGS, cubic_minimum, strong_wolfe
+
+Params = dict[str, Parameter]
+
+
+@pytest.fixture(autouse=True)
+def float64_one_thread():
+    """float64 by default (the tolerances are tight); one torch thread (tiny tensors)."""
+    old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(old_dtype)
+    torch.set_num_threads(old_threads)
+
+
+def assert_rel(ours: Sequence[float], ref: Sequence[float], rtol: float, what: str = "") -> None:
+    """|ours − ref| <= rtol·|ref| entry by entry (equal entries always pass, zeros included)."""
+    assert len(ours) == len(ref), (what, len(ours), len(ref))
+    for k, (a, b) in enumerate(zip(ours, ref)):
+        assert math.isfinite(a) and math.isfinite(b), (what, k, a, b)
+        assert a == b or abs(a - b) <= rtol * abs(b), (what, k, a, b, abs(a - b) / max(abs(b), 1e-300))
+
+
+# ------------------------------------------------------------------ Adam objective
+# Elementwise per member, so a member's gradient is computed by the same operations
+# whether it sits in an ensemble (M, ...) or is a single model (1, ...).
+_GEN = torch.Generator().manual_seed(1234)
+A_DATA = torch.randn(3, 4, generator=_GEN, dtype=torch.float64)
+T_DATA = torch.randn(3, 4, generator=_GEN, dtype=torch.float64)
+
+
+def adam_params(seed: int, n_members: int | None = None) -> Params:
+    """weight (3, 4), bias (3,), scale () for a single model; each with a leading M for an ensemble."""
+    gen = torch.Generator().manual_seed(seed)
+    lead = () if n_members is None else (n_members,)
+    return {"weight": Parameter(torch.randn((*lead, 3, 4), generator=gen)),
+            "bias": Parameter(torch.randn((*lead, 3), generator=gen)),
+            "scale": Parameter(1.0 + 0.1 * torch.randn(lead, generator=gen))}
+
+
+def member_copy(params: Params, m: int) -> Params:
+    return {name: Parameter(p.detach()[m].clone()) for name, p in params.items()}
+
+
+def adam_rows(weight: Tensor, bias: Tensor, scale: Tensor) -> Tensor:
+    """(M, 3, 4), (M, 3), (M,) -> (M,) losses."""
+    z = torch.tanh(weight * A_DATA + bias[..., None]) * scale[:, None, None] - T_DATA  # (M, 3, 4)
+    return ((z ** 2).sum(dim=(1, 2)) + 0.1 * (weight ** 4).sum(dim=(1, 2))
+            + (bias.sin() ** 2).sum(dim=1) + (scale - 2.0) ** 2)
+
+
+def adam_backward(params: Params, stacked: bool) -> Tensor:
+    """Sets the gradients of the summed losses; returns the (M,) losses (M = 1 unstacked)."""
+    for p in params.values():
+        p.grad = None
+    rows = adam_rows(*(p if stacked else p[None] for p in params.values()))
+    rows.sum().backward()
+    return rows.detach()
+
+
+def lr_at(k: int) -> float:
+    return 0.05 * (1.0 + 0.5 * math.sin(0.7 * k))
+
+
+def torch_adam_step(opt: torch.optim.Adam, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.step()
+
+
+# ------------------------------------------------------------------ Adam tests
+def test_single_adam_is_torch_adam_bitwise() -> None:
+    ours, ref, start = adam_params(0), adam_params(0), adam_params(0)
+    opt = BatchedAdam(ours.items())
+    torch_opt = torch.optim.Adam(ref.values(), lr=lr_at(0))
+    for k in range(50):
+        adam_backward(ours, stacked=False)
+        adam_backward(ref, stacked=False)
+        opt.step(lr_at(k))
+        torch_adam_step(torch_opt, lr_at(k))
+        for name in ours:
+            assert torch.equal(ours[name], ref[name]), (k, name, (ours[name] - ref[name]).abs().max())
+    for i, p in enumerate(ref.values()):
+        assert torch.equal(opt.exp_avg[i][0], torch_opt.state[p]["exp_avg"])
+        assert torch.equal(opt.exp_avg_sq[i][0], torch_opt.state[p]["exp_avg_sq"])
+    assert opt.steps_ == [50]
+    # the run went somewhere (an optimiser that did nothing would also be "equal")
+    assert (ours["weight"] - start["weight"]).abs().max() > 0.1
+    with torch.no_grad():
+        assert float(adam_rows(*(p[None] for p in ours.values()))) < 0.5 * float(
+            adam_rows(*(p[None] for p in start.values())))
+
+
+def ensemble_active(k: int) -> list[bool]:
+    """Member 1 frozen on steps 10-19, member 3 on 30-32, everyone on step 25."""
+    if k == 25:
+        return [False] * 4
+    return [True, not 10 <= k < 20, True, not 30 <= k < 33]
+
+
+def test_ensemble_adam_is_separate_torch_adams_with_frozen_members() -> None:
+    n_members, n_steps = 4, 45
+    ens = adam_params(1, n_members)
+    refs = [member_copy(ens, m) for m in range(n_members)]
+    opt = BatchedAdam(ens.items(), n_members=n_members)
+    torch_opts = [torch.optim.Adam(r.values(), lr=0.1) for r in refs]
+    lrs_at = lambda k: [lr_at(k) * (1.0 + 0.25 * m) for m in range(n_members)]  # noqa: E731
+    frozen_checks = 0
+    for k in range(n_steps):
+        active = ensemble_active(k)
+        adam_backward(ens, stacked=True)
+        before = ([p.detach().clone() for p in ens.values()], [t.clone() for t in opt.exp_avg],
+                  [t.clone() for t in opt.exp_avg_sq], list(opt.steps_))
+        opt.step(lrs_at(k), active)
+        for m in range(n_members):
+            if active[m]:
+                adam_backward(refs[m], stacked=False)
+                torch_adam_step(torch_opts[m], lrs_at(k)[m])
+            else:  # parameters, moments and step count untouched
+                frozen_checks += 1
+                assert all(torch.equal(p.detach()[m], b[m]) for p, b in zip(ens.values(), before[0]))
+                assert all(torch.equal(t[m], b[m]) for t, b in zip(opt.exp_avg, before[1]))
+                assert all(torch.equal(t[m], b[m]) for t, b in zip(opt.exp_avg_sq, before[2]))
+                assert opt.steps_[m] == before[3][m]
+            for name in ens:
+                assert torch.equal(ens[name].detach()[m], refs[m][name].detach()), (k, m, name)
+    assert frozen_checks == 10 + 3 + 4
+    assert opt.steps_ == [44, 34, 44, 41]
+    for m in range(n_members):
+        for i, p in enumerate(refs[m].values()):
+            assert torch.equal(opt.exp_avg[i][m], torch_opts[m].state[p]["exp_avg"])
+            assert torch.equal(opt.exp_avg_sq[i][m], torch_opts[m].state[p]["exp_avg_sq"])
+    # the members' learning rates differ, so their parameters do (a shared lr would not show)
+    assert (ens["weight"].detach()[0] - ens["weight"].detach()[2]).abs().max() > 1e-3
+
+
+# ------------------------------------------------------------------ Rosenbrock problems
+START = (-1.2, 1.0, -0.5, 0.3)
+STARTS = (START, (0.5, -0.8, 1.3, 0.1), (2.0, 2.0, -1.0, 0.5))
+
+
+def rosenbrock(x: Tensor) -> Tensor:
+    """(..., P) -> (...)."""
+    return (100.0 * (x[..., 1:] - x[..., :-1] ** 2) ** 2 + (1.0 - x[..., :-1]) ** 2).sum(dim=-1)
+
+
+def rosen_params(start: Sequence[float], split: bool = False) -> Params:
+    """One (4,) parameter, or a (2,) and a (1, 2) one that flatten to the same vector."""
+    x = torch.tensor(start)
+    if not split:
+        return {"x": Parameter(x.clone())}
+    return {"head": Parameter(x[:2].clone()), "tail": Parameter(x[2:].reshape(1, 2).clone())}
+
+
+def flat_x(params: Params) -> Tensor:
+    return torch.cat([p.reshape(-1) for p in params.values()])
+
+
+def single_closure(params: Params, batched: bool) -> Callable[[], Tensor]:
+    """Rosenbrock of a single model; (1,) loss for kanode's optimisers, () for torch's."""
+    def closure() -> Tensor:
+        for p in params.values():
+            p.grad = None
+        loss = rosenbrock(flat_x(params))
+        loss.backward()
+        return loss.detach().reshape(1) if batched else loss.detach()
+    return closure
+
+
+def ensemble_closure(x: Parameter, rows: Callable[[Tensor], Tensor] = rosenbrock) -> Callable[[], Tensor]:
+    """x (M, P); ``rows`` (M, P) -> (M,) losses."""
+    def closure() -> Tensor:
+        x.grad = None
+        losses = rows(x)
+        losses.sum().backward()
+        return losses.detach()
+    return closure
+
+
+def torch_lbfgs(params: Params, history_size: int, max_iter: int) -> torch.optim.LBFGS:
+    return torch.optim.LBFGS(params.values(), lr=1, max_iter=max_iter, max_eval=25 * max_iter,
+                             history_size=history_size, line_search_fn="strong_wolfe",
+                             tolerance_grad=0, tolerance_change=0)
+
+
+# ------------------------------------------------------------------ L-BFGS tests
+@pytest.mark.parametrize("max_iter, n_steps, n_close, n_tight", [(1, 60, 15, 12), (5, 25, 6, 4)])
+@pytest.mark.parametrize("split", [False, True], ids=["one-tensor", "two-tensors"])
+def test_single_lbfgs_follows_torch_lbfgs(max_iter: int, n_steps: int, n_close: int, n_tight: int,
+                                          split: bool) -> None:
+    history = 5  # fewer than the iterations: the ring buffer wraps
+    ours, ref = rosen_params(START, split), rosen_params(START, split)
+    opt = BatchedLBFGS(ours.items(), history_size=history, max_iter=max_iter)
+    torch_opt = torch_lbfgs(ref, history, max_iter)
+    ours_losses, torch_losses = [], []
+    for _ in range(n_steps):
+        ours_losses.append(float(opt.step(single_closure(ours, True), 1.0)[0]))
+        torch_losses.append(float(torch_opt.step(single_closure(ref, False))))
+    assert ours_losses[0] == torch_losses[0] == pytest.approx(float(rosenbrock(torch.tensor(START))))
+    # the same arithmetic up to rounding: ~1e-15 at first, growing only as the iterates converge
+    assert_rel(ours_losses[:n_tight], torch_losses[:n_tight], 1e-12, "first losses")
+    assert_rel(ours_losses[:n_close], torch_losses[:n_close], 1e-8, "losses")
+    assert ours_losses[n_close - 1] < 0.5 * ours_losses[0]  # the compared steps made progress
+    final_ours = float(rosenbrock(flat_x(ours).detach()))
+    final_torch = float(rosenbrock(flat_x(ref).detach()))
+    assert final_ours < 1e-12 and final_torch < 1e-12, (final_ours, final_torch)
+    torch.testing.assert_close(flat_x(ours).detach(), torch.ones(4), rtol=0, atol=1e-6)
+    assert min(opt.count_) == history
+
+
+@pytest.mark.parametrize("max_iter, n_steps", [(1, 40), (4, 12)])
+def test_ensemble_lbfgs_is_separate_single_runs(max_iter: int, n_steps: int) -> None:
+    lrs = [1.0, 0.7, 1.0]
+    x = Parameter(torch.tensor(STARTS))                       # (3, 4)
+    opt = BatchedLBFGS([("x", x)], n_members=3, history_size=6, max_iter=max_iter)
+    ens_losses = [opt.step(ensemble_closure(x), lrs).tolist() for _ in range(n_steps)]
+    for m, start in enumerate(STARTS):
+        single = rosen_params(start)
+        single_opt = BatchedLBFGS(single.items(), history_size=6, max_iter=max_iter)
+        losses = [float(single_opt.step(single_closure(single, True), lrs[m])[0]) for _ in range(n_steps)]
+        assert_rel([row[m] for row in ens_losses], losses, 1e-12, f"member {m}")
+        torch.testing.assert_close(x.detach()[m], single["x"].detach(), rtol=1e-12, atol=0)
+        assert opt.n_iter_[m] == single_opt.n_iter_[0]
+    assert max(ens_losses[-1]) < 0.1 * min(ens_losses[0])       # all three made progress
+
+
+def test_lbfgs_frozen_member_keeps_state_and_resumes_like_a_run_that_skipped() -> None:
+    x = Parameter(torch.tensor(STARTS))
+    opt = BatchedLBFGS([("x", x)], n_members=3, history_size=4)
+    frozen = range(3, 7)
+    ens_losses = []
+    for k in range(14):
+        active = [True, True, k not in frozen]
+        before = (x.detach()[2].clone(), copy.deepcopy(opt.member_state(2)))
+        ens_losses.append(opt.step(ensemble_closure(x), 1.0, active).tolist())
+        if not active[2]:
+            assert torch.equal(x.detach()[2], before[0])
+            after = opt.member_state(2)
+            for key, value in before[1].items():
+                assert (torch.equal(value, after[key]) if isinstance(value, Tensor) else value == after[key]), key
+    single = rosen_params(STARTS[2])
+    single_opt = BatchedLBFGS(single.items(), history_size=4)
+    losses = [float(single_opt.step(single_closure(single, True), 1.0)[0]) for _ in range(14 - len(frozen))]
+    # a frozen step still returns the member's (unchanged) loss: drop the repeats
+    kept = [row[2] for k, row in enumerate(ens_losses) if k not in frozen]
+    assert_rel(kept, losses, 1e-12, "frozen member")
+    torch.testing.assert_close(x.detach()[2], single["x"].detach(), rtol=1e-12, atol=0)
+
+
+# ------------------------------------------------------------------ non-finite members
+BOUND = 1.05
+WEIGHTS = torch.tensor((1.0, 3.0, 0.5, 2.0), dtype=torch.float64)
+INSIDE_START = (0.9, 0.8, 0.95, 0.85)      # L-BFGS's first trial step leaves |x| <= BOUND
+OUTSIDE_START = (0.9, 1.2, 0.95, 0.85)     # starts where the loss is not finite
+
+
+class _NanGradientOutside(torch.autograd.Function):
+    """Identity whose gradient is NaN when any |x| > BOUND (the loss stays finite)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001
+        ctx.save_for_backward(x)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: ANN001
+        (x,) = ctx.saved_tensors
+        return torch.where(x.abs().max() > BOUND, torch.full_like(grad, math.nan), grad)
+
+
+def bounded_quadratic(x: Tensor, kind: str) -> Tensor:
+    """(P,) -> (): sum w (x − 1)², not finite (as ``kind`` says) outside |x| <= BOUND."""
+    if kind == "nan-gradient":
+        x = _NanGradientOutside.apply(x)
+    value = (WEIGHTS * (x - 1.0) ** 2).sum()
+    outside = x.abs().max() > BOUND
+    if kind == "nan":
+        return torch.where(outside, torch.tensor(math.nan), value)
+    if kind == "inf":
+        return torch.where(outside, torch.tensor(math.inf), value)
+    if kind in ("nan-gradient", "plain"):
+        return value
+    raise ValueError(kind)
+
+
+def mixed_rows(kind: str, bad_evals: list[int]) -> Callable[[Tensor], Tensor]:
+    """Rows 0 and 2 Rosenbrock, row 1 the bounded quadratic; counts row 1's non-finite evaluations."""
+    def rows(x: Tensor) -> Tensor:
+        losses = torch.stack([rosenbrock(x[0]), bounded_quadratic(x[1], kind), rosenbrock(x[2])])
+        if kind == "nan-gradient":
+            bad_evals[0] += bool((x[1].detach().abs().max() > BOUND))
+        else:
+            bad_evals[0] += not math.isfinite(float(losses[1]))
+        return losses
+    return rows
+
+
+def two_rosenbrock_run(n_steps: int, max_iter: int) -> tuple[list[list[float]], Tensor]:
+    """Members 0 and 2 of the mixed ensembles alone: (losses per step, final (2, 4))."""
+    x = Parameter(torch.tensor((STARTS[0], STARTS[2])))
+    opt = BatchedLBFGS([("x", x)], n_members=2, history_size=5, max_iter=max_iter)
+    losses = [opt.step(ensemble_closure(x), 1.0).tolist() for _ in range(n_steps)]
+    return losses, x.detach()
+
+
+@pytest.mark.parametrize("max_iter", [1, 3])
+@pytest.mark.parametrize("kind", ["nan", "inf", "nan-gradient"])
+def test_nonfinite_trial_points_shrink_the_step(kind: str, max_iter: int) -> None:
+    n_steps, bad_evals = 20, [0]
+    x = Parameter(torch.tensor((STARTS[0], INSIDE_START, STARTS[2])))
+    opt = BatchedLBFGS([("x", x)], n_members=3, history_size=5, max_iter=max_iter)
+    closure = ensemble_closure(x, mixed_rows(kind, bad_evals))
+    losses = []
+    for _ in range(n_steps):
+        losses.append(opt.step(closure, 1.0).tolist())
+        assert torch.isfinite(x).all()
+        assert float(x.detach()[1].abs().max()) <= BOUND
+    assert bad_evals[0] >= 1  # the first trial step of member 1 did leave the bound
+    quad = [row[1] for row in losses] + [float(bounded_quadratic(x.detach()[1], "plain"))]
+    assert quad[1] < quad[0]
+    for a, b in zip(quad, quad[1:]):
+        assert b <= a or b < 1e-25, quad
+    assert quad[-1] < 1e-12, quad
+    # the other members never noticed
+    ref_losses, ref_x = two_rosenbrock_run(n_steps, max_iter)
+    assert [[row[0], row[2]] for row in losses] == ref_losses
+    assert torch.equal(x.detach()[[0, 2]], ref_x)
+
+
+@pytest.mark.parametrize("kind, start", [("nan", OUTSIDE_START), ("inf", OUTSIDE_START),
+                                         ("nan-gradient", OUTSIDE_START), ("plain", (1.0,) * 4)],
+                         ids=["nan", "inf", "nan-gradient", "zero-gradient"])
+def test_member_with_nonfinite_or_zero_start_gradient_stays(kind: str, start: tuple[float, ...]) -> None:
+    n_steps, max_iter = 12, 2
+    x = Parameter(torch.tensor((STARTS[0], start, STARTS[2])))
+    opt = BatchedLBFGS([("x", x)], n_members=3, history_size=5, max_iter=max_iter)
+    closure = ensemble_closure(x, mixed_rows(kind, [0]))
+    losses = [opt.step(closure, 1.0).tolist() for _ in range(n_steps)]
+    assert torch.equal(x.detach()[1], torch.tensor(start))
+    assert opt.n_iter_[1] == 0 and opt.count_[1] == 0
+    assert all(math.isfinite(row[1]) == (kind in ("nan-gradient", "plain")) for row in losses)
+    ref_losses, ref_x = two_rosenbrock_run(n_steps, max_iter)
+    assert [[row[0], row[2]] for row in losses] == ref_losses
+    assert torch.equal(x.detach()[[0, 2]], ref_x)
+
+
+# ------------------------------------------------------------------ member state
+def test_lbfgs_member_state_round_trip() -> None:
+    history = 4
+    x = Parameter(torch.tensor(STARTS))
+    opt = BatchedLBFGS([("x", x)], n_members=3, history_size=history)
+    for _ in range(10):
+        opt.step(ensemble_closure(x), 1.0)
+    state = opt.member_state(1)
+    saved = copy.deepcopy(state)
+    assert state["s"].shape == (history, 4)   # the ring has wrapped: its order matters
+    single = {"x": Parameter(x.detach()[1].clone())}
+    single_opt = BatchedLBFGS(single.items(), history_size=history)
+    single_opt.load_state_dict(state)
+    ens = [opt.step(ensemble_closure(x), 1.0)[1].item() for _ in range(5)]
+    alone = [single_opt.step(single_closure(single, True), 1.0).item() for _ in range(5)]
+    assert_rel(alone, ens, 1e-12, "ensemble member -> single model")
+    assert all(torch.equal(v, state[k]) if isinstance(v, Tensor) else v == state[k] for k, v in saved.items())
+    # and back: the single model's state into member 0 of a fresh ensemble
+    x2 = Parameter(torch.stack([single["x"].detach(), torch.tensor(STARTS[0])]))
+    opt2 = BatchedLBFGS([("x", x2)], n_members=2, history_size=history)
+    opt2.load_member_state(0, single_opt.state_dict())
+    back = [opt2.step(ensemble_closure(x2), 1.0)[0].item() for _ in range(4)]
+    alone = [single_opt.step(single_closure(single, True), 1.0).item() for _ in range(4)]
+    assert_rel(back, alone, 1e-12, "single model -> ensemble member")
+    assert back[-1] < ens[0]
+    # a fresh member loads a never-stepped state as a reset
+    opt2.load_member_state(1, BatchedLBFGS([("x", Parameter(torch.zeros(4)))]).state_dict())
+    assert opt2.n_iter_[1] == 0 and opt2.count_[1] == 0
+
+
+def test_adam_member_state_round_trip() -> None:
+    n_members = 3
+    ens = adam_params(2, n_members)
+    opt = BatchedAdam(ens.items(), n_members=n_members)
+    lrs = lambda k: [lr_at(k) * (1.0 + 0.5 * m) for m in range(n_members)]  # noqa: E731
+    for k in range(10):
+        adam_backward(ens, stacked=True)
+        opt.step(lrs(k))
+    state = opt.member_state(1)
+    saved = copy.deepcopy(state)
+    single = member_copy(ens, 1)
+    single_opt = BatchedAdam(single.items())
+    single_opt.load_member_state(0, state)
+    ens_losses, alone = [], []
+    for k in range(10, 15):
+        ens_losses.append(adam_backward(ens, stacked=True)[1].item())
+        alone.append(adam_backward(single, stacked=False).item())
+        opt.step(lrs(k))
+        single_opt.step(lrs(k)[1])
+    assert_rel(alone, ens_losses, 1e-12, "adam ensemble member -> single")
+    for name in single:
+        torch.testing.assert_close(single[name].detach(), ens[name].detach()[1], rtol=1e-12, atol=0)
+    assert single_opt.steps_ == [15] and opt.steps_ == [15] * 3
+    assert saved["step"] == state["step"] == 10
+    assert all(torch.equal(saved[key][n], state[key][n]) for key in ("exp_avg", "exp_avg_sq") for n in single)
+    # and back into member 2 of a fresh ensemble
+    ens2 = adam_params(3, n_members)
+    with torch.no_grad():
+        for name, p in ens2.items():
+            p[2] = single[name].detach()
+    opt2 = BatchedAdam(ens2.items(), n_members=n_members)
+    opt2.load_member_state(2, single_opt.state_dict())
+    for k in range(15, 20):
+        adam_backward(ens2, stacked=True)
+        adam_backward(single, stacked=False)
+        opt2.step([0.01, 0.01, lr_at(k)])
+        single_opt.step(lr_at(k))
+    for name in single:
+        torch.testing.assert_close(ens2[name].detach()[2], single[name].detach(), rtol=1e-12, atol=0)
+    assert opt2.steps_ == [5, 5, 20]
+
+
+# ------------------------------------------------------------------ legacy torch state dicts
+@pytest.mark.parametrize("n_before", [0, 6])
+def test_torch_adam_state_dict_loads(n_before: int) -> None:
+    ref, ours = adam_params(4), adam_params(4)
+    torch_opt = torch.optim.Adam(ref.values(), lr=0.1)
+    for k in range(n_before):
+        adam_backward(ref, stacked=False)
+        torch_adam_step(torch_opt, lr_at(k))
+    with torch.no_grad():
+        for name, p in ours.items():
+            p.copy_(ref[name])
+    opt = BatchedAdam(ours.items())
+    opt.load_state_dict(copy.deepcopy(torch_opt.state_dict()))
+    assert opt.steps_ == [n_before]
+    for k in range(n_before, n_before + 10):
+        adam_backward(ref, stacked=False)
+        adam_backward(ours, stacked=False)
+        torch_adam_step(torch_opt, lr_at(k))
+        opt.step(lr_at(k))
+        for name in ours:
+            assert torch.equal(ours[name], ref[name]), (k, name)
+
+
+@pytest.mark.parametrize("n_before", [0, 1, 7])
+def test_torch_lbfgs_state_dict_loads(n_before: int) -> None:
+    history, n_after = 5, 5
+    ref = rosen_params(START, split=True)
+    torch_opt = torch_lbfgs(ref, history, max_iter=1)
+    for _ in range(n_before):
+        torch_opt.step(single_closure(ref, False))
+    ours = {name: Parameter(p.detach().clone()) for name, p in ref.items()}
+    opt = BatchedLBFGS(ours.items(), history_size=history)
+    opt.load_state_dict(copy.deepcopy(torch_opt.state_dict()))
+    assert opt.n_iter_ == [n_before] and opt.count_ == [min(max(n_before - 1, 0), history)]
+    torch_losses = [float(torch_opt.step(single_closure(ref, False))) for _ in range(n_after)]
+    ours_losses = [float(opt.step(single_closure(ours, True), 1.0)[0]) for _ in range(n_after)]
+    assert_rel(ours_losses, torch_losses, 1e-8, "after loading torch's state")
+    # a resume that ignored the saved history would take other steps: check it did not
+    fresh = {name: Parameter(p.detach().clone()) for name, p in ours.items()}
+    if n_before > 1:
+        with torch.no_grad():
+            for name, p in fresh.items():
+                p.copy_(rosen_params(START, split=True)[name])
+        torch_opt2 = torch_lbfgs(fresh, history, max_iter=1)
+        replay = [float(torch_opt2.step(single_closure(fresh, False))) for _ in range(n_before + n_after)]
+        assert_rel(ours_losses, replay[n_before:], 1e-8, "uninterrupted torch run")
+
+
+# ------------------------------------------------------------------ line search pieces
+def cubic(a: float, b: float, c: float, e: float) -> tuple[Callable[[float], float], Callable[[float], float]]:
+    return (lambda x: a * x ** 3 + b * x ** 2 + c * x + e), (lambda x: 3 * a * x ** 2 + 2 * b * x + c)
+
+
+@pytest.mark.parametrize("coeffs, x1, x2, expected", [
+    ((1.0, 0.0, -3.0, 0.0), 0.0, 2.0, 1.0),            # x³ − 3x: minimum at 1
+    ((1.0, 0.0, -3.0, 0.0), 2.0, 0.0, 1.0),            # the points in the other order
+    ((2.0, -3.0, -12.0, 5.0), -0.5, 3.0, 2.0),         # 6(x − 2)(x + 1) = f'
+    ((-1.0, 0.0, 3.0, 1.0), -2.0, 0.5, -1.0),          # a < 0: the local minimum at −1
+    ((0.0, 1.0, -1.4, 0.49), 0.0, 2.0, 0.7),           # a quadratic (x − 0.7)²
+    ((0.5, -1.5, 0.0, 2.0), 1.0, 3.5, 2.0),            # f' = 1.5x(x − 2)
+])
+def test_cubic_minimum_of_exact_cubics(coeffs: tuple[float, ...], x1: float, x2: float, expected: float) -> None:
+    f, g = cubic(*coeffs)
+    assert abs(cubic_minimum(x1, f(x1), g(x1), x2, f(x2), g(x2)) - expected) < 1e-12
+
+
+def test_cubic_minimum_bounds_and_degenerate_inputs() -> None:
+    f, g = cubic(1.0, 0.0, -3.0, 0.0)
+    args = (0.0, f(0.0), g(0.0), 2.0, f(2.0), g(2.0))
+    assert cubic_minimum(*args, bounds=(1.5, 4.0)) == 1.5
+    assert cubic_minimum(*args, bounds=(-3.0, 0.25)) == 0.25
+    assert abs(cubic_minimum(*args, bounds=(-3.0, 4.0)) - 1.0) < 1e-12
+    inf, nan = math.inf, math.nan
+    assert cubic_minimum(0.0, 1.0, -1.0, 1.0, inf, inf) == 0.5
+    assert cubic_minimum(0.0, 1.0, -1.0, 1.0, nan, nan) == 0.5
+    assert cubic_minimum(0.0, 1.0, -1.0, 1.0, 2.0, nan) == 0.5
+    assert cubic_minimum(1.0, inf, inf, 0.0, 1.0, -1.0) == 0.5
+    assert cubic_minimum(0.0, 1.0, -1.0, 1.0, inf, inf, bounds=(0.2, 0.6)) == pytest.approx(0.4, abs=1e-15)
+    assert cubic_minimum(1e300, -1e300, 1e300, -1e300, 1e300, -1e300) == 0.0   # overflow: the midpoint
+    assert cubic_minimum(1.0, 2.0, -1.0, 1.0, 2.0, -1.0) == 1.0                 # x1 == x2
+    f, g = cubic(1.0, 0.0, 1.0, 0.0)  # x³ + x: increasing, no minimum (d2² < 0) -> the midpoint
+    assert cubic_minimum(0.0, f(0.0), g(0.0), 1.0, f(1.0), g(1.0)) == 0.5
+
+
+def test_cubic_minimum_is_torch_cubic_interpolate() -> None:
+    gen = torch.Generator().manual_seed(7)
+    checked = 0
+    for case in range(200):
+        x1, f1, g1, x2, f2, g2 = (torch.randn(6, generator=gen) * 3).tolist()
+        bounds = None if case % 2 else (min(x1, x2) - 1.0, max(x1, x2) + 2.0)
+        tensors = [torch.tensor(v) for v in (x1, f1, g1, x2, f2, g2)]
+        expected = float(_cubic_interpolate(*tensors, bounds=bounds))
+        ours = cubic_minimum(x1, f1, g1, x2, f2, g2, bounds=bounds)
+        assert abs(ours - expected) <= 1e-12 * (1.0 + abs(expected)), (case, ours, expected)
+        checked += ours != ((bounds or (min(x1, x2), max(x1, x2)))[0] + (bounds or (min(x1, x2), max(x1, x2)))[1]) / 2
+    assert checked > 50  # most cases had a real interpolated minimum, not the midpoint fallback
+
+
+def rosen_value_grad(x: Tensor) -> tuple[float, Tensor]:
+    x = x.detach().requires_grad_(True)
+    loss = rosenbrock(x)
+    loss.backward()
+    return float(loss), x.grad
+
+
+@pytest.mark.parametrize("t0", [1e-6, 1e-3, 0.05, 1.0, 30.0])
+def test_strong_wolfe_is_torch_strong_wolfe(t0: float) -> None:
+    x = torch.tensor(START)
+    f, g = rosen_value_grad(x)
+    d = -g / g.abs().sum()
+    gtd = g.dot(d)
+    f_t, g_t, t_t, evals_t = _strong_wolfe(lambda x_, t, d_: rosen_value_grad(x_ + t * d_), x, t0, d, f, g, gtd)
+    search = strong_wolfe(t0, f, g, float(gtd), float(d.abs().max()))
+    trial = search.send(None)
+    try:
+        while True:
+            f_new, g_new = rosen_value_grad(x + trial * d)
+            trial = search.send((f_new, g_new, float(g_new.dot(d))))
+    except StopIteration as stop:
+        f_o, g_o, t_o, evals_o = stop.value
+    assert evals_o == evals_t
+    assert abs(t_o - float(t_t)) <= 1e-12 * abs(float(t_t))
+    assert abs(f_o - f_t) <= 1e-12 * abs(f_t)
+    torch.testing.assert_close(g_o, g_t, rtol=1e-10, atol=1e-12)
+    assert f_o < f  # sufficient decrease: the step is not zero
+
+
+# ------------------------------------------------------------------ errors and the table
+def test_parameter_without_member_axis_is_named() -> None:
+    good = Parameter(torch.zeros(3, 2))
+    bad = Parameter(torch.zeros(2))
+    for cls in (BatchedAdam, BatchedLBFGS):
+        with pytest.raises(ValueError, match=r"parameter head\.bias has shape \(2,\), not \(3, \.\.\.\)"):
+            cls([("head.weight", good), ("head.bias", bad)], n_members=3)
+        with pytest.raises(ValueError, match="parameter scale"):
+            cls([("head.weight", good), ("scale", Parameter(torch.tensor(1.0)))], n_members=3)
+        with pytest.raises(ValueError, match="no parameters that require gradients"):
+            cls([("frozen", torch.zeros(3, 2))], n_members=3)
+
+
+def test_wrong_kind_or_shape_of_state_is_refused() -> None:
+    params = rosen_params(START)
+    adam, lbfgs = BatchedAdam(params.items()), BatchedLBFGS(params.items())
+    with pytest.raises(ValueError, match="'adam' optimiser state does not load into L-BFGS"):
+        lbfgs.load_state_dict(adam.state_dict())
+    with pytest.raises(ValueError, match="'lbfgs' optimiser state does not load into Adam"):
+        adam.load_state_dict(lbfgs.state_dict())
+    for _ in range(3):
+        lbfgs.step(single_closure(params, True), 1.0)
+    bigger = BatchedLBFGS([("x", Parameter(torch.zeros(5)))])
+    with pytest.raises(ValueError, match="the model has 5 parameters"):
+        bigger.load_state_dict(lbfgs.state_dict())
+    ensemble = BatchedAdam([("x", Parameter(torch.zeros(3, 4)))], n_members=3)
+    with pytest.raises(ValueError, match="saved per member"):
+        ensemble.state_dict()
+    with pytest.raises(ValueError, match="one per member"):
+        ensemble.step([0.1, 0.1])
+    assert OPTIMIZERS == {"adam": BatchedAdam, "lbfgs": BatchedLBFGS}
