@@ -3,12 +3,14 @@
 Protocol: Lotka–Volterra with the ``kanode.fit`` defaults (one trajectory;
 the training window, the first 25 % of t ∈ [0, 14] at Δt = 0.1: 35 points,
 t ≤ 3.4, as in experiments/bench_ode.py), RK4 with the sampling
-interval as step, direct backpropagation, float64. One training step is the
-forward solve over the window, the backward of the (summed per-member) MSE
-and an Adam step. The single-model step uses kanode's single field
-(``kanode.fit.build_field``) and ``kanode.ode.solve``; the ensemble step stacks
-M such fields (seeds 0 .. M-1) with ``EnsembleVectorField.from_fields`` and
-solves them with ``solve_ensemble``. Speed-up = M · t_single / t_ensemble,
+interval as step, direct backpropagation, float64, Adam. One training step is
+one step of the trainers kanode runs: ``kanode.train.Trainer`` for a single
+fit (the fused single field of ``kanode.fit.build_field``) and
+``kanode.ensemble.EnsembleTrainer`` for M such fields (seeds 0 .. M-1)
+stacked with ``EnsembleVectorField.from_fields`` — forward solve over the
+window, backward of the (summed per-member) MSE, the per-member Adam step of
+``kanode.optim``, and the trainers' per-step bookkeeping (parameter snapshot
+and best-model tracking; no evaluation during the timed steps). Speed-up = M · t_single / t_ensemble,
 the throughput against M sequential single steps timed in the same process.
 
 Also printed (and written): the layer at batch 1 (forward + backward per
@@ -42,7 +44,9 @@ from kanode.data import load_data  # noqa: E402
 from kanode.ensemble import EnsembleKANLayer, EnsembleVectorField, solve_ensemble  # noqa: E402
 from kanode.fit import build_field  # noqa: E402
 from kanode.nn import KANLayer  # noqa: E402
+from kanode.ensemble.trainer import EnsembleTrainer  # noqa: E402
 from kanode.ode import solve  # noqa: E402
+from kanode.train import Trainer  # noqa: E402
 
 MODELS = {"kan": [2, 10, 2], "mlp": [2, 50, 2]}
 LR = 3e-2
@@ -76,27 +80,35 @@ def _fields(model: str, n: int, data, device: str, first_seed: int = 0):
     return fields
 
 
+def _config(model: str, seed: int, device: str) -> FitConfig:
+    """The timed recipe: Adam, RK4 at the sampling interval, direct backprop, no evaluation
+    during the timed steps."""
+    return FitConfig(model=model, widths=MODELS[model], seed=seed, device=device, plots=False,
+                     optimizer="adam", steps=10_000, lr=LR, method="rk4", adjoint=False,
+                     eval_every=10_000)
+
+
+def _step_time(steps, repeats: int, device: str, warmup: int = 1) -> tuple[float, float]:
+    return _median_time(lambda: next(steps), repeats, device, warmup=warmup)
+
+
 def single_step_time(model: str, data, t, y0, target, repeats: int, device: str) -> tuple[float, float]:
-    """Median time of one single-model training step, cycling over 4 seeds."""
-    fields = _fields(model, 4, data, device, first_seed=1000)
-    optimizers = [torch.optim.Adam(f.parameters(), lr=LR) for f in fields]
+    """Median time of one step of kanode.train.Trainer (a single fit), cycling over 4 seeds."""
+    trainers = [Trainer(build_field(c, data), data, c) for c in
+                (_config(model, seed, device) for seed in range(1000, 1004))]
+    iterators = [t.steps() for t in trainers]
     counter = [0]
 
     def step():
-        k = counter[0] % len(fields)
+        k = counter[0] % len(iterators)
         counter[0] += 1
-        field, opt = fields[k], optimizers[k]
-        opt.zero_grad()
-        pred = solve(field, y0, t, method="rk4", step_size=0.1, adjoint=False)  # (n_t, n_traj, dim)
-        loss = torch.mean((pred - target) ** 2)
-        loss.backward()
-        opt.step()
+        next(iterators[k])
 
-    return _median_time(step, repeats, device, warmup=len(fields))
+    return _median_time(step, repeats, device, warmup=len(iterators))
 
 
 def ensemble_step(field: EnsembleVectorField, opt, t, y0, target):
-    """One step over all members; returns the per-member losses (M,)."""
+    """One bare Adam step over all members (used to make members differ); returns the losses (M,)."""
     opt.zero_grad()
     pred = solve_ensemble(field, y0, t, method="rk4", step_size=0.1, adjoint=False)  # (n_t, M, n_traj, dim)
     losses = ((pred - target.unsqueeze(1)) ** 2).mean(dim=(0, 2, 3))
@@ -107,10 +119,11 @@ def ensemble_step(field: EnsembleVectorField, opt, t, y0, target):
 
 def ensemble_step_time(model: str, members: int, data, t, y0, target, repeats: int,
                        device: str) -> tuple[float, float]:
-    field = EnsembleVectorField.from_fields(_fields(model, members, data, device))
-    opt = torch.optim.Adam(field.parameters(), lr=LR)
-    y0m = y0.expand(members, *y0.shape)
-    return _median_time(lambda: ensemble_step(field, opt, t, y0m, target), repeats, device)
+    """Median time of one step of kanode.ensemble.EnsembleTrainer over ``members`` seeds."""
+    configs = [_config(model, seed, device) for seed in range(members)]
+    field = EnsembleVectorField.from_fields([build_field(c, data) for c in configs])
+    trainer = EnsembleTrainer(field, [data] * members, configs)
+    return _step_time(trainer.steps(), repeats, device)
 
 
 def layer_rows(members_list, repeats: int, device: str) -> list[dict]:

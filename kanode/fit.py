@@ -64,7 +64,13 @@ def build_model(config: FitConfig, dim: int) -> nn.Module:
 def build_field(config: FitConfig, data: FitData) -> VectorField:
     """Seeded model wrapped with the data's normalisation, on the config's dtype/device."""
     torch.manual_seed(config.seed)
-    net = build_model(config, data.dim)
+    # initial weights depend on the config only, not on the caller's default dtype
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        net = build_model(config, data.dim)
+    finally:
+        torch.set_default_dtype(default)
     dtype = getattr(torch, config.dtype)
     field_ = VectorField.from_data(net, data.t_train, data.y_train,
                                    grid_range=config.grid_range, time_input=config.time_input)

@@ -33,12 +33,21 @@ def cubic_minimum(x1: float, f1: float, g1: float, x2: float, f2: float, g2: flo
         if d2_square >= 0:  # False for NaN
             d2 = math.sqrt(d2_square)
             if x1 <= x2:
-                x = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+                x = x2 - (x2 - x1) * _divide(g2 + d2 - d1, g2 - g1 + 2 * d2)
             else:
-                x = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
-            if math.isfinite(x):
+                x = x1 - (x1 - x2) * _divide(g1 + d2 - d1, g1 - g2 + 2 * d2)
+            if not math.isnan(x):  # ±inf (a straight line, or overflow) clips to a bound, as in torch
                 return min(max(x, lo), hi)
     return (lo + hi) / 2.0
+
+
+def _divide(num: float, den: float) -> float:
+    """num / den with IEEE semantics (±inf, NaN for 0/0), as torch's tensor arithmetic has it."""
+    if den != 0:
+        return num / den
+    if num == 0 or math.isnan(num):
+        return math.nan
+    return math.copysign(math.inf, num) * math.copysign(1.0, den)
 
 
 class _quiet:

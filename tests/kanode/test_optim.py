@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import pytest
 import torch
@@ -14,6 +14,7 @@ from torch.nn import Parameter
 from torch.optim.lbfgs import _cubic_interpolate, _strong_wolfe
 
 from kanode.optim import OPTIMIZERS, BatchedAdam, BatchedLBFGS, cubic_minimum, strong_wolfe
+from kanode.optim.line_search import search_members
 
 Params = dict[str, Parameter]
 
@@ -263,6 +264,64 @@ def test_lbfgs_frozen_member_keeps_state_and_resumes_like_a_run_that_skipped() -
     torch.testing.assert_close(x.detach()[2], single["x"].detach(), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("max_eval", [3, 8])
+def test_lbfgs_max_eval_stops_iterating_like_torch(max_eval: int) -> None:
+    """max_iter = 20 would run on; the evaluations per step (line search included) stop it."""
+    ours, ref = rosen_params(START), rosen_params(START)
+    opt = BatchedLBFGS(ours.items(), history_size=10, max_iter=20, max_eval=max_eval)
+    torch_opt = torch.optim.LBFGS(ref.values(), lr=1, max_iter=20, max_eval=max_eval, history_size=10,
+                                  line_search_fn="strong_wolfe", tolerance_grad=0, tolerance_change=0)
+    calls = {"ours": 0, "torch": 0}
+
+    def counted(closure: Callable[[], Tensor], key: str) -> Callable[[], Tensor]:
+        def wrapped() -> Tensor:
+            calls[key] += 1
+            return closure()
+        return wrapped
+
+    for step in range(3):
+        before = dict(calls)
+        loss = float(opt.step(counted(single_closure(ours, True), "ours"), 1.0)[0])
+        torch_loss = float(torch_opt.step(counted(single_closure(ref, False), "torch")))
+        assert_rel([loss], [torch_loss], 1e-10, f"step {step}")
+        used = calls["ours"] - before["ours"]
+        assert used == calls["torch"] - before["torch"]
+        assert max_eval <= used < max_eval + 26   # the last line search may run past max_eval
+    assert opt.n_iter_[0] == torch_opt.state[ref["x"]]["n_iter"]
+
+
+def test_search_members_evaluates_finished_and_idle_members_at_their_start() -> None:
+    """Once a member's search has ended (or for a member without one) the shared
+    evaluations put it back at its start point, a point known to be finite."""
+    x = torch.tensor([[3.0, -1.0], [0.9, 0.8], [0.5, 0.5]])      # (3, 2)
+    d = torch.tensor([[-3.0, 1.0], [2.0, 4.0], [1.0, 1.0]])
+    trials: list[Tensor] = []
+
+    def evaluate(points: Tensor) -> tuple[list[float], Tensor]:
+        trials.append(points.clone())
+        value0 = 0.5 * float((points[0] ** 2).sum())          # the exact minimum at step 1
+        value1 = float(((points[1] - 1.0) ** 2).sum()) if float(points[1].abs().max()) <= BOUND else math.nan
+        grads = torch.stack([points[0], 2.0 * (points[1] - 1.0), torch.zeros(2)])
+        return [value0, value1, 0.0], grads
+
+    def search(m: int, loss: float, grad: Tensor) -> Generator[float, tuple, tuple]:
+        gtd = float(grad.dot(d[m]))
+        return strong_wolfe(1.0, loss, grad, gtd, float(d[m].abs().max()))
+
+    searches = {0: search(0, 5.0, x[0]), 1: search(1, 0.05, 2.0 * (x[1] - 1.0))}
+    found = search_members(evaluate, x, d, searches)
+    assert sorted(found) == [0, 1]
+    assert found[0][2] == 1.0 and found[0][3] == 1 and found[0][0] == 0.0
+    assert len(trials) == found[1][3] >= 3       # member 1 stepped back more than once
+    assert 0.0 < found[1][2] <= 0.0625            # the step back stays inside the bound
+    assert float((x[1] + found[1][2] * d[1]).abs().max()) <= BOUND
+    assert torch.equal(trials[0][0], x[0] + d[0])
+    for points in trials:
+        assert torch.equal(points[2], x[2])
+    for points in trials[1:]:
+        assert torch.equal(points[0], x[0])
+
+
 # ------------------------------------------------------------------ non-finite members
 BOUND = 1.05
 WEIGHTS = torch.tensor((1.0, 3.0, 0.5, 2.0), dtype=torch.float64)
@@ -294,6 +353,8 @@ def bounded_quadratic(x: Tensor, kind: str) -> Tensor:
         return torch.where(outside, torch.tensor(math.nan), value)
     if kind == "inf":
         return torch.where(outside, torch.tensor(math.inf), value)
+    if kind == "nan-loss":  # the gradient stays that of the quadratic: finite, not zero
+        return value + torch.where(outside, torch.tensor(math.nan), torch.tensor(0.0))
     if kind in ("nan-gradient", "plain"):
         return value
     raise ValueError(kind)
@@ -306,7 +367,7 @@ def mixed_rows(kind: str, bad_evals: list[int]) -> Callable[[Tensor], Tensor]:
         if kind == "nan-gradient":
             bad_evals[0] += bool((x[1].detach().abs().max() > BOUND))
         else:
-            bad_evals[0] += not math.isfinite(float(losses[1]))
+            bad_evals[0] += not math.isfinite(float(losses[1].detach()))
         return losses
     return rows
 
@@ -320,7 +381,7 @@ def two_rosenbrock_run(n_steps: int, max_iter: int) -> tuple[list[list[float]], 
 
 
 @pytest.mark.parametrize("max_iter", [1, 3])
-@pytest.mark.parametrize("kind", ["nan", "inf", "nan-gradient"])
+@pytest.mark.parametrize("kind", ["nan", "inf", "nan-loss", "nan-gradient"])
 def test_nonfinite_trial_points_shrink_the_step(kind: str, max_iter: int) -> None:
     n_steps, bad_evals = 20, [0]
     x = Parameter(torch.tensor((STARTS[0], INSIDE_START, STARTS[2])))
@@ -344,8 +405,9 @@ def test_nonfinite_trial_points_shrink_the_step(kind: str, max_iter: int) -> Non
 
 
 @pytest.mark.parametrize("kind, start", [("nan", OUTSIDE_START), ("inf", OUTSIDE_START),
-                                         ("nan-gradient", OUTSIDE_START), ("plain", (1.0,) * 4)],
-                         ids=["nan", "inf", "nan-gradient", "zero-gradient"])
+                                         ("nan-loss", OUTSIDE_START), ("nan-gradient", OUTSIDE_START),
+                                         ("plain", (1.0,) * 4)],
+                         ids=["nan", "inf", "nan-loss", "nan-gradient", "zero-gradient"])
 def test_member_with_nonfinite_or_zero_start_gradient_stays(kind: str, start: tuple[float, ...]) -> None:
     n_steps, max_iter = 12, 2
     x = Parameter(torch.tensor((STARTS[0], start, STARTS[2])))
@@ -510,49 +572,90 @@ def test_cubic_minimum_bounds_and_degenerate_inputs() -> None:
     assert cubic_minimum(0.0, 1.0, -1.0, 1.0, 2.0, nan) == 0.5
     assert cubic_minimum(1.0, inf, inf, 0.0, 1.0, -1.0) == 0.5
     assert cubic_minimum(0.0, 1.0, -1.0, 1.0, inf, inf, bounds=(0.2, 0.6)) == pytest.approx(0.4, abs=1e-15)
-    assert cubic_minimum(1e300, -1e300, 1e300, -1e300, 1e300, -1e300) == 0.0   # overflow: the midpoint
     assert cubic_minimum(1.0, 2.0, -1.0, 1.0, 2.0, -1.0) == 1.0                 # x1 == x2
+    assert cubic_minimum(0.0, 0.0, 0.0, 1.0, 0.0, 0.0) == 0.5                   # flat: 0/0
+    # a straight line through both points: its minimum is the lower end (as torch's ±inf clips)
+    assert cubic_minimum(0.0, 1.0, 2.0, 1.0, 3.0, 2.0) == 0.0
+    assert cubic_minimum(1.0, 3.0, 2.0, 0.0, 1.0, 2.0, bounds=(-1.0, 3.0)) == -1.0
+    assert cubic_minimum(0.0, 1.0, -2.0, 1.0, -1.0, -2.0, bounds=(-1.0, 3.0)) == 3.0
     f, g = cubic(1.0, 0.0, 1.0, 0.0)  # x³ + x: increasing, no minimum (d2² < 0) -> the midpoint
     assert cubic_minimum(0.0, f(0.0), g(0.0), 1.0, f(1.0), g(1.0)) == 0.5
 
 
-def test_cubic_minimum_is_torch_cubic_interpolate() -> None:
+def cubic_cases() -> list[tuple[float, ...]]:
+    """Random (x1, f1, g1, x2, f2, g2), and a grid of small integers full of degenerate
+    cubics (straight lines, equal slopes, zero denominators)."""
     gen = torch.Generator().manual_seed(7)
-    checked = 0
-    for case in range(200):
-        x1, f1, g1, x2, f2, g2 = (torch.randn(6, generator=gen) * 3).tolist()
-        bounds = None if case % 2 else (min(x1, x2) - 1.0, max(x1, x2) + 2.0)
-        tensors = [torch.tensor(v) for v in (x1, f1, g1, x2, f2, g2)]
-        expected = float(_cubic_interpolate(*tensors, bounds=bounds))
-        ours = cubic_minimum(x1, f1, g1, x2, f2, g2, bounds=bounds)
-        assert abs(ours - expected) <= 1e-12 * (1.0 + abs(expected)), (case, ours, expected)
-        checked += ours != ((bounds or (min(x1, x2), max(x1, x2)))[0] + (bounds or (min(x1, x2), max(x1, x2)))[1]) / 2
-    assert checked > 50  # most cases had a real interpolated minimum, not the midpoint fallback
+    cases = [tuple((torch.randn(6, generator=gen, dtype=torch.float64) * 3).tolist()) for _ in range(100)]
+    values = (0.0, 1.0, -1.0, 2.0, -3.0)
+    cases += [(0.0, f1, g1, x2, f2, g2) for x2 in (1.0, 2.0) for f1 in values for g1 in values
+              for f2 in values for g2 in values]
+    return cases
 
 
-def rosen_value_grad(x: Tensor) -> tuple[float, Tensor]:
+def test_cubic_minimum_is_torch_cubic_interpolate() -> None:
+    interpolated = midpoints = 0
+    for case, args in enumerate(cubic_cases()):
+        x1, x2 = args[0], args[3]
+        for bounds in (None, (min(x1, x2) - 1.0, max(x1, x2) + 2.0)):
+            lo, hi = bounds or (min(x1, x2), max(x1, x2))
+            expected = float(_cubic_interpolate(*(torch.tensor(v) for v in args), bounds=bounds))
+            ours = cubic_minimum(*args, bounds=bounds)
+            if math.isnan(expected):  # torch's 0/0: ours falls back to the midpoint instead
+                assert ours == (lo + hi) / 2, (case, args, bounds, ours)
+                midpoints += 1
+                continue
+            assert abs(ours - expected) <= 1e-12 * (1.0 + abs(expected)), (case, args, bounds, ours, expected)
+            interpolated += ours not in (lo, hi, (lo + hi) / 2)
+    assert interpolated > 500 and midpoints > 0   # mostly true interpolation, and the NaN guard was taken
+
+
+LINE_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "rosenbrock": rosenbrock,
+    # these two take the zoom's "too close to the bracket's end" safeguard, both of its branches
+    "sine": lambda x: (torch.sin(5.0 * x) + 0.05 * x ** 2).sum(),
+    "softplus": lambda x: (5.0 * torch.nn.functional.softplus(10.0 * (x - 1.0)) - x + 0.01 * x ** 4).sum(),
+    "quadratic": lambda x: (x ** 2 - 2.0 * x).sum(),   # 0 at x = 0: small steps still change it
+}
+# Not compared: a straight stretch of a line (e.g. exp(8(x − 1)) − x far left of 1), where
+# the cubic's d2² is 0 up to rounding and torch's float / tensor (a reciprocal times the float)
+# rounds it the other way from float arithmetic; nor trial points with an infinite loss,
+# where torch's search carries the inf on (the deliberate difference).
+
+
+def value_grad(function: Callable[[Tensor], Tensor], x: Tensor) -> tuple[float, Tensor]:
     x = x.detach().requires_grad_(True)
-    loss = rosenbrock(x)
+    loss = function(x)
     loss.backward()
-    return float(loss), x.grad
+    return float(loss.detach()), x.grad
 
 
-@pytest.mark.parametrize("t0", [1e-6, 1e-3, 0.05, 1.0, 30.0])
-def test_strong_wolfe_is_torch_strong_wolfe(t0: float) -> None:
-    x = torch.tensor(START)
-    f, g = rosen_value_grad(x)
-    d = -g / g.abs().sum()
+@pytest.mark.parametrize("name, x0, t0, min_evals", [
+    ("rosenbrock", START, 1e-6, 8),      # bracketing by extrapolation
+    ("rosenbrock", START, 0.05, 2),
+    ("rosenbrock", START, 1.0, 1),       # the first step is taken
+    ("rosenbrock", START, 30.0, 4),      # zoom
+    ("sine", (-1.6,), 30.0, 5),
+    ("softplus", (-1.3,), 0.1, 9),
+    ("softplus", (-1.4,), 10.0, 6),
+    ("quadratic", (0.0,), 1e-27, 26),    # ×10 per extrapolation: stops at max_ls = 25
+])
+def test_strong_wolfe_is_torch_strong_wolfe(name: str, x0: tuple[float, ...], t0: float, min_evals: int) -> None:
+    function = LINE_FUNCTIONS[name]
+    x = torch.tensor(x0)
+    f, g = value_grad(function, x)
+    d = -g / g.abs().sum() if name == "rosenbrock" else -g
     gtd = g.dot(d)
-    f_t, g_t, t_t, evals_t = _strong_wolfe(lambda x_, t, d_: rosen_value_grad(x_ + t * d_), x, t0, d, f, g, gtd)
+    f_t, g_t, t_t, evals_t = _strong_wolfe(lambda x_, t, d_: value_grad(function, x_ + t * d_), x, t0, d, f, g, gtd)
     search = strong_wolfe(t0, f, g, float(gtd), float(d.abs().max()))
     trial = search.send(None)
     try:
         while True:
-            f_new, g_new = rosen_value_grad(x + trial * d)
+            f_new, g_new = value_grad(function, x + trial * d)
             trial = search.send((f_new, g_new, float(g_new.dot(d))))
     except StopIteration as stop:
         f_o, g_o, t_o, evals_o = stop.value
-    assert evals_o == evals_t
+    assert evals_o == evals_t >= min_evals
     assert abs(t_o - float(t_t)) <= 1e-12 * abs(float(t_t))
     assert abs(f_o - f_t) <= 1e-12 * abs(f_t)
     torch.testing.assert_close(g_o, g_t, rtol=1e-10, atol=1e-12)

@@ -66,7 +66,7 @@ def assert_close_records(got: Sequence[StepRecord], want: Sequence[StepRecord], 
 
 
 # ------------------------------------------------------------ members = single fits
-@pytest.mark.parametrize("model", ["kan", "mlp", "rswaf"])
+@pytest.mark.parametrize("model", ["kan", "mlp", pytest.param("rswaf", marks=pytest.mark.slow)])
 def test_members_train_as_their_single_fits(model: str) -> None:
     configs = member_configs(model=model, **ADAM_LBFGS)
     trainer, steps = run_ensemble(configs)
@@ -166,7 +166,8 @@ def member_dirs(root: Path) -> list[Path]:
 
 def metric_rows(run_dir: Path) -> list[tuple]:
     """metrics.csv without the wall times."""
-    return [tuple(v for k, v in row.items() if k != "wall_time") for row in read_metrics(run_dir / "metrics.csv")]
+    return [tuple(v for k, v in row.items() if k != "wall_time")
+            for row in read_metrics(run_dir / "metrics.csv")]
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +209,8 @@ def test_an_ensemble_resumes_as_if_uninterrupted(whole_run: Path, tmp_path: Path
     want = read_metrics(member_dirs(whole_run)[1] / "metrics.csv")
     assert [r["step"] for r in got] == list(range(1, 11))
     for g, w in zip(got, want):
-        assert rel_err(g["train_loss"], w["train_loss"]) <= 1e-8, (g["step"], g["train_loss"], w["train_loss"])
+        assert rel_err(g["train_loss"], w["train_loss"]) <= 1e-8, (g["step"], g["train_loss"],
+                                                                   w["train_loss"])
 
 
 def test_a_member_directory_continues_as_a_single_fit(whole_run: Path, tmp_path: Path) -> None:
@@ -228,7 +230,8 @@ def test_a_member_directory_continues_as_a_single_fit(whole_run: Path, tmp_path:
     assert metric_rows(single_dir)[:10] == metric_rows(member_dirs(whole_run)[2])  # history kept
     for g, w in zip(got[10:], want[10:]):
         assert g["phase"] == w["phase"] == "lbfgs"
-        assert rel_err(g["train_loss"], w["train_loss"]) <= 1e-8, (g["step"], g["train_loss"], w["train_loss"])
+        assert rel_err(g["train_loss"], w["train_loss"]) <= 1e-8, (g["step"], g["train_loss"],
+                                                                   w["train_loss"])
     assert got[-1]["train_loss"] < got[9]["train_loss"]  # the extra steps did something
     assert rel_err(alone.summary["final_train_loss"], continued[2].summary["final_train_loss"]) <= 1e-8
 
@@ -237,7 +240,8 @@ def test_a_member_directory_continues_as_a_single_fit(whole_run: Path, tmp_path:
 CLI_FAST = ["--quiet", "--no-plots", "--widths", "2", "5", "2", "--train-fraction", "0.1"]
 
 
-def test_seeds_command_line_writes_one_run_per_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_seeds_command_line_writes_one_run_per_seed(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "ens"
     code = main(["--seeds", "0-2", "--out", str(out), "--steps", "3", "--lbfgs-steps", "1", *CLI_FAST])
     captured = capsys.readouterr()
