@@ -2,7 +2,7 @@
 
 Protocol: the default recipe of ``python -m kanode.fit`` (Lotka–Volterra, KAN
 [2, 10, 2], 100 Adam steps then 200 L-BFGS steps with a strong-Wolfe line
-search, dopri5), seeds 0..7, each seed fitted twice in this process: once as
+search, RK4 at the sampling interval), seeds 0..7, each seed fitted twice in this process: once as
 kanode fits it, once with the L-BFGS phase handed to ``torch.optim.LBFGS``
 with the settings kanode used before (lr 1, max_iter 1, max_eval 25, history
 50, tolerances 0). The Adam phase is identical (bitwise) in both. A trial

@@ -321,6 +321,18 @@ class RunDir:
             raise ConfigError(f"{self.path} has no checkpoints/last.pt to resume from")
         return check_trainer_state(load_checkpoint(self.last_path), self.last_path)
 
+    def load_best(self) -> dict[str, Any]:
+        """``checkpoints/best.pt`` ({"model", "step", "train_loss", "grid_size"}), checksum checked.
+
+        Raises ConfigError (one line) if it is missing or damaged.
+        """
+        if not self.best_path.exists():
+            raise ConfigError(f"{self.path} has no checkpoints/best.pt")
+        state = load_checkpoint(self.best_path)
+        if not isinstance(state.get("model"), dict) or "grid_size" not in state:
+            raise ConfigError(f"{self.best_path} is not a best-model checkpoint; the run directory is damaged")
+        return state
+
     # -------------------------------------------------------------- summary
     def write_summary(self, summary: dict[str, Any]) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)

@@ -20,7 +20,7 @@ from kanode.analysis.hessian import (EXACT_MAX_PARAMS, SLQDensity, exact_hessian
 from kanode.analysis.hessian_run import HessianResult, find_runs, run_hessian
 from kanode.analysis.memory_model import (dense_saved_elements, eq1_extra_elements, fc_saved_elements,
                                           kanode_saved_elements)
-from kanode.analysis.objective import load_objective, objective_of
+from kanode.analysis.objective import load_objective, load_run_field, objective_of
 from kanode.analysis.params import (config_params, kan_layer_params, kan_params, linear_params, mlp_params,
                                     rswaf_layer_params)
 from kanode.analysis.saved import saved_elements, saved_storages
@@ -31,7 +31,7 @@ __all__ = [
     "COST_COLUMNS", "EXACT_MAX_PARAMS", "HessianResult", "SLQDensity", "config_params", "cost_row",
     "cost_summary", "cost_table", "dense_saved_elements", "eq1_extra_elements", "exact_hessian",
     "fc_saved_elements", "find_runs", "hutchinson_trace", "hvp_operator", "kan_layer_params", "kan_params",
-    "kanode_saved_elements", "lanczos_extremes", "linear_params", "load_objective", "mlp_params",
+    "kanode_saved_elements", "lanczos_extremes", "linear_params", "load_objective", "load_run_field", "mlp_params",
     "objective_of", "peak_bytes", "rswaf_layer_params", "run_hessian", "saved_elements", "saved_storages",
     "slq_density", "spectrum_stats", "step_memory", "step_memory_table", "write_table",
 ]

@@ -54,6 +54,36 @@ def objective_of(field: nn.Module, data, config) -> tuple[Callable[[Tensor], Ten
     return f, theta
 
 
+def load_run_field(run_dir: str | Path, checkpoint: str = "last") -> tuple[nn.Module, Any, Any]:
+    """``(field, data, config)`` of a run: its vector field at ``checkpoints/<checkpoint>.pt``
+    ("last" or "best"), its data and config, all in float64 on the CPU.
+
+    Raises
+    ------
+    ConfigError : not a kanode run, or no such checkpoint.
+    """
+    from kanode.data import load_data
+    from kanode.fit import build_field
+    from kanode.runs import RunDir
+
+    run = RunDir(run_dir)
+    config = run.load_config().replace(dtype="float64", device="cpu")
+    if checkpoint not in ("last", "best"):
+        raise ConfigError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    state = run.load_last() if checkpoint == "last" else run.load_best()
+    data = load_data(config).to(torch.float64, "cpu")
+    field = build_field(config, data)
+    grid_size = state.get("grid_size")
+    if grid_size and grid_size != getattr(field.net, "grid_size", None):
+        field.net.extend_grid(int(grid_size))
+    try:
+        field.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise ConfigError(f"{run_dir}/checkpoints/{checkpoint}.pt does not hold this run's model ({exc}); "
+                          "was the run directory edited?") from None
+    return field.double(), data, config
+
+
 def load_objective(run_dir: str | Path) -> tuple[Callable[[Tensor], Tensor], Tensor]:
     """``(f, theta)`` of a finished (or interrupted) run.
 
@@ -69,22 +99,5 @@ def load_objective(run_dir: str | Path) -> tuple[Callable[[Tensor], Tensor], Ten
     ------
     ConfigError : not a kanode run, or no checkpoint.
     """
-    from kanode.data import load_data
-    from kanode.fit import build_field
-    from kanode.runs import RunDir
-
-    run = RunDir(run_dir)
-    config = run.load_config().replace(dtype="float64", device="cpu")
-    state = run.load_last()
-    data = load_data(config).to(torch.float64, "cpu")
-    field = build_field(config, data)
-    grid_size = state.get("grid_size")
-    if grid_size and grid_size != getattr(field.net, "grid_size", None):
-        field.net.extend_grid(int(grid_size))
-    try:
-        field.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as exc:
-        raise ConfigError(f"{run.last_path} does not hold this run's model ({exc}); "
-                          "was the run directory edited?") from None
-    field = field.double()
+    field, data, config = load_run_field(run_dir)
     return objective_of(field, data, config)

@@ -137,7 +137,7 @@ class EnsembleTrainer:
             y0 = torch.stack([w[0] for w in windows])                           # (M, batch, dim)
             target = torch.stack([w[1] for w in windows], dim=1)                # (batch_time, M, batch, dim)
             pred = self._solve(y0, d.t_train[: c.batch_time] - d.t_train[0], c.adjoint)
-        return ((pred - target) ** 2).mean(dim=(0, 2, 3))
+        return _member_mse(pred, target)
 
     def _loss_and_grad(self, counters: _Counters, full: bool) -> Tensor:
         """(M,) losses with the gradients set; +inf where a member's loss or gradient is
@@ -355,6 +355,13 @@ class EnsembleTrainer:
         trainer.load_state_dict(self.member_state(m))
         trainer.state.best_model = self.states[m].best_model
         return trainer
+
+
+def _member_mse(pred: Tensor, target: Tensor) -> Tensor:
+    """(M,) MSE per member of (n_t, M, ...) tensors, each member's squared errors summed as one
+    contiguous row (so a member's loss does not depend on how many companions it has)."""
+    err = (pred - target).movedim(1, 0)
+    return (err.reshape(err.shape[0], -1) ** 2).mean(dim=1)
 
 
 def _why(loss: float, grad_norm: float) -> str:

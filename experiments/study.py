@@ -1,0 +1,136 @@
+"""KAN vs MLP, tuned and multi-seed, on all five systems (issue 12; settings in study.toml).
+
+Stages (each resumable: rerunning the command skips finished fits and resumes
+interrupted ones):
+
+1. ``main``    five systems × {KAN, MLP} × two parameter budgets × five
+               learning rates × five seeds, one packed ensemble per
+               (system, model) of 25 members (kanode.sweep, --pack auto);
+2. ``budget``  Lotka–Volterra, KAN and MLPs (1 and 2 hidden layers) over a
+               range of sizes, five learning rates × three seeds;
+3. ``analyse`` per (system, family, budget): the learning rate with the lowest
+               median validation loss; at it, training / extrapolation / test
+               losses over the seeds, win counts, a Mann–Whitney U test, time
+               and peak memory of one training step, the Hessian of the median
+               run; log–log slopes of the budget curves; figures and tables.
+
+Usage::
+
+    python experiments/study.py [--smoke] [--out runs/study] [--results DIR]
+                                [--workers 2] [--stages main,budget,analyse]
+
+Writes ``runs.csv`` (one row per fit), ``verdict.csv``, ``budget.csv``,
+``summary.md``, ``timing.json`` and the figures into ``--results``
+(default ``experiments/results/study``, or ``<out>/results`` with --smoke).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kanode.sweep import SweepConfig, expand, make_backend, run_sweep, threads_per_worker  # noqa: E402
+
+STAGES = ("main", "budget", "analyse")
+
+
+def load_study(path: Path, smoke: bool) -> dict[str, Any]:
+    """study.toml with the [smoke] overrides applied when ``smoke``."""
+    with path.open("rb") as fh:
+        study = tomllib.load(fh)
+    if smoke:
+        s = study["smoke"]
+        for key in ("steps", "lbfgs_steps", "eval_every", "checkpoint_every", "batch_time"):
+            if key in s:
+                study["common"][key] = s[key]
+        for section in ("main", "budget"):
+            study[section]["seeds"] = s["seeds"]
+            study[section]["lr"] = s["lr"]
+        study["main"]["systems"] = s["systems"]
+        for family in ("kan", "mlp1", "mlp2"):
+            study["budget"][family] = s[f"budget_{family}"]
+    return study
+
+
+def main_sweep(study: dict[str, Any], name: str) -> SweepConfig:
+    """Stage 1 as a kanode sweep: the budgets are model labels, the rates a grid axis."""
+    m = study["main"]
+    return SweepConfig.from_dict({"name": name, "systems": m["systems"], "seeds": m["seeds"],
+                                  "base": dict(study["common"]), "models": m["models"],
+                                  "grid": {"lr": m["lr"]}}, source="study.toml [main]")
+
+
+def budget_sweep(study: dict[str, Any], name: str) -> SweepConfig:
+    """Stage 2: one model label per (family, hidden width) on Lotka–Volterra."""
+    b = study["budget"]
+    models: dict[str, dict[str, Any]] = {}
+    for h in b["kan"]:
+        models[f"kan_h{h}"] = {"model": "kan", "hidden": [h]}
+    for h in b["mlp1"]:
+        models[f"mlp1_h{h}"] = {"model": "mlp", "hidden": [h]}
+    for h in b["mlp2"]:
+        models[f"mlp2_h{h}"] = {"model": "mlp", "hidden": [h, h]}
+    return SweepConfig.from_dict({"name": name, "systems": ["lotka_volterra"], "seeds": b["seeds"],
+                                  "base": dict(study["common"]), "models": models,
+                                  "grid": {"lr": b["lr"]}}, source="study.toml [budget]")
+
+
+def run_stage(sweep: SweepConfig, out: Path, workers: int) -> tuple[float, int]:
+    """Run (or resume) a sweep with packing; (wall seconds, runs not finished/diverged)."""
+    specs = expand(sweep)
+    start = time.perf_counter()
+    rows = run_sweep(specs, out, make_backend("local", workers), threads=threads_per_worker(workers),
+                     title=f"Study stage {sweep.name}", progress=True, pack=True)
+    failed = sum(r.status not in ("finished", "diverged") for r in rows)
+    return time.perf_counter() - start, failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(Path(__file__).with_name("study.toml")))
+    parser.add_argument("--smoke", action="store_true", help="every stage on study.toml's [smoke] grid")
+    parser.add_argument("--out", default=None, help="runs directory (default runs/study[-smoke])")
+    parser.add_argument("--results", default=None, help="tables and figures (default: see above)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stages", default=",".join(STAGES))
+    args = parser.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        parser.error(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    study = load_study(Path(args.config), args.smoke)
+    out = Path(args.out or ("runs/study-smoke" if args.smoke else "runs/study"))
+    results = Path(args.results or (out / "results" if args.smoke else ROOT / "experiments/results/study"))
+    results.mkdir(parents=True, exist_ok=True)
+    timing_path = results / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    failed = 0
+    for stage, build in (("main", main_sweep), ("budget", budget_sweep)):
+        if stage in stages:
+            seconds, bad = run_stage(build(study, stage), out / stage, args.workers)
+            timing[stage] = timing.get(stage, 0.0) + seconds  # a resumed stage adds its remaining time
+            failed += bad
+            timing_path.write_text(json.dumps(timing, indent=1) + "\n")
+            print(f"stage {stage}: {seconds:.0f} s ({bad} runs failed)", flush=True)
+    if "analyse" in stages:
+        from study_report import analyse
+
+        start = time.perf_counter()
+        analyse(study, out, results, timing)
+        timing["analyse"] = time.perf_counter() - start
+        timing_path.write_text(json.dumps(timing, indent=1) + "\n")
+        print(f"stage analyse: {timing['analyse']:.0f} s; results in {results}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""The study's analysis stage (experiments/study.py): selection, tables, tests, figures.
+
+Every number comes from the run directories under ``<out>/main`` and
+``<out>/budget``; ``runs.csv`` holds one row per fit so that every table can
+be recomputed from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kanode.analysis import load_run_field, run_hessian
+from kanode.analysis.step_memory import peak_bytes
+from kanode.config import ConfigError, load_config
+from kanode.data import load_data
+from kanode.fit import build_field
+from kanode.ode import SolverError, solve
+from kanode.runs import read_metrics, read_summary
+from kanode.train import Trainer
+
+COLUMNS = ("stage", "system", "model", "family", "label", "budget", "lr", "seed", "n_params", "status",
+           "final_train_loss", "best_train_loss", "final_val_loss", "final_extrap_loss", "test_loss",
+           "plateau", "steps", "time_per_step_s", "wall_time_s", "run_dir", "reason")
+
+
+# ----------------------------------------------------------------- per run
+def test_loss(run_dir: Path, n_ic: int, data_seed: int) -> float:
+    """MSE over the training window of the final model's trajectories from ``n_ic`` new
+    initial conditions (drawn with ``data_seed``, as the fit draws its own) against the truth."""
+    field, _, config = load_run_field(run_dir)
+    test_config = config.replace(n_traj=n_ic, n_test_traj=0, data_seed=data_seed, noise=0.0)
+    data = load_data(test_config).to(torch.float64, "cpu")
+    t, y = data.t_train, data.y_train                                            # (n_train,), (n_ic, n_train, dim)
+    try:
+        with torch.no_grad():
+            pred = solve(field, y[:, 0], t, method=config.method, step_size=float(torch.diff(data.t).min()),
+                         rtol=config.rtol, atol=config.atol, adjoint=False).transpose(0, 1)
+    except SolverError:
+        return math.inf
+    value = float(torch.mean((pred - y) ** 2))
+    return value if math.isfinite(value) else math.inf
+
+
+def plateau(run_dir: Path) -> float:
+    """Relative drop of the training loss over the last 10 % of the steps (0: flat)."""
+    losses = [r["train_loss"] for r in read_metrics(run_dir / "metrics.csv") if r["train_loss"] is not None]
+    if len(losses) < 10 or not all(math.isfinite(v) for v in losses[-len(losses) // 10:]):
+        return math.nan
+    tail = losses[-len(losses) // 10:]
+    return (tail[0] - tail[-1]) / tail[0] if tail[0] > 0 else 0.0
+
+
+def collect(out: Path, study: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per run of both stages."""
+    rows = []
+    for stage in ("main", "budget"):
+        for summary_path in sorted((out / stage).glob("*/*/seed*/summary.json")):
+            run_dir = summary_path.parent
+            summary = read_summary(summary_path) or {}
+            config = load_config(run_dir / "config.toml")
+            label = run_dir.parent.name
+            family = _family(config.model, config.widths)
+            row = {k: summary.get(k) for k in COLUMNS if k in summary}
+            row.update(stage=stage, system=config.system, model=config.model, family=family,
+                       label=label, budget=_budget(label), lr=config.lr, seed=config.seed,
+                       run_dir=str(run_dir.relative_to(out)))
+            finished = summary.get("status") == "finished"
+            row["test_loss"] = (test_loss(run_dir, study["test"]["n_ic"], study["test"]["data_seed"])
+                                if finished else math.inf)
+            row["plateau"] = plateau(run_dir) if finished else math.nan
+            rows.append(row)
+    return rows
+
+
+def _family(model: str, widths: list[int]) -> str:
+    return model if model == "kan" or len(widths) <= 3 else f"{model}{len(widths) - 2}"
+
+
+def _budget(label: str) -> str:
+    """'small'/'large' in stage main; the hidden width ('h12') in stage budget."""
+    head = label.split("_lr=")[0]
+    return head.split("_", 1)[1] if "_" in head else head
+
+
+def _loss(row: dict[str, Any], key: str) -> float:
+    value = row.get(key)
+    return math.inf if value is None or row.get("status") != "finished" else float(value)
+
+
+# ----------------------------------------------------------- selection
+def select(rows: list[dict[str, Any]], stage: str) -> dict[tuple[str, str, str], float]:
+    """(system, family, budget) → the lr with the lowest median validation loss over seeds."""
+    by: dict[tuple[str, str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["stage"] == stage:
+            by[(r["system"], r["family"], r["budget"])][r["lr"]].append(_loss(r, "final_val_loss"))
+    return {cell: min(rates, key=lambda lr: (statistics.median(rates[lr]), lr)) for cell, rates in by.items()}
+
+
+def chosen(rows: list[dict[str, Any]], stage: str) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    lrs = select(rows, stage)
+    out: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        cell = (r["system"], r["family"], r["budget"])
+        if r["stage"] == stage and cell in lrs and r["lr"] == lrs[cell]:
+            out[cell].append(r)
+    return out
+
+
+def verdict(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per system × budget: KAN against MLP at their chosen rates."""
+    from scipy.stats import mannwhitneyu
+
+    cells = chosen(rows, "main")
+    table = []
+    for system, budget in sorted({(s, b) for s, _, b in cells}):
+        kan, mlp = cells.get((system, "kan", budget), []), cells.get((system, "mlp", budget), [])
+        if not kan or not mlp:
+            continue
+        entry: dict[str, Any] = {"system": system, "budget": budget,
+                                 "kan_params": kan[0]["n_params"], "mlp_params": mlp[0]["n_params"],
+                                 "kan_lr": kan[0]["lr"], "mlp_lr": mlp[0]["lr"], "seeds": min(len(kan), len(mlp))}
+        for key in ("final_train_loss", "final_extrap_loss", "test_loss"):
+            a = [_loss(r, key) for r in sorted(kan, key=lambda r: r["seed"])]
+            b = [_loss(r, key) for r in sorted(mlp, key=lambda r: r["seed"])]
+            short = key.replace("final_", "").replace("_loss", "")
+            entry[f"kan_{short}"] = _median_range(a)
+            entry[f"mlp_{short}"] = _median_range(b)
+            entry[f"kan_wins_{short}"] = sum(x < y for x, y in zip(a, b))
+            finite = [v for v in a + b if math.isfinite(v)]
+            cap = 10 * max(finite) if finite else 1.0  # ranks only: a diverged run ranks last
+            entry[f"p_{short}"] = float(mannwhitneyu([min(v, cap) for v in a], [min(v, cap) for v in b],
+                                                     alternative="two-sided").pvalue)
+        entry["kan_plateau"] = statistics.median(r["plateau"] for r in kan)
+        entry["mlp_plateau"] = statistics.median(r["plateau"] for r in mlp)
+        table.append(entry)
+    return table
+
+
+def _median_range(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def budget_curves(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """Converged loss (median final training MSE over seeds at the best rate) per size, and the
+    log–log slope with its standard error per family."""
+    from scipy.stats import linregress
+
+    cells = chosen(rows, "budget")
+    points = []
+    for (_, family, budget), runs in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[1][0]["n_params"])):
+        losses = [_loss(r, "final_train_loss") for r in runs]
+        points.append({"family": family, "hidden": budget, "n_params": runs[0]["n_params"], "lr": runs[0]["lr"],
+                       "median_train_loss": statistics.median(losses), "min": min(losses), "max": max(losses),
+                       "seeds": len(runs)})
+    slopes = {}
+    for family in sorted({p["family"] for p in points}):
+        pts = [p for p in points if p["family"] == family and math.isfinite(p["median_train_loss"])
+               and p["median_train_loss"] > 0]
+        if len(pts) >= 3:
+            fit = linregress(np.log([p["n_params"] for p in pts]), np.log([p["median_train_loss"] for p in pts]))
+            slopes[family] = {"slope": float(fit.slope), "stderr": float(fit.stderr), "points": len(pts)}
+    return points, slopes
+
+
+# ------------------------------------------------------- cost, Hessian
+def step_cost(run_dir: Path, repeats: int = 5) -> tuple[float, int]:
+    """Median wall time (s) and peak bytes of one training step of the run's model as a single fit."""
+    config = load_config(run_dir / "config.toml").replace(plots=False)
+    data = load_data(config).to(torch.float64, "cpu")
+    trainer = Trainer(build_field(config, data), data, config)
+    steps = trainer.steps()
+    next(steps)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        next(steps)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), peak_bytes(lambda: next(steps))
+
+
+def hessian_summary(run_dir: Path) -> dict[str, float]:
+    """λ_max, trace and the count of eigenvalues above 1e-6 λ_max of the final model's loss."""
+    n = int((read_summary(run_dir / "summary.json") or {}).get("n_params") or 0)
+    try:
+        result = run_hessian(run_dir, method="exact" if n <= 1500 else "lanczos", k=20)
+    except ConfigError as exc:
+        return {"lambda_max": math.nan, "trace": math.nan, "n_above": math.nan, "method": str(exc)[:60]}
+    eig = np.asarray(result.eigenvalues)
+    top = float(eig.max())
+    return {"lambda_max": top, "trace": float(result.trace), "n_above": int((eig > 1e-6 * top).sum()),
+            "method": result.method}
+
+
+# --------------------------------------------------------------- driver
+def analyse(study: dict[str, Any], out: Path, results: Path, timing: dict[str, float]) -> None:
+    from study_figures import budget_figure, generalisation_figure, loss_figure
+
+    rows = collect(out, study)
+    _write_csv(results / "runs.csv", rows, COLUMNS)
+    table = verdict(rows)
+    cells = chosen(rows, "main")
+    for entry in table:
+        for family in ("kan", "mlp"):
+            runs = sorted(cells[(entry["system"], family, entry["budget"])],
+                          key=lambda r: _loss(r, "test_loss"))
+            median_run = out / runs[len(runs) // 2]["run_dir"]
+            entry[f"{family}_median_run"] = runs[len(runs) // 2]["run_dir"]
+            seconds, nbytes = step_cost(median_run)
+            entry[f"{family}_step_ms"] = 1e3 * seconds
+            entry[f"{family}_step_peak_kib"] = nbytes / 1024
+            for key, value in hessian_summary(median_run).items():
+                entry[f"{family}_hessian_{key}"] = value
+    _write_csv(results / "verdict.csv", [_flat(e) for e in table])
+    points, slopes = budget_curves(rows)
+    _write_csv(results / "budget.csv", points)
+    (results / "slopes.json").write_text(json.dumps(slopes, indent=1) + "\n")
+    loss_figure(out, cells).savefig(results / "loss_curves.png", dpi=130)
+    budget_figure(points, slopes).savefig(results / "budget.png", dpi=130)
+    generalisation_figure(out, table).savefig(results / "generalisation.png", dpi=130)
+    (results / "summary.md").write_text(summary_markdown(table, points, slopes, timing))
+
+
+def _flat(entry: dict[str, Any]) -> dict[str, Any]:
+    flat = {}
+    for key, value in entry.items():
+        if isinstance(value, tuple):
+            flat[f"{key}_median"], flat[f"{key}_min"], flat[f"{key}_max"] = value
+        else:
+            flat[key] = value
+    return flat
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] | None = None) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    names = list(columns or rows[0])
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _fmt(value: tuple[float, float, float]) -> str:
+    return f"{value[0]:.2e} [{value[1]:.1e}, {value[2]:.1e}]"
+
+
+def summary_markdown(table: list[dict[str, Any]], points: list[dict[str, Any]],
+                     slopes: dict[str, dict[str, float]], timing: dict[str, float]) -> str:
+    lines = ["# KAN vs MLP study", "",
+             "Median [min, max] over seeds at each family's chosen learning rate (lowest median validation "
+             "loss). Wins: seeds (paired by seed) where the KAN's loss is lower. p: two-sided Mann–Whitney U.",
+             "", "| system | budget | params KAN / MLP | lr KAN / MLP | train KAN | train MLP | wins | p | "
+             "test KAN | test MLP | wins | p | extrap KAN | extrap MLP | p |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in table:
+        lines.append(f"| {e['system']} | {e['budget']} | {e['kan_params']} / {e['mlp_params']} | "
+                     f"{e['kan_lr']:g} / {e['mlp_lr']:g} | {_fmt(e['kan_train'])} | {_fmt(e['mlp_train'])} | "
+                     f"{e['kan_wins_train']}/{e['seeds']} | {e['p_train']:.3f} | {_fmt(e['kan_test'])} | "
+                     f"{_fmt(e['mlp_test'])} | {e['kan_wins_test']}/{e['seeds']} | {e['p_test']:.3f} | "
+                     f"{_fmt(e['kan_extrap'])} | {_fmt(e['mlp_extrap'])} | {e['p_extrap']:.3f} |")
+    lines += ["", "Cost of one training step (single fit, median run) and Hessian of the median run's loss:", "",
+              "| system | budget | step ms KAN / MLP | peak KiB KAN / MLP | λmax KAN / MLP | trace KAN / MLP | "
+              "#λ > 1e-6 λmax KAN / MLP |", "|---|---|---|---|---|---|---|"]
+    for e in table:
+        lines.append(f"| {e['system']} | {e['budget']} | {e['kan_step_ms']:.1f} / {e['mlp_step_ms']:.1f} | "
+                     f"{e['kan_step_peak_kib']:.0f} / {e['mlp_step_peak_kib']:.0f} | "
+                     f"{e['kan_hessian_lambda_max']:.2e} / {e['mlp_hessian_lambda_max']:.2e} | "
+                     f"{e['kan_hessian_trace']:.2e} / {e['mlp_hessian_trace']:.2e} | "
+                     f"{e['kan_hessian_n_above']} / {e['mlp_hessian_n_above']} |")
+    lines += ["", "Lotka–Volterra budget curves (median final training MSE at the best rate):", "",
+              "| family | hidden | params | lr | median | min | max |", "|---|---|---|---|---|---|---|"]
+    for p in points:
+        lines.append(f"| {p['family']} | {p['hidden']} | {p['n_params']} | {p['lr']:g} | "
+                     f"{p['median_train_loss']:.2e} | {p['min']:.2e} | {p['max']:.2e} |")
+    lines += ["", "Log–log slopes (loss ∝ N^slope, least squares over sizes, ± standard error): " + "; ".join(
+        f"{f} {s['slope']:.2f} ± {s['stderr']:.2f} ({s['points']} sizes)" for f, s in slopes.items()), "",
+        "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items()), ""]
+    return "\n".join(lines)

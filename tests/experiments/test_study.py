@@ -1,0 +1,93 @@
+"""experiments/study.py --smoke: every stage of the KAN vs MLP study end to end (CI's copy of it).
+
+The numbers of a 6-step smoke run mean nothing; what is checked is that the
+study's bookkeeping is right: every fit has its row, the learning rate of each
+cell is the one with the lowest median validation loss, the win counts and
+p-values are those of the rows, and a rerun resumes (nothing is refitted).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("study")
+    cmd = [sys.executable, str(REPO / "experiments/study.py"), "--smoke", "--out", str(out),
+           "--results", str(out / "results")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_every_fit_has_a_row(smoke: Path) -> None:
+    rows = _rows(smoke / "results/runs.csv")
+    main = [r for r in rows if r["stage"] == "main"]
+    budget = [r for r in rows if r["stage"] == "budget"]
+    assert len(main) == 2 * 4 * 2 * 2   # systems × (2 families × 2 budgets) × rates × seeds
+    assert len(budget) == (2 + 2 + 1) * 2 * 2
+    assert all(r["status"] == "finished" for r in rows)
+    assert {r["family"] for r in budget} == {"kan", "mlp", "mlp2"}
+    for r in main:  # matched budgets: KAN and MLP within 2 % of each other
+        twin = next(x for x in main if x["system"] == r["system"] and x["budget"] == r["budget"]
+                    and x["family"] != r["family"])
+        assert abs(int(r["n_params"]) / int(twin["n_params"]) - 1) < 0.02
+    assert all(math.isfinite(float(r["test_loss"])) and float(r["test_loss"]) > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_rates_are_chosen_on_validation_and_tests_recomputed(smoke: Path) -> None:
+    from scipy.stats import mannwhitneyu
+
+    rows = [r for r in _rows(smoke / "results/runs.csv") if r["stage"] == "main"]
+    val: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        val[(r["system"], r["family"], r["budget"])][float(r["lr"])].append(float(r["final_val_loss"]))
+    verdict = _rows(smoke / "results/verdict.csv")
+    assert len(verdict) == 4
+    for v in verdict:
+        for family in ("kan", "mlp"):
+            rates = val[(v["system"], family, v["budget"])]
+            assert float(v[f"{family}_lr"]) == min(rates, key=lambda lr: statistics.median(rates[lr]))
+        pick = {f: sorted((r for r in rows if r["system"] == v["system"] and r["budget"] == v["budget"]
+                           and r["family"] == f and float(r["lr"]) == float(v[f"{f}_lr"])),
+                          key=lambda r: int(r["seed"])) for f in ("kan", "mlp")}
+        kan = [float(r["test_loss"]) for r in pick["kan"]]
+        mlp = [float(r["test_loss"]) for r in pick["mlp"]]
+        assert float(v["kan_test_median"]) == pytest.approx(statistics.median(kan))
+        assert int(v["kan_wins_test"]) == sum(a < b for a, b in zip(kan, mlp))
+        assert float(v["p_test"]) == pytest.approx(mannwhitneyu(kan, mlp, alternative="two-sided").pvalue)
+        assert float(v["kan_step_ms"]) > 0 and float(v["mlp_step_peak_kib"]) > 0
+        assert float(v["kan_hessian_lambda_max"]) > 0
+
+
+@pytest.mark.slow
+def test_outputs_and_resume(smoke: Path) -> None:
+    results = smoke / "results"
+    for name in ("summary.md", "budget.csv", "slopes.json", "timing.json", "loss_curves.png",
+                 "budget.png", "generalisation.png"):
+        assert (results / name).stat().st_size > 0, name
+    assert "| lotka_volterra | large |" in (results / "summary.md").read_text()
+    before = {p: p.stat().st_mtime_ns for p in smoke.glob("main/*/*/seed*/summary.json")}
+    cmd = [sys.executable, str(REPO / "experiments/study.py"), "--smoke", "--out", str(smoke),
+           "--results", str(results), "--stages", "main,budget"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing refitted
