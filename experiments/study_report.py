@@ -52,11 +52,15 @@ def test_loss(run_dir: Path, n_ic: int, data_seed: int) -> float:
 
 
 def plateau(run_dir: Path) -> float:
-    """Relative drop of the training loss over the last 10 % of the steps (0: flat)."""
-    losses = [r["train_loss"] for r in read_metrics(run_dir / "metrics.csv") if r["train_loss"] is not None]
-    if len(losses) < 10 or not all(math.isfinite(v) for v in losses[-len(losses) // 10:]):
+    """Relative drop of the training loss over the last 10 % (at least 5) of the steps of the
+    run's last phase (L-BFGS after Adam): about 0 when the loss has plateaued; NaN when unknown."""
+    rows = [r for r in read_metrics(run_dir / "metrics.csv") if r["train_loss"] is not None]
+    if not rows:
         return math.nan
-    tail = losses[-len(losses) // 10:]
+    last = [r["train_loss"] for r in rows if r["phase"] == rows[-1]["phase"]]
+    tail = last[-max(5, len(last) // 10):]
+    if len(tail) < 5 or not all(math.isfinite(v) for v in tail):
+        return math.nan
     return (tail[0] - tail[-1]) / tail[0] if tail[0] > 0 else 0.0
 
 
@@ -141,8 +145,9 @@ def verdict(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             cap = 10 * max(finite) if finite else 1.0  # ranks only: a diverged run ranks last
             entry[f"p_{short}"] = float(mannwhitneyu([min(v, cap) for v in a], [min(v, cap) for v in b],
                                                      alternative="two-sided").pvalue)
-        entry["kan_plateau"] = statistics.median(r["plateau"] for r in kan)
-        entry["mlp_plateau"] = statistics.median(r["plateau"] for r in mlp)
+        for family, runs in (("kan", kan), ("mlp", mlp)):
+            drops = [r["plateau"] for r in runs if math.isfinite(r["plateau"])]
+            entry[f"{family}_plateau"] = statistics.median(drops) if drops else math.nan
         table.append(entry)
     return table
 
@@ -270,15 +275,18 @@ def summary_markdown(table: list[dict[str, Any]], points: list[dict[str, Any]],
                      f"{e['kan_wins_train']}/{e['seeds']} | {e['p_train']:.3f} | {_fmt(e['kan_test'])} | "
                      f"{_fmt(e['mlp_test'])} | {e['kan_wins_test']}/{e['seeds']} | {e['p_test']:.3f} | "
                      f"{_fmt(e['kan_extrap'])} | {_fmt(e['mlp_extrap'])} | {e['p_extrap']:.3f} |")
-    lines += ["", "Cost of one training step (single fit, median run) and Hessian of the median run's loss:", "",
+    lines += ["", "Cost of one training step (single fit, median run), Hessian of the median run's loss, and the "
+              "median relative drop of the training loss over the last 10 % of the L-BFGS steps (small: plateaued):", "",
               "| system | budget | step ms KAN / MLP | peak KiB KAN / MLP | λmax KAN / MLP | trace KAN / MLP | "
-              "#λ > 1e-6 λmax KAN / MLP |", "|---|---|---|---|---|---|---|"]
+              "#λ > 1e-6 λmax KAN / MLP | loss drop, last 10 % of L-BFGS KAN / MLP |",
+              "|---|---|---|---|---|---|---|---|"]
     for e in table:
         lines.append(f"| {e['system']} | {e['budget']} | {e['kan_step_ms']:.1f} / {e['mlp_step_ms']:.1f} | "
                      f"{e['kan_step_peak_kib']:.0f} / {e['mlp_step_peak_kib']:.0f} | "
                      f"{e['kan_hessian_lambda_max']:.2e} / {e['mlp_hessian_lambda_max']:.2e} | "
                      f"{e['kan_hessian_trace']:.2e} / {e['mlp_hessian_trace']:.2e} | "
-                     f"{e['kan_hessian_n_above']} / {e['mlp_hessian_n_above']} |")
+                     f"{e['kan_hessian_n_above']} / {e['mlp_hessian_n_above']} | "
+                     f"{e['kan_plateau']:.1%} / {e['mlp_plateau']:.1%} |")
     lines += ["", "Lotka–Volterra budget curves (median final training MSE at the best rate):", "",
               "| family | hidden | params | lr | median | min | max |", "|---|---|---|---|---|---|---|"]
     for p in points:

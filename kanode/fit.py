@@ -133,6 +133,7 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
         trainer = _make_trainer(config)
         if state is not None:
             _restore(trainer, run, state)
+            run.update_config(config)  # a resume that extends the schedule says so in config.toml
         else:  # a new run, or one killed during its first save: start (over)
             run.start(config, restart=resume is not None)
             run.save_last(trainer.state_dict())

@@ -264,6 +264,12 @@ class RunDir:
         with self.metrics_path.open("w", newline="") as fh:
             csv.writer(fh).writerow(METRIC_COLUMNS)
 
+    def update_config(self, config: FitConfig) -> None:
+        """Rewrite ``config.toml`` (atomically) when a resume extends the run's schedule, so that
+        the directory keeps describing the run it holds."""
+        if not self._same_config(config):
+            _atomic_write_text(self.config_path, dump_config(config))
+
     def _same_config(self, config: FitConfig) -> bool:
         if not self.config_path.exists():
             return True  # killed before config.toml was written

@@ -3,6 +3,12 @@
 The loop knows nothing about files: a :class:`Trainer` exposes its complete
 state (``state_dict``/``load_state_dict``) and reports each step to a
 callback, and :mod:`kanode.runs` writes metrics and checkpoints.
+
+The optimisers are :mod:`kanode.optim`'s (``make_optimizer``), the same that
+:class:`kanode.ensemble.EnsembleTrainer` runs on every member: a single fit is
+an ensemble of one. A line-search trial point of L-BFGS whose solve fails or
+is not finite shrinks the step (it does not end the run); the step's first
+evaluation failing does (:class:`Diverged`).
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 The manifest lists the members::
 
-    {"members": [{"run_dir": "...", "config_path": "...", "resume": false}, ...]}
+    {"members": [{"run_dir": "...", "config_path": "...", "resume": false,
+                  "lbfgs_steps": null}, ...]}
 
 All members start (from their config files into their run directories) or
-all resume. Members whose checkpoints cannot resume as one ensemble (other
+all resume (with ``lbfgs_steps`` when given: more than the run's extends it). Members whose checkpoints cannot resume as one ensemble (other
 steps or grids) are resumed one by one as single fits. Each member's outcome
 is its run directory's ``summary.json``. Exit status: 0 all finished, 3 some
 diverged, 2 bad input.
@@ -52,11 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         dirs = [m["run_dir"] for m in members]
         if members[0]["resume"]:
+            extend = [{"lbfgs_steps": m["lbfgs_steps"]} if m.get("lbfgs_steps") is not None else {}
+                      for m in members]
             try:
-                results = fit_ensemble(resume=dirs, quiet=args.quiet)
+                if any(e != extend[0] for e in extend):
+                    raise ConfigError("the members resume to different lbfgs_steps")
+                results = fit_ensemble(resume=dirs, quiet=args.quiet, **extend[0])
             except ConfigError as exc:
                 print(f"kanode: note: resuming the members one by one ({' '.join(str(exc).split())})")
-                results = [fit(resume=d, quiet=args.quiet) for d in dirs]
+                results = [fit(resume=d, quiet=args.quiet, **e) for d, e in zip(dirs, extend)]
         else:
             configs = [load_config(m["config_path"]) for m in members]
             results = fit_ensemble(configs, dirs, quiet=args.quiet)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kanode.cli_args import parse_seeds
-from kanode.config import FitConfig, load_config
+from kanode.config import ConfigError, FitConfig, load_config
 from kanode.ensemble.fit import fit_ensemble, resume_dirs, write_listing
 from kanode.exit_codes import EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from kanode.fit import FitResult
@@ -26,6 +26,8 @@ __all__ = ["run_ensemble"]
 
 def run_ensemble(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """Fit (or resume) the ensemble the command line asks for; print a table; return the status."""
+    if args.resume is not None and args.seeds is not None:
+        raise ConfigError("--seeds and --resume cannot be combined: a resumed ensemble keeps its members")
     if args.resume is not None:
         results = fit_ensemble(resume=resume_dirs(args.resume), quiet=args.quiet, **overrides)
         parent = Path(args.resume)

@@ -139,8 +139,9 @@ def _restore(trainer: EnsembleTrainer, runs: Sequence[RunDir]) -> None:
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
         detail = " ".join(str(exc).split())[:200]
         raise ConfigError(f"the members' checkpoints do not resume as one ensemble ({detail})") from None
-    for run in runs:
+    for run, config in zip(runs, trainer.configs):
         run.truncate_metrics(trainer.step)
+        run.update_config(config)  # a resume that extends the schedule says so in config.toml
 
 
 def _train(trainer: EnsembleTrainer, runs: Sequence[RunDir] | None, quiet: bool,

@@ -37,8 +37,9 @@ _LOG_TAIL = 20_000
 class RunTask:
     """One fit to execute.
 
-    ``resume`` continues ``run_dir`` from its last checkpoint; otherwise the
-    fit starts from ``config_path`` into ``run_dir`` (which must not hold a run).
+    ``resume`` continues ``run_dir`` from its last checkpoint with ``lbfgs_steps``
+    (the cell's; more than the run's extends a finished run); otherwise the fit
+    starts from ``config_path`` into ``run_dir`` (which must not hold a run).
     """
 
     key: str
@@ -46,6 +47,7 @@ class RunTask:
     config_path: str
     resume: bool
     threads: int
+    lbfgs_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,8 @@ def run_pack_subprocess(pack: PackTask) -> list[RunOutcome]:
     read from its run directory's ``summary.json`` (``failed`` where there is none)."""
     from kanode.runs import read_summary
 
-    manifest = {"members": [{"run_dir": t.run_dir, "config_path": t.config_path, "resume": t.resume}
-                            for t in pack.members]}
+    manifest = {"members": [{"run_dir": t.run_dir, "config_path": t.config_path, "resume": t.resume,
+                             "lbfgs_steps": t.lbfgs_steps} for t in pack.members]}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(manifest, fh)
     try:
@@ -140,6 +142,8 @@ def run_fit_subprocess(task: RunTask) -> RunOutcome:
     """Execute one task as ``python -m kanode.fit`` with ``task.threads`` threads."""
     if task.resume:
         cmd = [sys.executable, "-m", "kanode.fit", "--resume", task.run_dir]
+        if task.lbfgs_steps is not None:
+            cmd += ["--lbfgs-steps", str(task.lbfgs_steps)]
     else:
         cmd = [sys.executable, "-m", "kanode.fit", "--config", task.config_path,
                "--out", task.run_dir]

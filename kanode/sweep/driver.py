@@ -61,10 +61,12 @@ def plan(specs: Sequence[RunSpec], sweep_dir: str | Path) -> list[Action]:
         if holder is not None:
             actions.append(Action(spec, "busy", holder))
             continue
-        _check_same_config(spec, run_dir)
+        extends = _check_same_config(spec, run_dir)
         summary = _read_status(run_dir / "summary.json")
         has_checkpoint = (run_dir / "checkpoints" / "last.pt").exists()
-        if summary in _FINAL:
+        if extends and summary == "finished" and has_checkpoint:
+            actions.append(Action(spec, "resume", f"extend lbfgs_steps to {spec.config.lbfgs_steps}"))
+        elif summary in _FINAL:
             actions.append(Action(spec, "skip", summary))
         elif has_checkpoint:
             actions.append(Action(spec, "resume", summary or "interrupted"))
@@ -201,7 +203,8 @@ def _prepare(action: Action, sweep_dir: Path, threads: int) -> RunTask:
         shutil.rmtree(run_dir)  # a start that died before its first checkpoint
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     return RunTask(key=spec.key, run_dir=str(run_dir.resolve()), config_path=str(cell.resolve()),
-                   resume=action.kind == "resume", threads=threads)
+                   resume=action.kind == "resume", threads=threads,
+                   lbfgs_steps=spec.config.lbfgs_steps if action.kind == "resume" else None)
 
 
 def _record(outcome: RunOutcome, sweep_dir: Path) -> None:
@@ -243,19 +246,25 @@ def _read_status(path: Path) -> str | None:
     return None if summary is None else str(summary.get("status", ""))
 
 
-def _check_same_config(spec: RunSpec, run_dir: Path) -> None:
+def _check_same_config(spec: RunSpec, run_dir: Path) -> bool:
+    """Raise unless the run dir holds the cell's config; True when it differs only by a
+    shorter L-BFGS phase (the cell extends it: the run resumes with more L-BFGS steps)."""
     path = run_dir / "config.toml"
     if not path.exists():
-        return
+        return False
     try:
         existing = load_config(path)
     except ConfigError:
-        return  # unreadable: treated as a fresh start or resume by the fit itself
+        return False  # unreadable: treated as a fresh start or resume by the fit itself
     ours, theirs = _comparable(spec.config, spec.config), _comparable(existing, spec.config)
-    if ours != theirs:
-        changed = sorted(k for k, v in ours.items() if theirs.get(k) != v)
+    changed = sorted(k for k, v in ours.items() if theirs.get(k) != v)
+    if changed == ["lbfgs_steps"] and existing.lbfgs_steps < spec.config.lbfgs_steps:
+        return True
+    if changed:
         raise SweepError(f"{run_dir} was run with a different configuration "
-                         f"({', '.join(changed)} differ); use another --out or delete it")
+                         f"({', '.join(changed)} differ); use another --out or delete it "
+                         "(only a longer L-BFGS phase, lbfgs_steps, extends a finished run)")
+    return False
 
 
 def _comparable(config: FitConfig, reference: FitConfig) -> dict:

@@ -102,3 +102,22 @@ def test_packing_groups_only_cells_that_can_share_a_solve(tmp_path: Path) -> Non
     recorder_off = _Recorder()
     run_sweep(specs, tmp_path / "sw2", LocalBackend(1), runner=recorder_off, progress=False, pack=False)
     assert all(isinstance(t, RunTask) for t in recorder_off.tasks) and len(recorder_off.tasks) == 12
+
+
+def test_a_longer_lbfgs_phase_extends_finished_runs(sweeps: tuple[Path, Path], tmp_path: Path) -> None:
+    """Rerunning a finished sweep with more lbfgs_steps resumes every run (packed, no refitting of
+    the Adam phase) and ends where a fresh sweep of the longer schedule ends."""
+    import shutil
+
+    extended = tmp_path / "extended"
+    shutil.copytree(sweeps[0], extended)
+    longer = SWEEP.replace("lbfgs_steps = 2", "lbfgs_steps = 4")
+    (tmp_path / "longer.toml").write_text(longer)
+    for out in (extended, tmp_path / "fresh"):
+        assert sweep_main([str(tmp_path / "longer.toml"), "--out", str(out), "--no-progress"]) == 0
+    grown, fresh = _final_losses(extended), _final_losses(tmp_path / "fresh")
+    assert sorted(grown) == sorted(fresh) and len(grown) == 8
+    for key, loss in grown.items():
+        assert loss == pytest.approx(fresh[key], rel=1e-10), key
+        rows = (extended / key / "metrics.csv").read_text().splitlines()
+        assert len(rows) == 1 + 12 and rows[-1].split(",")[1] == "lbfgs"

@@ -61,6 +61,25 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, stop_at: int) ->
     assert resumed.summary["best_train_loss"] == whole.summary["best_train_loss"]
 
 
+def test_a_resume_that_extends_the_schedule_resumes_again(tmp_path: Path) -> None:
+    """Extending lbfgs_steps on resume rewrites config.toml, so the run stays resumable
+    and ends as a run of the longer schedule would (loss for loss)."""
+    config = FitConfig(model="kan", optimizer="adam+lbfgs", steps=4, lbfgs_steps=2, checkpoint_every=100,
+                       **TINY)
+    whole = fit(config.replace(lbfgs_steps=5), out=tmp_path / "whole")
+    fit(config, out=tmp_path / "part")
+    fit(resume=tmp_path / "part", lbfgs_steps=4, stop_at=7)
+    from kanode.config import load_config
+    assert load_config(tmp_path / "part" / "config.toml").lbfgs_steps == 4
+    again = fit(resume=tmp_path / "part", lbfgs_steps=5)
+    assert again.summary["status"] == "finished" and again.summary["steps"] == 9
+    # step, phase, training loss, gradient norm and NFE, step for step (the shorter runs also
+    # evaluated the held-out losses at their last steps, 6 and 7)
+    keep = lambda rows: [(r[0], r[1], r[2], r[5], r[6]) for r in rows]  # noqa: E731
+    assert keep(_losses(tmp_path / "part")) == keep(_losses(tmp_path / "whole"))
+    assert again.summary["final_train_loss"] == whole.summary["final_train_loss"]
+
+
 def test_grid_extension_and_update_mid_run(tmp_path: Path) -> None:
     result = fit(model="kan", optimizer="adam", steps=6, grid_extend=[[2, 10]],
                  grid_update_steps=[4], out=tmp_path / "run", **TINY)
