@@ -318,3 +318,17 @@ def test_pack_groups_by_shape_in_order_and_split_at_max_members() -> None:
     for group in pack_groups(configs):
         if pack_key(configs[group[0]]) is not None:
             check_packable([configs[i] for i in group])
+
+
+@pytest.mark.parametrize("text", ["", "{}", '{"members": []}', '{"members": [{"run_dir": "x"}]}',
+                                  '{"members": [{"run_dir": "a", "config_path": "b", "resume": true}, '
+                                  '{"run_dir": "c", "config_path": "d", "resume": false}]}'])
+def test_a_bad_pack_manifest_is_one_error_line(tmp_path, capsys, text: str) -> None:
+    from kanode.ensemble.__main__ import main as pack_main
+
+    path = tmp_path / "manifest.json"
+    path.write_text(text)
+    assert pack_main([str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kanode: error:")
+    assert "manifest" in err[0] or "all start or all resume" in err[0]
