@@ -77,30 +77,26 @@ def build_parser() -> OneLineParser:
 
 
 def _load_run(run_dir: str):
-    """(config, trained field) of a KAN run; ConfigError with one line otherwise."""
-    from kanode.data import load_data
-    from kanode.fit import build_field
-    from kanode.runs import RunDir, load_checkpoint
+    """(config, data, trained field) of a KAN run (its best checkpoint, else its last), in
+    float64; ConfigError with one line otherwise."""
+    from kanode.analysis import load_run_field
+    from kanode.runs import RunDir
 
     run = RunDir(run_dir)
     config = run.load_config()
     if config.model != "kan":
         raise ConfigError("symbolic regression needs a KAN run")
-    checkpoint = run.best_path if run.best_path.exists() else run.last_path
-    if not checkpoint.exists():
+    if not (run.best_path.exists() or run.last_path.exists()):
         raise ConfigError(f"{run.path} has no checkpoints/best.pt or last.pt to read the model from")
+    which = "best" if run.best_path.exists() else "last"
     try:
-        state = load_checkpoint(checkpoint)
-        data = load_data(config).to(getattr(torch, config.dtype), "cpu")
-        field = build_field(config.replace(device="cpu"), data)
-        if state.get("grid_size") and state["grid_size"] != field.net.grid_size:
-            field.net.extend_grid(int(state["grid_size"]))
-        field.load_state_dict(state["model"])
+        field, data, config = load_run_field(run_dir, which)
     except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"cannot read the model in {checkpoint}: {' '.join(str(exc).split())[:160]}") from None
-    return config, data, field.double()
+        raise ConfigError(f"cannot read the model in {run.path}/checkpoints/{which}.pt: "
+                          f"{' '.join(str(exc).split())[:160]}") from None
+    return config, data, field
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -72,3 +72,27 @@ def test_nothing_above_threshold_keeps_partial_results(tmp_path: Path) -> None:
     assert "nothing is above the pruning thresholds" in proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "failed" and "sparsify" in summary["times_s"]
+
+
+def test_recipe_from_an_existing_kan_run(tmp_path: Path) -> None:
+    """``python -m kanode.symbolic RUN_DIR``: starts from the run's trained KAN (no sparse training
+    stage), with the run's data, and writes the same files."""
+    from kanode.fit import fit
+
+    run_dir = tmp_path / "kan-run"
+    fit(FitConfig(widths=[2, 3, 2], steps=10, lbfgs_steps=5, train_fraction=0.1, plots=False), out=run_dir)
+    out = tmp_path / "sym"
+    pairs = list(zip(TINY[::2], TINY[1::2]))  # the recipe's flags; the run fixes data and widths
+    flags = [x for flag, value in pairs if flag not in ("--train-fraction", "--hidden") for x in (flag, value)]
+    proc = run(str(run_dir), "--out", str(out), *flags)
+    assert proc.returncode == 0, proc.stderr
+    assert "[kanode.symbolic] load: KAN [2, 3, 2] from the run" in proc.stdout
+    assert "[kanode.symbolic] sparsify:" not in proc.stdout
+    assert "14 training points" in proc.stdout  # the run's own window (train_fraction 0.1)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["widths"]["before"] == [2, 3, 2]
+    for name in ("formula.json", "formula.tex", "formula.py", "edges.png", "network.png"):
+        assert (out / name).is_file(), name
+    symbols = set(sympy.symbols("x y"))
+    for text in json.loads((out / "formula.json").read_text())["rhs"].values():
+        assert sympy.sympify(text).free_symbols <= symbols
