@@ -50,7 +50,8 @@ def loss_figure(out: Path, cells: dict[tuple[str, str, str], list[dict[str, Any]
         ax.set_yscale("log")
         ax.set_title(system.replace("_", " "))
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     axes[0][0].set_ylabel("training MSE")
     fig.tight_layout()
     return fig
@@ -73,7 +74,10 @@ def budget_figure(points: list[dict[str, Any]], slopes: dict[str, dict[str, floa
     ax.set_xlabel("parameters")
     ax.set_ylabel("final training MSE (median, [min, max])")
     ax.set_title("Lotka–Volterra: loss against parameter budget")
-    ax.legend(fontsize=8)
+    if points:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no finished budget runs yet", transform=ax.transAxes, ha="center")
     fig.tight_layout()
     return fig
 
@@ -112,6 +116,7 @@ def generalisation_figure(out: Path, table: list[dict[str, Any]]) -> Figure:
             ax.plot(t, pred[:, 0], color=COLOURS[family], linewidth=1, label=family.upper())
         ax.set_title(system.replace("_", " "))
         ax.set_xlabel("t")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
