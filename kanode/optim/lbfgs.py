@@ -7,10 +7,18 @@ algorithm on its own parameters: the same two-loop recursion over its last
 (:mod:`kanode.optim.line_search`). The members share only the objective
 evaluations: each round of the searches is one closure call.
 
-Two deliberate differences from torch: a trial point with a non-finite loss
-or gradient shrinks the step instead of poisoning the search, and a member
-whose direction is not a descent direction restarts from steepest descent
-(torch stops there and stays stuck). A single model is M = 1.
+Deliberate differences from torch: a trial point with a non-finite loss or
+gradient shrinks the step instead of poisoning the search; a member whose
+direction is not a descent direction restarts from steepest descent (torch
+stops there and stays stuck); and a member whose search ended without moving
+(step 0, after its first iteration) is not searched again in later steps.
+That search would repeat exactly — same point, same gradient, an unchanged
+history, so the same direction and the same trial steps — and torch repeats
+it at every step for ~25 evaluations and the same result; in an ensemble
+those rounds would hold up every other member too. The objective must be
+deterministic for this (kanode's L-BFGS objective is the whole training
+window); a new optimiser (phase change, grid update) starts afresh. A single
+model is M = 1.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ class BatchedLBFGS:
         self.count_ = [0] * n      # valid pairs per member
         self.head_ = [0] * n       # ring position of the next pair
         self.h_diag_ = [1.0] * n
+        self.stuck_ = [False] * n  # the last search did not move (it would repeat exactly)
 
     def zero_grad(self) -> None:
         self.params.zero_grad()
@@ -121,7 +130,8 @@ class BatchedLBFGS:
         first_losses = closure().detach()
         losses, grad = first_losses.tolist(), self.params.flat_grad()
         finite = torch.isfinite(grad).all(dim=1).tolist()
-        running = [m for m in range(n) if active[m] and finite[m] and math.isfinite(losses[m])]
+        running = [m for m in range(n) if active[m] and finite[m] and math.isfinite(losses[m])
+                   and not self.stuck_[m]]
         evals = {m: 1 for m in running}
 
         def evaluate(trial: Tensor) -> tuple[list[float], Tensor]:
@@ -156,6 +166,7 @@ class BatchedLBFGS:
             steps = torch.zeros(n, dtype=x.dtype)
             new_grad = grad.clone()
             for m, (loss, g_row, t, used) in found.items():
+                self.stuck_[m] = t == 0.0 and self.n_iter_[m] > 1
                 steps[m], losses[m], self.t_[m] = t, loss, t
                 new_grad[m] = g_row
                 evals[m] += used
@@ -181,7 +192,7 @@ class BatchedLBFGS:
     def member_state(self, m: int) -> dict[str, Any]:
         """Member m's state in the single-model format (history oldest first)."""
         order = [(self.head_[m] - self.count_[m] + j) % self.history_size for j in range(self.count_[m])]
-        return {"kind": self.kind, "n_iter": self.n_iter_[m], "t": self.t_[m],
+        return {"kind": self.kind, "n_iter": self.n_iter_[m], "t": self.t_[m], "stuck": self.stuck_[m],
                 "h_diag": self.h_diag_[m], "direction": self.direction_[m].clone(),
                 "prev_grad": self.prev_grad_[m].clone(),
                 "s": self.steps_hist_[m, order].clone(), "y": self.grads_hist_[m, order].clone()}
@@ -208,6 +219,7 @@ class BatchedLBFGS:
             self.grads_hist_[m, :keep] = y[-keep:]
         self.count_[m], self.head_[m] = keep, keep % self.history_size
         self.n_iter_[m], self.t_[m] = int(state["n_iter"]), float(state["t"])
+        self.stuck_[m] = bool(state.get("stuck", False))
         self.h_diag_[m] = float(state["h_diag"])
         for name in ("direction", "prev_grad"):
             if state[name].shape != (size,):
@@ -223,6 +235,7 @@ class BatchedLBFGS:
         self.prev_grad_[m].zero_()
         self.count_[m] = self.head_[m] = self.n_iter_[m] = 0
         self.t_[m], self.h_diag_[m] = 0.0, 1.0
+        self.stuck_[m] = False
 
     def state_dict(self) -> dict[str, Any]:
         """A single model's state (M = 1 only; ensembles save per member)."""

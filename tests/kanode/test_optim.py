@@ -693,3 +693,48 @@ def test_wrong_kind_or_shape_of_state_is_refused() -> None:
     with pytest.raises(ValueError, match="one per member"):
         ensemble.step([0.1, 0.1])
     assert OPTIMIZERS == {"adam": BatchedAdam, "lbfgs": BatchedLBFGS}
+
+
+def test_a_search_that_cannot_move_is_not_repeated() -> None:
+    """Member 1 reports the wrong sign of its gradient, so every trial step raises its loss and its
+    line search ends at step 0. From then on it is not searched again (the search would repeat
+    exactly): the steps cost one evaluation round instead of ~26, member 1 stays where it is, and
+    member 0 follows its own solo run exactly."""
+    start = torch.tensor([[1.5, -0.7], [0.8, 0.3]])
+    x = Parameter(start.clone())
+    opt = BatchedLBFGS([("x", x)], n_members=2)
+    rounds: list[int] = []
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        losses = (x ** 2).sum(dim=1) + 0.1 * x.prod(dim=1)
+        losses.sum().backward()
+        with torch.no_grad():
+            x.grad[1].neg_()  # member 1: an inconsistent gradient
+        rounds[-1] += 1
+        return losses.detach()
+
+    history = []
+    for _ in range(6):
+        rounds.append(0)
+        history.append(opt.step(closure, 1.0)[0].item())
+    assert opt.stuck_ == [False, True]
+    assert torch.equal(x.detach()[1], start[1])
+    # steps 1 and 2 search for member 1 (its first iteration uses another initial step); later
+    # steps cost the start evaluation and member 0's one trial point
+    assert rounds[0] > 5 and rounds[1] > 5 and rounds[2:] == [2, 2, 2, 2]
+    solo = Parameter(start[:1].clone())
+    alone = BatchedLBFGS([("x", solo)], n_members=1)
+
+    def solo_closure() -> Tensor:
+        alone.zero_grad()
+        losses = (solo ** 2).sum(dim=1) + 0.1 * solo.prod(dim=1)
+        losses.sum().backward()
+        return losses.detach()
+
+    assert [alone.step(solo_closure, 1.0)[0].item() for _ in range(6)] == history
+    state = opt.member_state(1)
+    assert state["stuck"] is True
+    fresh = BatchedLBFGS([("x", Parameter(start[1:].clone()))], n_members=1)
+    fresh.load_member_state(0, state)
+    assert fresh.stuck_ == [True]
