@@ -17,6 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from kanode.analysis import load_run_field  # noqa: E402
 from kanode.ode import SolverError, solve  # noqa: E402
 from kanode.runs import read_metrics  # noqa: E402
+from kanode.train import solver_options  # noqa: E402
 
 COLOURS = {"kan": "tab:blue", "mlp": "tab:orange", "mlp1": "tab:orange", "mlp2": "tab:red"}
 
@@ -86,9 +87,7 @@ def _trajectory(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]
     field, data, config = load_run_field(run_dir)
     try:
         with torch.no_grad():
-            pred = solve(field, data.y[:1, 0], data.t, method=config.method,
-                         step_size=float(torch.diff(data.t).min()), rtol=config.rtol, atol=config.atol,
-                         adjoint=False)[:, 0]
+            pred = solve(field, data.y[:1, 0], data.t, adjoint=False, **solver_options(config, data))[:, 0]
     except SolverError:
         return None
     return data.t.numpy(), data.y[0].numpy(), pred.numpy(), data.n_train

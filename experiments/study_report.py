@@ -26,7 +26,7 @@ from kanode.data import load_data
 from kanode.fit import build_field
 from kanode.ode import SolverError, solve
 from kanode.runs import read_metrics, read_summary
-from kanode.train import Trainer
+from kanode.train import Trainer, solver_options
 
 COLUMNS = ("stage", "system", "model", "family", "label", "budget", "lr", "seed", "n_params", "status",
            "final_train_loss", "best_train_loss", "final_val_loss", "final_extrap_loss", "test_loss",
@@ -43,8 +43,7 @@ def test_loss(run_dir: Path, n_ic: int, data_seed: int) -> float:
     t, y = data.t_train, data.y_train                                            # (n_train,), (n_ic, n_train, dim)
     try:
         with torch.no_grad():
-            pred = solve(field, y[:, 0], t, method=config.method, step_size=float(torch.diff(data.t).min()),
-                         rtol=config.rtol, atol=config.atol, adjoint=False).transpose(0, 1)
+            pred = solve(field, y[:, 0], t, adjoint=False, **solver_options(config, data)).transpose(0, 1)
     except SolverError:
         return math.inf
     value = float(torch.mean((pred - y) ** 2))

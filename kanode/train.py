@@ -13,6 +13,7 @@ evaluation failing does (:class:`Diverged`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -29,7 +30,7 @@ from .ode import SolverError, VectorField, backward_guarded, solve
 from .optim import BatchedAdam, BatchedLBFGS
 
 __all__ = ["Trainer", "TrainState", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at", "training_loss",
-           "solver_options", "count_parameters", "make_optimizer"]
+           "solver_options", "count_parameters", "make_optimizer", "apply_grid_schedule", "state_swapped"]
 
 
 class Diverged(RuntimeError):
@@ -91,6 +92,37 @@ def make_optimizer(phase: str, named: Iterator[tuple[str, Tensor]], n_members: i
         return BatchedLBFGS(named, n_members, history_size=config.lbfgs_history,
                             max_iter=config.lbfgs_max_iter, max_eval=config.lbfgs_max_iter * 25)
     raise ValueError(f"unknown phase {phase!r}")
+
+
+def apply_grid_schedule(net: nn.Module, step: int, extend_steps: dict[int, int], update_steps: set[int],
+                        visited: Callable[[], Tensor]) -> bool:
+    """The grid extension and update ``config`` schedules at ``step`` (a no-op for nets without
+    grids); ``visited()`` gives the normalised training states to refit the grid on. Returns
+    whether the grid changed (the caller rebuilds its optimiser). Shared by the single and the
+    ensemble trainer, whose nets take (N, in) and (M, N, in) samples."""
+    if not hasattr(net, "update_grid"):
+        return False
+    changed = False
+    if step in extend_steps:
+        net.extend_grid(extend_steps[step])
+        changed = True
+    if step in update_steps:
+        with torch.no_grad():
+            states = visited()
+        net.update_grid(states)
+        changed = True
+    return changed
+
+
+@contextlib.contextmanager
+def state_swapped(module: nn.Module, state: dict[str, Tensor]) -> Iterator[None]:
+    """Load ``state`` into ``module`` for the duration of the block, then restore its own."""
+    current = copy.deepcopy(module.state_dict())
+    module.load_state_dict(state)
+    try:
+        yield
+    finally:
+        module.load_state_dict(current)
 
 
 def phase_at(config: FitConfig, step: int) -> str:
@@ -278,19 +310,11 @@ class Trainer:
     # --------------------------------------------------------------- grids
     def _adapt_grid(self, step: int) -> None:
         """Grid update / extension scheduled at ``step``; rebuilds the optimiser."""
-        net = self.field.net
-        if not hasattr(net, "update_grid"):
-            return
-        changed = False
-        if step in self._extend_steps:
-            net.extend_grid(self._extend_steps[step])
-            changed = True
-        if step in self._grid_steps:
-            with torch.no_grad():
-                pred = self._solve(self.data.y_train[:, 0], self.data.t_train, adjoint=False)
-            net.update_grid(self.field.normalize(pred.reshape(-1, pred.shape[-1])))
-            changed = True
-        if changed:
+        def visited() -> Tensor:
+            pred = self._solve(self.data.y_train[:, 0], self.data.t_train, adjoint=False)
+            return self.field.normalize(pred.reshape(-1, pred.shape[-1]))               # (N, dim)
+
+        if apply_grid_schedule(self.field.net, step, self._extend_steps, self._grid_steps, visited):
             self.optimizer = self._make_optimizer(self._phase)
 
     # ---------------------------------------------------------------- loop
@@ -342,12 +366,8 @@ class Trainer:
 
     def _evaluate_at(self, params: dict[str, Tensor]) -> Evaluation:
         """Evaluate at the step's starting parameters, then restore the updated ones."""
-        current = copy.deepcopy(self.field.state_dict())
-        self.field.load_state_dict(params)
-        try:
+        with state_swapped(self.field, params):
             return self.evaluate()
-        finally:
-            self.field.load_state_dict(current)
 
     def _track_best(self, loss: float, step: int, params: dict[str, Tensor]) -> None:
         if loss < self.state.best_loss:

@@ -42,8 +42,8 @@ from kanode.ensemble.field import EnsembleVectorField
 from kanode.ensemble.packing import check_packable
 from kanode.ensemble.solve import solve_ensemble
 from kanode.ode import SolverError, backward_guarded
-from kanode.train import (Evaluation, StepRecord, Trainer, TrainState, lr_at, make_optimizer, phase_at,
-                          solver_options)
+from kanode.train import (Evaluation, StepRecord, Trainer, TrainState, apply_grid_schedule, lr_at,
+                          make_optimizer, phase_at, solver_options, state_swapped)
 
 __all__ = ["EnsembleTrainer", "EnsembleStep"]
 
@@ -173,11 +173,12 @@ class EnsembleTrainer:
 
     def _trial(self, counters: _Counters) -> Tensor:
         """The L-BFGS closure; a trial point whose shared solve fails is +inf for everyone."""
-        if counters.first_losses is None:
-            return self._loss_and_grad(counters, full=True)
+        first = counters.first_losses is None
         try:
             return self._loss_and_grad(counters, full=True)
         except _SharedSolverError:
+            if first:  # the step's own start: steps() freezes whoever fails alone
+                raise
             return torch.full((self.n_members,), math.inf, dtype=self.data.y.dtype)
 
     # ------------------------------------------------------ evaluation
@@ -205,29 +206,17 @@ class EnsembleTrainer:
         return [Evaluation(clean(train[m]), clean(val[m]), clean(extrap[m])) for m in range(self.n_members)]
 
     def _evaluate_at(self, params: dict[str, Tensor]) -> list[Evaluation]:
-        current = copy.deepcopy(self.field.state_dict())
-        self.field.load_state_dict(params)
-        try:
+        with state_swapped(self.field, params):
             return self.evaluate()
-        finally:
-            self.field.load_state_dict(current)
 
     # ------------------------------------------------------------ grids
     def _adapt_grid(self, step: int) -> None:
-        net = self.field.net
-        if not hasattr(net, "update_grid"):
-            return
-        changed = False
-        if step in self._extend_steps:
-            net.extend_grid(self._extend_steps[step])
-            changed = True
-        if step in self._grid_steps:
-            with torch.no_grad():
-                pred = self._solve(self.data.y_train[:, :, 0], self.data.t_train, adjoint=False)
+        def visited() -> Tensor:
+            pred = self._solve(self.data.y_train[:, :, 0], self.data.t_train, adjoint=False)
             states = pred.permute(1, 0, 2, 3).reshape(self.n_members, -1, pred.shape[-1])  # (M, N, dim)
-            net.update_grid(self.field.normalize(states))
-            changed = True
-        if changed:
+            return self.field.normalize(states)
+
+        if apply_grid_schedule(self.field.net, step, self._extend_steps, self._grid_steps, visited):
             self.optimizer = make_optimizer(self._phase, self.field.named_parameters(), self.n_members,
                                             self.config)
 

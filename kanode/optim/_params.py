@@ -80,3 +80,30 @@ class MemberParams:
         if active.shape != (self.n_members,):
             raise ValueError(f"active must have shape ({self.n_members},), got {tuple(active.shape)}")
         return active.to(device=self.device, dtype=torch.bool)
+
+
+class MemberOptimizer:
+    """What both batched optimisers share: their :class:`MemberParams`, ``zero_grad`` and the
+    single-model ``state_dict`` / ``load_state_dict`` (member 0 of an ensemble of one).
+    Subclasses define ``kind``, ``member_state(m)`` and ``load_member_state(m, state)``."""
+
+    kind: str
+    params: MemberParams
+
+    def zero_grad(self) -> None:
+        self.params.zero_grad()
+
+    def member_state(self, m: int) -> dict:
+        raise NotImplementedError
+
+    def load_member_state(self, m: int, state: dict) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """A single model's state (M = 1 only; ensembles save per member)."""
+        if self.params.n_members != 1:
+            raise ValueError("an ensemble's optimiser state is saved per member (member_state)")
+        return self.member_state(0)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.load_member_state(0, state)

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._params import MemberParams
+from ._params import MemberOptimizer, MemberParams
 
 __all__ = ["BatchedAdam"]
 
 
-class BatchedAdam:
+class BatchedAdam(MemberOptimizer):
     """Per-member Adam.
 
     Parameters
@@ -45,14 +45,6 @@ class BatchedAdam:
         self.exp_avg_sq = [torch.zeros_like(v) for v in views]     # (M, ...) each
         self.steps_ = [0] * self.params.n_members
 
-    def zero_grad(self) -> None:
-        self.params.zero_grad()
-
-    def _per_member(self, values: Sequence[float], like: Tensor) -> Tensor:
-        """(M, 1, ..., 1) tensor of per-member scalars broadcasting against ``like`` (M, ...)."""
-        return torch.tensor(values, dtype=like.dtype, device=like.device).view(
-            (-1,) + (1,) * (like.ndim - 1))
-
     @torch.no_grad()
     def step(self, lr: float | Sequence[float], active: Sequence[bool] | None = None) -> None:
         """One Adam step with the current gradients.
@@ -71,20 +63,24 @@ class BatchedAdam:
         for m in range(n):
             self.steps_[m] += active[m]
         steps = [max(s, 1) for s in self.steps_]
-        step_size = [lrs[m] / (1 - beta1 ** steps[m]) for m in range(n)]
-        bias2_sqrt = [math.sqrt(1 - beta2 ** steps[m]) for m in range(n)]
+        like = dict(dtype=self.params.dtype, device=self.params.device)
+        # per-member scalars, built once per step: (M,), viewed as (M, 1, ..., 1) per parameter
+        neg_step = torch.tensor([-lrs[m] / (1 - beta1 ** steps[m]) for m in range(n)], **like)
+        bias2_sqrt = torch.tensor([math.sqrt(1 - beta2 ** steps[m]) for m in range(n)], **like)
+        frozen = torch.tensor([not a for a in active], device=self.params.device)
         everyone = all(active)
         for p, g, m1, m2 in zip(self.params.views(), self.params.grads(), self.exp_avg, self.exp_avg_sq):
+            shape = (-1,) + (1,) * (p.ndim - 1)
             new_m1 = m1.lerp(g, 1 - beta1)
             new_m2 = (m2 * beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (new_m2.sqrt() / self._per_member(bias2_sqrt, p)).add_(self.eps)
-            update = (new_m1 * self._per_member([-s for s in step_size], p)) / denom
+            denom = (new_m2.sqrt() / bias2_sqrt.view(shape)).add_(self.eps)
+            update = (new_m1 * neg_step.view(shape)) / denom
             if everyone:
                 m1.copy_(new_m1)
                 m2.copy_(new_m2)
                 p.add_(update)
             else:
-                keep = self._per_member([0.0 if a else 1.0 for a in active], p).bool()
+                keep = frozen.view(shape)
                 m1.copy_(torch.where(keep, m1, new_m1))
                 m2.copy_(torch.where(keep, m2, new_m2))
                 p.add_(torch.where(keep, torch.zeros_like(update), update))
@@ -116,14 +112,6 @@ class BatchedAdam:
                 tensor[m].copy_(saved[name])
         self.steps_[m] = int(state["step"])
 
-    def state_dict(self) -> dict[str, Any]:
-        """A single model's state (M = 1 only; ensembles save per member)."""
-        if self.params.n_members != 1:
-            raise ValueError("an ensemble's optimiser state is saved per member (member_state)")
-        return self.member_state(0)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.load_member_state(0, state)
 
 
 def _from_torch_adam(state: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:

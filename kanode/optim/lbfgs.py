@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._params import MemberParams
+from ._params import MemberOptimizer, MemberParams
 from .line_search import search_members, strong_wolfe
 
 __all__ = ["BatchedLBFGS"]
@@ -38,7 +38,7 @@ __all__ = ["BatchedLBFGS"]
 Closure = Callable[[], Tensor]   # sets gradients, returns the (M,) losses
 
 
-class BatchedLBFGS:
+class BatchedLBFGS(MemberOptimizer):
     """Per-member L-BFGS with a strong-Wolfe line search.
 
     Parameters
@@ -72,9 +72,6 @@ class BatchedLBFGS:
         self.head_ = [0] * n       # ring position of the next pair
         self.h_diag_ = [1.0] * n
         self.stuck_ = [False] * n  # the last search did not move (it would repeat exactly)
-
-    def zero_grad(self) -> None:
-        self.params.zero_grad()
 
     # ------------------------------------------------------------- algebra
     def _push(self, members: Sequence[int], s: Tensor, y: Tensor, ys: Sequence[float],
@@ -237,14 +234,6 @@ class BatchedLBFGS:
         self.t_[m], self.h_diag_[m] = 0.0, 1.0
         self.stuck_[m] = False
 
-    def state_dict(self) -> dict[str, Any]:
-        """A single model's state (M = 1 only; ensembles save per member)."""
-        if self.params.n_members != 1:
-            raise ValueError("an ensemble's optimiser state is saved per member (member_state)")
-        return self.member_state(0)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.load_member_state(0, state)
 
 
 def _from_torch_lbfgs(state: dict[str, Any]) -> dict[str, Any]:
