@@ -56,6 +56,7 @@ def load_study(path: Path, smoke: bool) -> dict[str, Any]:
             study[section]["seeds"] = s["seeds"]
             study[section]["lr"] = s["lr"]
         study["main"]["systems"] = s["systems"]
+        study["per_system"] = {}  # the smoke's short schedule for every system
         for family in ("kan", "mlp1", "mlp2"):
             study["budget"][family] = s[f"budget_{family}"]
     return study
@@ -66,6 +67,7 @@ def main_sweep(study: dict[str, Any], name: str) -> SweepConfig:
     m = study["main"]
     return SweepConfig.from_dict({"name": name, "systems": m["systems"], "seeds": m["seeds"],
                                   "base": dict(study["common"]), "models": m["models"],
+                                  "per_system": study.get("per_system", {}),
                                   "grid": {"lr": m["lr"]}}, source="study.toml [main]")
 
 
@@ -81,6 +83,7 @@ def budget_sweep(study: dict[str, Any], name: str) -> SweepConfig:
         models[f"mlp2_h{h}"] = {"model": "mlp", "hidden": [h, h]}
     return SweepConfig.from_dict({"name": name, "systems": ["lotka_volterra"], "seeds": b["seeds"],
                                   "base": dict(study["common"]), "models": models,
+                                  "per_system": study.get("per_system", {}),
                                   "grid": {"lr": b["lr"]}}, source="study.toml [budget]")
 
 

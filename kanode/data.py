@@ -13,7 +13,16 @@ import systems
 
 from .config import ConfigError, FitConfig
 
-__all__ = ["FitData", "load_data", "sample_windows"]
+__all__ = ["FitData", "load_data", "sample_windows", "DATA_FIELDS", "data_key"]
+
+# The config fields that decide what load_data returns (and its dtype and device).
+DATA_FIELDS = ("system", "data", "n_traj", "n_test_traj", "noise", "y0_spread", "train_fraction",
+               "data_seed", "dtype", "device")
+
+
+def data_key(config: FitConfig) -> tuple:
+    """Configs with equal keys get the same data from :func:`load_data`."""
+    return tuple(getattr(config, name) for name in DATA_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from .data import FitData, load_data
 from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from .ode import VectorField
 from .runs import RunDir, default_run_dir, is_ensemble_dir, read_metrics
-from .train import Diverged, StepRecord, Trainer, TrainState, count_parameters
+from .train import Diverged, Evaluation, StepRecord, Trainer, TrainState, count_parameters
 
 __all__ = ["fit", "FitResult", "build_model", "build_field", "main"]
 
@@ -146,11 +146,13 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
         lock.release()
 
 
-def prepare(config: FitConfig) -> tuple[FitData, VectorField]:
-    """The fit's data (checked against the solver budget) and its seeded field."""
+def prepare(config: FitConfig, data: FitData | None = None) -> tuple[FitData, VectorField]:
+    """The fit's data (checked against the solver budget) and its seeded field;
+    ``data``: the config's data when the caller has loaded it already."""
     _set_threads(config)
     _check_device(config)
-    data = load_data(config).to(getattr(torch, config.dtype), config.device)
+    if data is None:
+        data = load_data(config).to(getattr(torch, config.dtype), config.device)
     check_fixed_steps(config, float(data.t[-1] - data.t[0]), float(torch.diff(data.t).min()))
     return data, build_field(config, data)
 
@@ -313,9 +315,14 @@ def _postfix(record: StepRecord) -> str:
 
 
 def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
-             reason: str) -> dict[str, Any]:
+             reason: str, final: Evaluation | None = None) -> dict[str, Any]:
+    """A run's ``summary.json``; ``final`` is the finished model's evaluation when the
+    caller has it already (an ensemble evaluates all members in one solve)."""
     config = trainer.config
-    final = trainer.evaluate() if status == "finished" else None
+    if status != "finished":
+        final = None
+    elif final is None:
+        final = trainer.evaluate()
     losses = [r["train_loss"] for r in history if r["train_loss"] is not None]
     if final is not None:
         losses.append(final.train_loss)

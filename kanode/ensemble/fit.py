@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from kanode.config import ConfigError, FitConfig
+from kanode.data import FitData, data_key
 from kanode.ensemble.field import EnsembleVectorField
 from kanode.ensemble.packing import check_packable
 from kanode.ensemble.trainer import EnsembleTrainer
 from kanode.fit import (FitResult, draw_plots, prepare, read_checkpoint, remove_if_bare, resumed_config, save_best,
                         summarize)
 from kanode.runs import ENSEMBLE_FILE, RunDir, read_metrics
+from kanode.train import Evaluation
 
 __all__ = ["fit_ensemble", "resume_dirs", "write_listing", "ENSEMBLE_FILE"]
 
@@ -119,7 +121,12 @@ def fit_ensemble(configs: Sequence[FitConfig] | None = None, outs: Sequence[str 
 
 
 def _make_trainer(configs: Sequence[FitConfig]) -> EnsembleTrainer:
-    prepared = [prepare(config) for config in configs]
+    loaded: dict[tuple, FitData] = {}  # members that share data simulate it once
+    prepared = []
+    for config in configs:
+        data, field = prepare(config, loaded.get(data_key(config)))
+        loaded.setdefault(data_key(config), data)
+        prepared.append((data, field))
     field = EnsembleVectorField.from_fields([f for _, f in prepared])
     return EnsembleTrainer(field, [d for d, _ in prepared], configs)
 
@@ -182,18 +189,19 @@ def _train(trainer: EnsembleTrainer, runs: Sequence[RunDir] | None, quiet: bool,
                 status[m], reasons[m] = "stopped", f"interrupted at step {trainer.step}"
     finally:
         bar.close()
+    finals = trainer.evaluate() if "finished" in status else [None] * n  # one solve for all
     return [_finish(trainer, m, runs[m] if runs else None, histories[m], status[m], reasons[m],
-                    best_saved[m]) for m in range(n)]
+                    best_saved[m], finals[m]) for m in range(n)]
 
 
 def _finish(trainer: EnsembleTrainer, m: int, run: RunDir | None, history: list[dict[str, Any]],
-            status: str, reason: str, best_saved: int) -> FitResult:
+            status: str, reason: str, best_saved: int, final: Evaluation | None) -> FitResult:
     """Member m's summary, best checkpoint and plots, as its single fit writes them."""
     single = trainer.member_trainer(m)
     if run is not None:
         save_best(trainer.states[m], _grid(trainer), run, best_saved)
         history = read_metrics(run.metrics_path)
-    summary = summarize(single, history, status, reason)
+    summary = summarize(single, history, status, reason, final)
     result = FitResult(field=single.field, history=history, summary=summary,
                        run_dir=run.path if run else None, data=single.data, config=single.config)
     if run is not None:

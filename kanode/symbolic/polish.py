@@ -15,6 +15,8 @@ Jacobian at once (one batched solve per Jacobian).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import sympy
 from scipy.optimize import least_squares
@@ -60,8 +62,9 @@ class TermModel:
         return np.stack(out, axis=-1)
 
     def trajectories(self, theta: np.ndarray, y0: np.ndarray, t: np.ndarray, step: float) -> np.ndarray:
-        """RK4 from y0 (n_traj, dim) for every row of theta (B, n_theta) → (B, n_t, n_traj, dim)."""
-        y = np.broadcast_to(y0, (theta.shape[0], *y0.shape)).copy()
+        """RK4 for every row of theta (B, n_theta) from y0 (n_traj, dim), or from its own
+        y0 (B, n_traj, dim) → (B, n_t, n_traj, dim)."""
+        y = np.broadcast_to(y0, (theta.shape[0], *y0.shape[-2:])).copy()
         out = [y]
         with np.errstate(all="ignore"):
             for t0, t1 in zip(t[:-1], t[1:]):
@@ -88,6 +91,13 @@ class TermModel:
 def refit(model: TermModel, data: FitData, max_nfev: int = 40) -> float:
     """Least squares of the model's trajectories against the training window (in place); returns the MSE.
 
+    The unknowns are the coefficients *and* the trajectories' initial states
+    (started at the first observations): with noisy data the first
+    observation is not the true initial state, and a trajectory started from
+    it stays off along the whole window, which the coefficients would
+    otherwise bend to absorb (spurious terms). Noise-free, the initial states
+    stay where they are.
+
     When the starting formula's trajectories blow up on the window, the
     horizon grows in stages (the first 6 points, a quarter, half, all of the
     window), so it is first fitted where they do not; a trajectory that still blows up counts as a large
@@ -96,33 +106,36 @@ def refit(model: TermModel, data: FitData, max_nfev: int = 40) -> float:
     t_all = data.t_train.double().numpy()
     target_all = data.y_train.double().numpy().transpose(1, 0, 2)           # (n_t, n_traj, dim)
     step = float(np.diff(t_all).min()) / 2
-    n_t = t_all.size
+    n_t, n_theta, shape0 = t_all.size, model.theta.size, target_all.shape[1:]
     result_fun = None
     full = model.trajectories(model.theta[None], target_all[0], t_all, step)
     stable = bool(np.isfinite(full).all() and np.abs(full - target_all).max() < 1e3)
     horizons = [n_t] if stable else sorted({min(n_t, 6), max(2, n_t // 4), max(2, n_t // 2), n_t})
+    unknowns = np.concatenate([model.theta, target_all[0].ravel()])       # (n_theta + n_traj·dim,)
     for horizon in horizons:
         t, target = t_all[:horizon], target_all[:horizon]
 
-        def residuals(theta_batch: np.ndarray, t=t, target=target) -> np.ndarray:
-            pred = model.trajectories(theta_batch, target[0], t, step)       # (B, n_t, n_traj, dim)
-            res = (pred - target).reshape(theta_batch.shape[0], -1)
+        def residuals(batch: np.ndarray, t=t, target=target) -> np.ndarray:
+            y0 = batch[:, n_theta:].reshape(-1, *shape0)
+            pred = model.trajectories(batch[:, :n_theta], y0, t, step)       # (B, n_t, n_traj, dim)
+            res = (pred - target).reshape(batch.shape[0], -1)
             res[~np.isfinite(res).all(axis=1)] = 1e3
             return np.clip(res, -1e3, 1e3)
 
-        def fun(theta: np.ndarray, residuals=residuals) -> np.ndarray:
-            return residuals(theta[None])[0]
+        def fun(x: np.ndarray, residuals=residuals) -> np.ndarray:
+            return residuals(x[None])[0]
 
-        def jac(theta: np.ndarray, residuals=residuals) -> np.ndarray:
-            h = 1e-6 * np.maximum(np.abs(theta), 1e-3)
-            res = residuals(np.concatenate([theta[None] + np.diag(h), theta[None] - np.diag(h)]))
-            return ((res[: theta.size] - res[theta.size :]) / (2 * h[:, None])).T
+        def jac(x: np.ndarray, residuals=residuals) -> np.ndarray:
+            h = 1e-6 * np.maximum(np.abs(x), 1e-3)
+            res = residuals(np.concatenate([x[None] + np.diag(h), x[None] - np.diag(h)]))
+            return ((res[: x.size] - res[x.size :]) / (2 * h[:, None])).T
 
-        if model.theta.size == 0:
-            return float(np.mean(fun(model.theta) ** 2))
-        result = least_squares(fun, model.theta.copy(), jac=jac, method="trf", x_scale="jac",
+        if n_theta == 0:
+            return float(np.mean(fun(unknowns) ** 2))
+        result = least_squares(fun, unknowns.copy(), jac=jac, method="trf", x_scale="jac",
                                max_nfev=max_nfev, ftol=1e-15, xtol=1e-15, gtol=1e-15)
-        model.theta, result_fun = result.x, result.fun
+        unknowns, result_fun = result.x, result.fun
+    model.theta = unknowns[:n_theta]
     return float(np.mean(result_fun**2))
 
 
@@ -130,31 +143,21 @@ def _support(formula: Formula) -> list[set[str]]:
     return [{str(f) for _, f in terms(e)} for e in formula.rhs]
 
 
-def _without(formula: Formula, equation: int, factor: sympy.Expr) -> Formula:
+def _without(formula: Formula, equation: int, factors: tuple[sympy.Expr, ...]) -> Formula:
     rhs = list(formula.rhs)
-    rhs[equation] = sum((sympy.Float(c, 17) * f for c, f in terms(rhs[equation]) if f != factor), sympy.Integer(0))
+    rhs[equation] = sum((sympy.Float(c, 17) * f for c, f in terms(rhs[equation]) if f not in factors),
+                        sympy.Integer(0))
     return Formula(formula.state_names, tuple(rhs), formula.symbols)
 
 
-def _weakest(formula: Formula, states: np.ndarray) -> tuple[int, sympy.Expr] | None:
-    """(equation, factor) of the term with the smallest RMS relative to its equation's largest."""
-    best = None
+def _removable(formula: Formula, size: int) -> list[tuple[int, tuple[sympy.Expr, ...]]]:
+    """(equation, factors) for every set of ``size`` terms of one equation that leaves it a term."""
+    out = []
     for k, expr in enumerate(formula.rhs):
-        parts = terms(expr)
-        if len(parts) < 2:
-            continue
-        rms = [abs(c) * _rms(f, formula.symbols, states) for c, f in parts]
-        for (c, f), r in zip(parts, rms):
-            score = r / max(rms)
-            if best is None or score < best[0]:
-                best = (score, k, f)
-    return None if best is None else (best[1], best[2])
-
-
-def _rms(factor, symbols, states):
-    from .export import _term_rms
-
-    return _term_rms(factor, symbols, states)
+        factors = [f for _, f in terms(expr)]
+        if len(factors) > size:
+            out += [(k, group) for group in itertools.combinations(factors, size)]
+    return out
 
 
 def _bic(mse: float, n: int, k: int, floor: float) -> float:
@@ -167,10 +170,13 @@ def polish(formula: Formula, data: FitData, states: np.ndarray, drop_threshold: 
 
     1. refit every coefficient, drop the terms below ``drop_threshold``, until
        the terms stop changing (at most ``rounds`` refits);
-    2. then try removing the weakest remaining term, refit, and keep the
-       removal while the Bayesian information criterion of the trajectory fit,
-       ``n log(MSE) + k log(n)`` (n residuals, k terms, MSE floored at 1e-12 of
-       the data's mean square), does not increase.
+    2. then backward elimination: refit without each remaining term in turn and
+       keep the removal with the lowest Bayesian information criterion of the
+       trajectory fit, ``n log(MSE) + k log(n)`` (n residuals, k terms, MSE
+       floored at 1e-12 of the data's mean square), while it does not increase;
+       when no single removal helps, try removing two terms of one equation
+       together (two nearly collinear terms, such as y and y² over a small
+       range, can only leave together).
 
     ``states`` (n, dim) are the states of the drop rule; ``max_nfev`` bounds
     the least-squares iterations of each refit.
@@ -192,12 +198,17 @@ def polish(formula: Formula, data: FitData, states: np.ndarray, drop_threshold: 
     mse = refit(model, data, max_nfev=max_nfev)
     current = model.formula()
     bic = _bic(mse, n, model.theta.size, floor)
-    while (weakest := _weakest(current, states)) is not None:
-        trial = TermModel(_without(current, *weakest))
-        trial_mse = refit(trial, data, max_nfev=max_nfev)
-        done += 1
-        trial_bic = _bic(trial_mse, n, trial.theta.size, floor)
-        if not trial_bic <= bic:
-            break
-        current, bic = trial.formula(), trial_bic
+    size = 1
+    while size <= 2:  # backward elimination, one term at a time, then pairs of one equation
+        trials = []
+        for equation, factors in _removable(current, size):
+            trial = TermModel(_without(current, equation, factors))
+            trial_mse = refit(trial, data, max_nfev=max_nfev)
+            done += 1
+            trials.append((_bic(trial_mse, n, trial.theta.size, floor), trial))
+        best = min(trials, key=lambda bt: bt[0], default=None)
+        if best is None or not best[0] <= bic:
+            size += 1
+            continue
+        bic, current, size = best[0], best[1].formula(), 1
     return simplify(current, states, drop_threshold=0.0, digits=digits), done

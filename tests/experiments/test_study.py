@@ -85,6 +85,14 @@ def test_outputs_and_resume(smoke: Path) -> None:
                  "budget.png", "generalisation.png"):
         assert (results / name).stat().st_size > 0, name
     assert "| lotka_volterra | large |" in (results / "summary.md").read_text()
+    runs = _rows(results / "runs.csv")
+    packs = _rows(results / "packs.csv")  # one per (stage, system, model), as the sweep packed them
+    assert len(packs) == 2 * 4 + 5
+    for p in packs:
+        members = [r for r in runs if (r["stage"], r["system"]) == (p["stage"], p["system"])
+                   and r["label"].startswith(p["model"] + "_lr=")]
+        assert int(p["members"]) == len(members) == 4
+        assert float(p["wall_time_s"]) == max(float(r["wall_time_s"]) for r in members) > 0
     before = {p: p.stat().st_mtime_ns for p in smoke.glob("main/*/*/seed*/summary.json")}
     cmd = [sys.executable, str(REPO / "experiments/study.py"), "--smoke", "--out", str(smoke),
            "--results", str(results), "--stages", "main,budget"]

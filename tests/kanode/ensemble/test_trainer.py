@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,22 @@ def test_members_draw_their_own_random_windows() -> None:
         want = single.evaluate()
         assert rel_err(final[m].train_loss, want.train_loss) <= 1e-8
         assert rel_err(final[m].extrap_loss, want.extrap_loss) <= 1e-8
+
+
+def test_members_that_share_data_simulate_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    fit_module = sys.modules["kanode.fit"]  # the package's `fit` attribute is the function
+    calls: list[int] = []
+    real = fit_module.load_data
+    monkeypatch.setattr(fit_module, "load_data", lambda c: calls.append(c.data_seed) or real(c))
+    configs = member_configs(model="mlp", optimizer="adam", steps=1, **SMALL)
+    configs[3] = configs[3].replace(data_seed=7)
+    trainer = make_ensemble_trainer(configs)
+    assert sorted(calls) == [0, 7]
+    for m, config in enumerate(configs):  # each member still has its own config's data
+        want = real(config)
+        assert torch.equal(trainer.data.members[m].y, want.y.to(torch.float64))
+        assert torch.equal(trainer.data.members[m].y_held_out, want.y_held_out.to(torch.float64))
+    assert not torch.equal(trainer.data.members[0].y_held_out, trainer.data.members[3].y_held_out)
 
 
 # ---------------------------------------------------------------------- divergence
