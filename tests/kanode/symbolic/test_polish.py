@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sympy
 import torch
 
@@ -26,19 +27,35 @@ def test_polish_recovers_lotka_volterra_from_a_perturbed_formula() -> None:
     assert rounds >= 2
 
 
-def test_polish_finds_the_terms_in_noisy_data() -> None:
-    """5 % noise, 4 trajectories: the refit also fits the initial states (the first noisy
-    observation is not the true one), and backward elimination by BIC removes the spurious
-    terms of a poor start (this start is what the polish returned when the initial states
-    were held at the first observations)."""
-    data = load_data(FitConfig(noise=0.05, n_traj=4, data_seed=0)).to(torch.float64, "cpu")
-    x, y = sympy.symbols("x y")
-    start = Formula(("x", "y"), (-0.749 + 1.174 * y + 1.717 * x - 0.04036 * x**2 - 0.3263 * y**2 - 0.9441 * x * y,
-                                 -0.3799 + 0.1204 * x - 2.628 * y + 0.8875 * x * y))
+
+# What the recipe returned at 5 % noise (4 trajectories, data seeds 0-4) while the polish held
+# the initial states at the first observations: all five with wrong terms (results.csv of
+# experiments/discovery.py at commit 456e94d). Seed 1 (coefficients ~100) is not recovered.
+NOISY_STARTS = {
+    0: ({"1": -0.749, "y": 1.174, "x": 1.717, "x**2": -0.04036, "y**2": -0.3263, "x*y": -0.9441},
+        {"1": -0.3799, "x": 0.1204, "y": -2.628, "x*y": 0.8875}),
+    2: ({"1": 3.245, "x**2": 0.2689, "y**2": 0.4954, "y": -2.059, "x": -0.461, "x*y": -0.975},
+        {"x**2": 0.04594, "y": -2.832, "x": -0.1596, "x*y": 0.8967}),
+    3: ({"1": 6.392, "y**2": 0.8645, "x**2": 0.5582, "y": -3.559, "x": -2.494, "x*y": -1.024},
+        {"1": 2.977, "x**2": 0.2993, "y**2": 0.6935, "y": -5.209, "x": -1.796, "x*y": 0.7246}),
+    4: ({"1": 3.204, "y**2": 0.4851, "x**2": 0.2648, "x": -0.4033, "y": -1.999, "x*y": -0.9944},
+        {"1": 0.6477, "x**2": 0.0952, "y**2": 0.1851, "y": -3.455, "x": -0.4839, "x*y": 0.8785}),
+}
+
+
+@pytest.mark.parametrize("seed", [0, pytest.param(2, marks=pytest.mark.slow),
+                                  pytest.param(3, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)])
+def test_polish_finds_the_terms_in_noisy_data(seed: int) -> None:
+    """5 % noise: the refit also fits the initial states (the first noisy observation is not
+    the true one), and backward elimination by BIC (single terms, then pairs: seed 4 keeps y and
+    y² without the pairs) removes the spurious terms of these poor starts."""
+    data = load_data(FitConfig(noise=0.05, n_traj=4, data_seed=seed)).to(torch.float64, "cpu")
+    symbols = {"x": sympy.Symbol("x"), "y": sympy.Symbol("y")}
+    rhs = tuple(sum(c * sympy.sympify(k, locals=symbols) for k, c in eq.items()) for eq in NOISY_STARTS[seed])
     states = data.y_train.reshape(-1, 2).numpy()
-    found, _ = polish(start, data, states, drop_threshold=0.01, digits=6)
+    found, _ = polish(Formula(("x", "y"), rhs), data, states, drop_threshold=0.01, digits=6)
     coefs = [{str(f): c for c, f in terms(e)} for e in found.rhs]
     assert set(coefs[0]) == {"x", "x*y"} and set(coefs[1]) == {"y", "x*y"}, coefs
     truth = [{"x": 1.5, "x*y": -1.0}, {"y": -3.0, "x*y": 1.0}]
     worst = max(abs(coefs[k][t] - v) / abs(v) for k in range(2) for t, v in truth[k].items())
-    assert worst < 0.02, coefs   # measured 0.93 %
+    assert worst < 0.02, coefs   # measured 0.93, 0.99, 0.40, 0.83 % for seeds 0, 2, 3, 4
