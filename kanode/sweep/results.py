@@ -92,10 +92,12 @@ def _row(spec: RunSpec, sweep_dir: Path, logged: dict[str, Any] | None) -> Resul
         summary = read_summary(run_dir / "summary.json")
     except ConfigError as exc:
         summary, damaged = None, str(exc)
-    try:
-        partial = _metrics_digest(run_dir / "metrics.csv")
-    except ConfigError as exc:  # e.g. a row cut short by a kill, or being written right now
-        partial, unreadable = {"steps": 0}, str(exc)
+    partial: dict[str, float] = {"steps": 0}
+    if summary is None or "steps" not in summary:  # a finished run's summary has it all
+        try:
+            partial = _metrics_digest(run_dir / "metrics.csv")
+        except ConfigError as exc:  # e.g. a row cut short by a kill, or being written right now
+            unreadable = str(exc)
     nan = math.nan
     if summary is not None:
         values = {name: _float(summary.get(name)) for name in _NUMERIC}
