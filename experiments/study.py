@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=None, help="tables and figures (default: see above)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--skip-hessians", action="store_true",
+                        help="analyse: report only the Hessians already computed (cached), NaN for the rest")
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         from study_report import analyse
 
         start = time.perf_counter()
-        analyse(study, out, results, timing)
+        analyse(study, out, results, timing, hessians=not args.skip_hessians)
         timing["analyse"] = time.perf_counter() - start
         timing_path.write_text(json.dumps(timing, indent=1) + "\n")
         print(f"stage analyse: {timing['analyse']:.0f} s; results in {results}", flush=True)

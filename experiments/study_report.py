@@ -78,8 +78,8 @@ def collect(out: Path, study: dict[str, Any]) -> list[dict[str, Any]]:
                        label=label, budget=_budget(label), lr=config.lr, seed=config.seed,
                        run_dir=str(run_dir.relative_to(out)))
             finished = summary.get("status") == "finished"
-            row["test_loss"] = (test_loss(run_dir, study["test"]["n_ic"], study["test"]["data_seed"])
-                                if finished else math.inf)
+            row["test_loss"] = (_cached(run_dir, "study_test_loss.json", lambda run_dir=run_dir: test_loss(
+                run_dir, study["test"]["n_ic"], study["test"]["data_seed"])) if finished else math.inf)
             row["plateau"] = plateau(run_dir) if finished else math.nan
             rows.append(row)
     return rows
@@ -223,32 +223,45 @@ def step_cost(run_dir: Path, repeats: int = 5) -> tuple[float, int]:
     return statistics.median(times), peak_bytes(lambda: next(steps))
 
 
-def hessian_summary(run_dir: Path) -> dict[str, Any]:
-    """λ_max, trace and the count of eigenvalues above 1e-6 λ_max of the final model's loss.
-
-    Cached in ``<run_dir>/study_hessian.json`` with the last checkpoint's mtime, so a rerun of
-    the analysis does not redo the spectrum of a run that has not changed."""
-    cache, checkpoint = run_dir / "study_hessian.json", run_dir / "checkpoints" / "last.pt"
+def _cached(run_dir: Path, name: str, compute: Any) -> Any:
+    """``compute()`` cached in ``<run_dir>/<name>`` with the last checkpoint's mtime (a rerun of
+    the analysis reuses it while the run has not changed); None from compute is not cached."""
+    cache, checkpoint = run_dir / name, run_dir / "checkpoints" / "last.pt"
     stamp = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
     if cache.exists():
         saved = json.loads(cache.read_text())
         if saved.get("checkpoint_mtime_ns") == stamp:
-            return saved["summary"]
-    n = int((read_summary(run_dir / "summary.json") or {}).get("n_params") or 0)
-    try:
-        result = run_hessian(run_dir, method="exact" if n <= 1500 else "lanczos", k=20)
-    except ConfigError as exc:
-        return {"lambda_max": math.nan, "trace": math.nan, "n_above": math.nan, "method": str(exc)[:60]}
-    eig = np.asarray(result.eigenvalues)
-    top = float(eig.max())
-    summary = {"lambda_max": top, "trace": float(result.trace), "n_above": int((eig > 1e-6 * top).sum()),
-               "method": result.method, "seconds": result.time_s}
-    cache.write_text(json.dumps({"checkpoint_mtime_ns": stamp, "summary": summary}) + "\n")
-    return summary
+            return saved["value"]
+    value = compute()
+    if value is not None:
+        cache.write_text(json.dumps({"checkpoint_mtime_ns": stamp, "value": value}) + "\n")
+    return value
+
+
+def hessian_summary(run_dir: Path, compute: bool = True) -> dict[str, Any]:
+    """λ_max, trace and the count of eigenvalues above 1e-6 λ_max of the final model's loss
+    (cached in ``<run_dir>/study_hessian.json``); NaN when not ``compute`` and not cached."""
+    skipped = {"lambda_max": math.nan, "trace": math.nan, "n_above": math.nan, "method": "not computed"}
+
+    def spectrum() -> dict[str, Any] | None:
+        if not compute:
+            return None
+        n = int((read_summary(run_dir / "summary.json") or {}).get("n_params") or 0)
+        try:
+            result = run_hessian(run_dir, method="exact" if n <= 1500 else "lanczos", k=20)
+        except ConfigError as exc:
+            return {"lambda_max": math.nan, "trace": math.nan, "n_above": math.nan, "method": str(exc)[:60]}
+        eig = np.asarray(result.eigenvalues)
+        top = float(eig.max())
+        return {"lambda_max": top, "trace": float(result.trace), "n_above": int((eig > 1e-6 * top).sum()),
+                "method": result.method, "seconds": result.time_s}
+
+    return _cached(run_dir, "study_hessian.json", spectrum) or skipped
 
 
 # --------------------------------------------------------------- driver
-def analyse(study: dict[str, Any], out: Path, results: Path, timing: dict[str, float]) -> None:
+def analyse(study: dict[str, Any], out: Path, results: Path, timing: dict[str, float],
+            hessians: bool = True) -> None:
     from study_figures import budget_figure, generalisation_figure, loss_figure
 
     rows = collect(out, study)
@@ -264,7 +277,7 @@ def analyse(study: dict[str, Any], out: Path, results: Path, timing: dict[str, f
             seconds, nbytes = step_cost(median_run)
             entry[f"{family}_step_ms"] = 1e3 * seconds
             entry[f"{family}_step_peak_kib"] = nbytes / 1024
-            for key, value in hessian_summary(median_run).items():
+            for key, value in hessian_summary(median_run, compute=hessians).items():
                 entry[f"{family}_hessian_{key}"] = value
     _write_csv(results / "verdict.csv", [_flat(e) for e in table])
     points, slopes = budget_curves(rows)
