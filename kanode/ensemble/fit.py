@@ -124,8 +124,9 @@ def _make_trainer(configs: Sequence[FitConfig]) -> EnsembleTrainer:
     loaded: dict[tuple, FitData] = {}  # members that share data simulate it once
     prepared = []
     for config in configs:
-        data, field = prepare(config, loaded.get(data_key(config)))
-        loaded.setdefault(data_key(config), data)
+        key = data_key(config)
+        data, field = prepare(config, loaded.get(key))
+        loaded.setdefault(key, data)
         prepared.append((data, field))
     field = EnsembleVectorField.from_fields([f for _, f in prepared])
     return EnsembleTrainer(field, [d for d, _ in prepared], configs)

@@ -113,7 +113,6 @@ class BatchedAdam(MemberOptimizer):
         self.steps_[m] = int(state["step"])
 
 
-
 def _from_torch_adam(state: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
     """A ``torch.optim.Adam`` state dict (checkpoints of earlier kanode versions) in
     :meth:`BatchedAdam.member_state`'s format."""

@@ -149,14 +149,16 @@ def _run_locked(specs: Sequence[RunSpec], sweep_dir: Path, backend: Backend, thr
     bar = _bar(len(actions), skipped, progress, stream)
     if progress and skipped:
         bar.write(f"{skipped} of {len(actions)} runs already done; skipping them", file=stream)
+    rows = collect_results(specs, sweep_dir)
+    position = {spec.key: i for i, spec in enumerate(specs)}
     try:
         for outcome in backend.run(tasks, runner):
             _record(outcome, sweep_dir)
-            rows = collect_results(specs, sweep_dir)
+            i = position[outcome.key]  # only this run changed: re-read its row, not every run's
+            rows[i] = collect_results([specs[i]], sweep_dir)[0]
             write_results_csv(rows, sweep_dir / "results.csv")
             if progress:
-                row = next(r for r in rows if r.run_dir == outcome.key)
-                bar.write(_line(bar.n + 1, len(actions), outcome, row), file=stream)
+                bar.write(_line(bar.n + 1, len(actions), outcome, rows[i]), file=stream)
             bar.update(1)
     finally:
         bar.close()
