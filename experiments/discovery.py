@@ -48,7 +48,7 @@ def kanode_terms(data, config) -> dict[str, dict[str, float]]:
     from kanode.symbolic import discover
     from kanode.symbolic.export import terms
 
-    discovery = discover(data, config)
+    discovery = discover(data, config, progress=lambda line: print(f"  kanode {line}", flush=True))
     out = {}
     for name, expr in zip(discovery.formula.state_names, discovery.formula.rhs):
         out[name] = {str(factor): coef for coef, factor in terms(expr) if coef != 0}

@@ -8,7 +8,10 @@ interrupted ones):
                (system, model) of 25 members (kanode.sweep, --pack auto);
 2. ``budget``  Lotka–Volterra, KAN and MLPs (1 and 2 hidden layers) over a
                range of sizes, five learning rates × three seeds;
-3. ``analyse`` per (system, family, budget): the learning rate with the lowest
+3. ``reference`` KAN-ODEs' Lotka–Volterra pair (study.toml [reference]:
+               KAN [2, 6, 2] and MLP [2, 50, 2]) refitted at the rates the
+               budget stage chose, with a longer L-BFGS phase;
+4. ``analyse`` per (system, family, budget): the learning rate with the lowest
                median validation loss; at it, training / extrapolation / test
                losses over the seeds, win counts, a Mann–Whitney U test, time
                and peak memory of one training step, the Hessian of the median
@@ -17,7 +20,7 @@ interrupted ones):
 Usage::
 
     python experiments/study.py [--smoke] [--out runs/study] [--results DIR]
-                                [--workers 2] [--stages main,budget,analyse]
+                                [--workers 2] [--stages main,budget,reference,analyse]
 
 Writes ``runs.csv`` (one row per fit), ``verdict.csv``, ``budget.csv``,
 ``summary.md``, ``timing.json`` and the figures into ``--results``
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kanode.sweep import SweepConfig, expand, make_backend, run_sweep, threads_per_worker  # noqa: E402
 
-STAGES = ("main", "budget", "analyse")
+STAGES = ("main", "budget", "reference", "analyse")
 
 
 def load_study(path: Path, smoke: bool) -> dict[str, Any]:
@@ -57,6 +60,7 @@ def load_study(path: Path, smoke: bool) -> dict[str, Any]:
             study[section]["lr"] = s["lr"]
         study["main"]["systems"] = s["systems"]
         study["per_system"] = {}  # the smoke's short schedule for every system
+        study["reference"].update(labels=s["reference_labels"], lbfgs_steps=s["reference_lbfgs_steps"])
         for family in ("kan", "mlp1", "mlp2"):
             study["budget"][family] = s[f"budget_{family}"]
     return study
@@ -74,6 +78,15 @@ def main_sweep(study: dict[str, Any], name: str) -> SweepConfig:
 def budget_sweep(study: dict[str, Any], name: str) -> SweepConfig:
     """Stage 2: one model label per (family, hidden width) on Lotka–Volterra."""
     b = study["budget"]
+    return SweepConfig.from_dict({"name": name, "systems": ["lotka_volterra"], "seeds": b["seeds"],
+                                  "base": dict(study["common"]), "models": budget_models(study),
+                                  "per_system": study.get("per_system", {}),
+                                  "grid": {"lr": b["lr"]}}, source="study.toml [budget]")
+
+
+def budget_models(study: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The budget stage's model labels: kan_h<h>, mlp1_h<h>, mlp2_h<h>."""
+    b = study["budget"]
     models: dict[str, dict[str, Any]] = {}
     for h in b["kan"]:
         models[f"kan_h{h}"] = {"model": "kan", "hidden": [h]}
@@ -81,10 +94,31 @@ def budget_sweep(study: dict[str, Any], name: str) -> SweepConfig:
         models[f"mlp1_h{h}"] = {"model": "mlp", "hidden": [h]}
     for h in b["mlp2"]:
         models[f"mlp2_h{h}"] = {"model": "mlp", "hidden": [h, h]}
-    return SweepConfig.from_dict({"name": name, "systems": ["lotka_volterra"], "seeds": b["seeds"],
-                                  "base": dict(study["common"]), "models": models,
-                                  "per_system": study.get("per_system", {}),
-                                  "grid": {"lr": b["lr"]}}, source="study.toml [budget]")
+    return models
+
+
+def reference_sweep(study: dict[str, Any], name: str, budget_out: Path) -> SweepConfig:
+    """Stage 3: the [reference] labels of the budget stage, each at the rate the budget stage
+    chose for it on validation, with [reference]'s L-BFGS steps (no per-system override)."""
+    from study_report import collect, select
+
+    r, models = study["reference"], budget_models(study)
+    unknown = [label for label in r["labels"] if label not in models]
+    if unknown:
+        raise SystemExit(f"study.py: error: [reference] labels {unknown} are not budget-stage models "
+                         f"({', '.join(models)})")
+    rates = select(collect(budget_out.parent, study, stages=(budget_out.name,), test=False), budget_out.name)
+    picked = {}
+    for label in r["labels"]:
+        family = "kan" if label.startswith("kan") else ("mlp" if label.startswith("mlp1") else "mlp2")
+        lr = rates.get(("lotka_volterra", family, label.split("_", 1)[1]))
+        if lr is None:
+            raise SystemExit(f"study.py: error: stage reference needs stage budget's runs of {label} "
+                             f"in {budget_out}; run --stages budget first")
+        picked[label] = {**models[label], "lr": lr}
+    base = dict(study["common"], lbfgs_steps=r["lbfgs_steps"])
+    return SweepConfig.from_dict({"name": name, "systems": ["lotka_volterra"], "seeds": study["budget"]["seeds"],
+                                  "base": base, "models": picked}, source="study.toml [reference]")
 
 
 def run_stage(sweep: SweepConfig, out: Path, workers: int) -> tuple[float, int]:
@@ -119,9 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     timing_path = results / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
     failed = 0
-    for stage, build in (("main", main_sweep), ("budget", budget_sweep)):
+    builders = {"main": lambda: main_sweep(study, "main"), "budget": lambda: budget_sweep(study, "budget"),
+                "reference": lambda: reference_sweep(study, "reference", out / "budget")}
+    for stage, build in builders.items():
         if stage in stages:
-            seconds, bad = run_stage(build(study, stage), out / stage, args.workers)
+            seconds, bad = run_stage(build(), out / stage, args.workers)
             timing[stage] = timing.get(stage, 0.0) + seconds  # a resumed stage adds its remaining time
             failed += bad
             timing_path.write_text(json.dumps(timing, indent=1) + "\n")

@@ -58,9 +58,16 @@ def loss_figure(out: Path, cells: dict[tuple[str, str, str], list[dict[str, Any]
     return fig
 
 
-def budget_figure(points: list[dict[str, Any]], slopes: dict[str, dict[str, float]]) -> Figure:
-    """Converged training loss against parameters on Lotka–Volterra, log–log, with fitted slopes."""
+def budget_figure(points: list[dict[str, Any]], slopes: dict[str, dict[str, float]],
+                  reference: dict[str, dict[str, Any]] | None = None) -> Figure:
+    """Converged training loss against parameters on Lotka–Volterra, log–log, with fitted slopes;
+    ``reference`` (lv_references.json's "reference") adds the longer-L-BFGS refits as open markers."""
     fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    for label, r in (reference or {}).items():
+        family = "kan" if label.startswith("kan") else "mlp"
+        ax.errorbar([r["n_params"]], [r["median"]], yerr=[[r["median"] - r["min"]], [r["max"] - r["median"]]],
+                    marker="s", mfc="none", capsize=3, color=COLOURS.get(family), linestyle="none",
+                    label=f"{label}, {r['steps']} steps (stage reference)")
     for family in sorted({p["family"] for p in points}):
         pts = sorted((p for p in points if p["family"] == family), key=lambda p: p["n_params"])
         n = np.array([p["n_params"] for p in pts], dtype=float)
@@ -75,7 +82,7 @@ def budget_figure(points: list[dict[str, Any]], slopes: dict[str, dict[str, floa
     ax.set_xlabel("parameters")
     ax.set_ylabel("final training MSE (median, [min, max])")
     ax.set_title("Lotka–Volterra: loss against parameter budget")
-    if points:
+    if points or reference:
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no finished budget runs yet", transform=ax.transAxes, ha="center")

@@ -58,13 +58,14 @@ class HessianResult:
 
 def run_hessian(run_dir: str | Path, method: str = "exact", k: int = 20, probes: int = 200,
                 slq_probes: int = 0, slq_steps: int = 80, chunk: int = 256, seed: int = 0,
-                name: str | None = None) -> HessianResult:
+                name: str | None = None, tol: float = 0.0) -> HessianResult:
     """The Hessian spectrum of the training loss of the run in ``run_dir`` at
     its final parameters (see :func:`kanode.analysis.load_objective`).
 
     ``exact`` (n ≤ ``EXACT_MAX_PARAMS``): the full Hessian from batched HVPs
     of ``chunk`` tangents, then ``eigvalsh``. ``lanczos``: the ``k`` largest
-    and ``k`` smallest eigenvalues (``eigsh`` to machine precision) and
+    and ``k`` smallest eigenvalues (``eigsh`` to relative accuracy ``tol``;
+    0: machine precision) and
     Hutchinson's trace with ``probes`` Rademacher vectors. ``slq_probes`` > 0
     adds an SLQ density of ``slq_steps`` Lanczos steps per probe.
 
@@ -92,8 +93,8 @@ def run_hessian(run_dir: str | Path, method: str = "exact", k: int = 20, probes:
         trace, stderr = float(eigenvalues.sum()), 0.0
     else:
         k = min(k, n - 1)
-        eigenvalues = np.union1d(lanczos_extremes(hvp, n, k, "SA", seed=seed),
-                                 lanczos_extremes(hvp, n, k, "LA", seed=seed))
+        eigenvalues = np.union1d(lanczos_extremes(hvp, n, k, "SA", tol=tol, seed=seed),
+                                 lanczos_extremes(hvp, n, k, "LA", tol=tol, seed=seed))
         trace, stderr = hutchinson_trace(hvp, n, probes, seed=seed)
     density = slq_density(hvp, n, slq_steps, slq_probes, seed=seed) if slq_probes else None
     return HessianResult(run=name or run_dir.name, method=method, n_params=n, eigenvalues=eigenvalues,

@@ -49,6 +49,7 @@ RECIPE_HELP = {
                       "of its equation's largest term",
     "digits": "significant digits of the exported constants",
     "polish_rounds": "at most this many refit-and-drop rounds of the formula's coefficients (0: no polish)",
+    "polish_ridge": "ridge weight of the polish's term selection (0: none; see kanode.symbolic.polish.refit)",
     "lr": "Adam learning rate of the sparse training and the retraining",
     "finetune_lr": "Adam learning rate of the symbolic fine-tuning",
 }

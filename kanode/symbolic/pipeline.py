@@ -15,16 +15,20 @@ default protocol; see the README section "Equations from data"):
    refit the symbolic constants jointly to the network's own field on the training states
    (:func:`distill`);
 5. **fine-tune** all symbolic constants ``(a, b, c, d)`` through the ODE loss (Adam, then L-BFGS),
-   first on the start of the training window, then on all of it;
+   first on the start of the training window, then on all of it; a stage that does not lower
+   its window's MSE is undone (:func:`finetune_stage`);
 6. **export** in the data's variables (:mod:`kanode.symbolic.export`), expand,
    drop small terms and **polish**: fine-tune the surviving coefficients
-   through the ODE loss, drop again, until the terms stop changing.
+   through the ODE loss, drop again, until the terms stop changing, then eliminate terms by BIC
+   (:func:`kanode.symbolic.polish`; a small ridge keeps cancelling large coefficients out of the
+   selection).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,25 +41,35 @@ import systems
 from kanode.config import FitConfig
 from kanode.data import FitData
 from kanode.nn import KAN
-from kanode.ode import VectorField
-from kanode.train import Diverged, Trainer
+from kanode.ode import SolverError, VectorField, solve
+from kanode.train import Diverged, Trainer, solver_options
 
 from .edge_fit import evaluate
 from .export import Formula, simplify, to_sympy, to_system
 from .library import LIBRARY
-from .polish import polish
+from .polish import RIDGE, polish
 from .prune import PruneError, connectivity, prune
 from .regularize import score_l1, sparsity_regularizer
 from .scores import layer_inputs, training_inputs
 from .symbolic_layer import as_mixed, set_edge
 from .symbolify import EdgeReport, edge_samples, symbolify
 
-__all__ = ["SymbolicConfig", "Discovery", "discover", "DiscoveryError", "formula_mse", "distill"]
+__all__ = ["SymbolicConfig", "Discovery", "discover", "DiscoveryError", "formula_mse", "distill", "finetune_stage"]
 
 
 FINETUNE_HORIZON = 8
-"""The fine-tuning first fits the first this many points of the training window, then all of it
-(a symbolic model whose long trajectories blow up is first fitted where they do not)."""
+"""The fine-tuning first fits the first this many points of the training window, then twice as
+many, and so on up to all of it (a symbolic model whose long trajectories blow up is first fitted
+where they do not)."""
+
+
+def finetune_horizons(n_train: int, first: int = FINETUNE_HORIZON) -> list[int]:
+    """The windows of the fine-tuning: ``first``, doubling, ending at ``n_train`` (e.g. 8, 16, 32, 35)."""
+    horizons, h = [], max(2, min(first, n_train))
+    while h < n_train:
+        horizons.append(h)
+        h *= 2
+    return horizons + [n_train]
 
 GRID_UPDATES = (0, 20, 40)
 """Adam steps of the sparse training at which spline grids are refit to the visited states
@@ -94,6 +108,7 @@ class SymbolicConfig:
     drop_threshold: float = 0.01
     digits: int = 4
     polish_rounds: int = 4
+    polish_ridge: float = RIDGE
     lr: float = 2e-2
     finetune_lr: float = 2e-3
 
@@ -106,8 +121,9 @@ class SymbolicConfig:
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         self.library_names  # noqa: B018 - validates the names
-        if not self.complexity_weight >= 0:
-            raise ValueError(f"complexity_weight must be >= 0, got {self.complexity_weight}")
+        for name in ("complexity_weight", "polish_ridge"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
 
 
     @property
@@ -149,6 +165,40 @@ def _train(field_: VectorField, data: FitData, config: FitConfig, steps: int, lb
     for _ in trainer.steps():
         pass
     return trainer.evaluate().train_loss
+
+
+@torch.no_grad()
+def _window_loss(field_: VectorField, data: FitData, config: FitConfig) -> float:
+    """MSE of ``field_``'s trajectories over ``data``'s training window only (inf if the solve
+    fails); what a fine-tuning stage on that window minimises."""
+    saved = field_.nfe
+    try:
+        pred = solve(field_, data.y_train[:, 0], data.t_train, adjoint=False,
+                     **solver_options(config, data)).transpose(0, 1)            # (n_traj, n_train, dim)
+    except SolverError:
+        return math.inf
+    finally:
+        field_.nfe = saved
+    value = torch.mean((pred - data.y_train) ** 2).item()
+    return value if math.isfinite(value) else math.inf
+
+
+def finetune_stage(field_: VectorField, window: FitData, config: FitConfig, steps: int, lbfgs_steps: int,
+                   lr: float) -> tuple[float, str]:
+    """Train ``field_`` on ``window`` (Adam ``steps``, then L-BFGS ``lbfgs_steps``) and keep the
+    result only if it lowered the window's MSE; otherwise restore the constants it started from.
+    In place; returns (the window's MSE now, a note saying what happened)."""
+    snapshot = copy.deepcopy(field_.state_dict())
+    before = _window_loss(field_, window, config)
+    try:
+        _train(field_, window, config, steps, lbfgs_steps, lr=lr)
+        after = _window_loss(field_, window, config)
+    except Diverged:
+        after = math.inf
+    if math.isfinite(after) and after <= before:
+        return after, f"MSE {before:.3e} -> {after:.3e}"
+    field_.load_state_dict(snapshot)   # it diverged or made its own window worse
+    return before, f"MSE {before:.3e} -> {after:.3e}, undone"
 
 
 def _initial_field(config: FitConfig, sym: SymbolicConfig, data: FitData) -> VectorField:
@@ -279,18 +329,12 @@ def discover(data: FitData, config: FitConfig, sym: SymbolicConfig | None = None
     summary["edges"] = [e.as_dict() for e in edges]
     stage("symbolify", f"{len(edges)} edges: " + ", ".join(sorted({e.function for e in edges})))
     loss, notes = None, []
-    stages = [(horizon, steps, lbfgs) for horizon in sorted({min(FINETUNE_HORIZON, data.n_train), data.n_train})
+    stages = [(horizon, steps, lbfgs) for horizon in finetune_horizons(data.n_train)
               for steps, lbfgs in ((sym.finetune_steps, 0), (0, sym.finetune_lbfgs_steps))]
     for horizon, steps, lbfgs in stages:
-        snapshot = copy.deepcopy(field_.state_dict())
         window = dataclasses.replace(data, n_train=horizon)
-        what = f"{'Adam' if steps else 'L-BFGS'} on the first {horizon} points"
-        try:
-            loss = _train(field_, window, config, steps, lbfgs, lr=sym.finetune_lr)
-            notes.append(f"{what}: MSE {loss:.3e}")
-        except Diverged:   # keep the last good constants; the polish refits them
-            field_.load_state_dict(snapshot)
-            notes.append(f"{what}: diverged, kept the last good constants")
+        loss, note = finetune_stage(field_, window, config, steps, lbfgs, sym.finetune_lr)
+        notes.append(f"{'Adam' if steps else 'L-BFGS'} on the first {horizon} points: {note}")
     summary["finetune_mse"] = loss
     summary["finetune"] = notes
     stage("fine-tune", "; ".join(notes))
@@ -300,7 +344,8 @@ def discover(data: FitData, config: FitConfig, sym: SymbolicConfig | None = None
     summary["formula_before_polish"] = formula.as_strings()
     stage("export", "; ".join(f"{k}' = {v}" for k, v in formula.as_strings().items()))
     if sym.polish_rounds:
-        formula, rounds = polish(raw, data, states, sym.drop_threshold, sym.digits, sym.polish_rounds)
+        formula, rounds = polish(raw, data, states, sym.drop_threshold, sym.digits, sym.polish_rounds,
+                                 ridge=sym.polish_ridge)
         summary["polish_rounds"] = rounds
         stage("polish", "; ".join(f"{k}' = {v}" for k, v in formula.as_strings().items()))
     train_mse, full_mse = formula_mse(formula, data)

@@ -6,7 +6,9 @@ training window, minimised by least squares over the coefficients, never by
 regression on derivatives —; then the terms below the drop threshold of
 :func:`kanode.symbolic.export.simplify` are removed and the rest refitted,
 until the set of terms stops changing (sequential thresholding, as SINDy's
-STLSQ, but on the ODE loss).
+STLSQ, but on the ODE loss); then terms are eliminated by BIC. A small ridge
+penalty on the coefficients keeps cancelling combinations of large
+coefficients out of that selection (:func:`refit`).
 
 The trajectories are integrated by classic RK4 at half the data's finest
 sampling interval, for all coefficient vectors of a finite-difference
@@ -16,6 +18,8 @@ Jacobian at once (one batched solve per Jacobian).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import sympy
@@ -88,8 +92,30 @@ class TermModel:
         return Formula(self.state_names, tuple(rhs), self.symbols)
 
 
-def refit(model: TermModel, data: FitData, max_nfev: int = 40) -> float:
-    """Least squares of the model's trajectories against the training window (in place); returns the MSE.
+def _least_squares(residuals: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, max_nfev: int) -> Any:
+    """scipy's trust-region least squares with a central-difference Jacobian evaluated as one batch:
+    ``residuals`` maps (B, n) unknowns to (B, m) residuals."""
+    def fun(x: np.ndarray) -> np.ndarray:
+        return residuals(x[None])[0]
+
+    def jac(x: np.ndarray) -> np.ndarray:
+        h = 1e-6 * np.maximum(np.abs(x), 1e-3)
+        res = residuals(np.concatenate([x[None] + np.diag(h), x[None] - np.diag(h)]))
+        return ((res[: x.size] - res[x.size :]) / (2 * h[:, None])).T
+
+    return least_squares(fun, x0.copy(), jac=jac, method="trf", x_scale="jac",
+                         max_nfev=max_nfev, ftol=1e-15, xtol=1e-15, gtol=1e-15)
+
+
+def _bounded(res: np.ndarray) -> np.ndarray:
+    """(B, m) residuals with blown-up rows as large, finite ones (the trust region then shrinks)."""
+    res[~np.isfinite(res).all(axis=1)] = 1e3
+    return np.clip(res, -1e3, 1e3)
+
+
+def refit(model: TermModel, data: FitData, max_nfev: int = 40, ridge: float = 0.0) -> float:
+    """Least squares of the model's trajectories against the training window (in place); returns the
+    MSE of the trajectories (the ridge penalty not included).
 
     The unknowns are the coefficients *and* the trajectories' initial states
     (started at the first observations): with noisy data the first
@@ -102,7 +128,16 @@ def refit(model: TermModel, data: FitData, max_nfev: int = 40) -> float:
     horizon grows in stages (the first 6 points, a quarter, half, all of the
     window), so it is first fitted where they do not; a trajectory that still blows up counts as a large
     residual, so the trust region shrinks instead of the fit aborting.
+
+    ``ridge`` > 0 adds ``ridge · n · Σ_k (θ_k · rms_k · T)²`` to the sum of squares (n residuals,
+    rms_k the RMS of term k's factor over the window's states, T the window's length: θ_k rms_k T
+    is how far term k moves a state over the window). Over a few trajectories that stay close to
+    one orbit, combinations of terms that nearly vanish on the visited states (large coefficients
+    that cancel) cost the trajectory fit almost nothing; the penalty rules them out, at a bias that
+    the unpenalised refit of :func:`polish`'s last step removes.
     """
+    if not (np.isfinite(ridge) and ridge >= 0):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge}")
     t_all = data.t_train.double().numpy()
     target_all = data.y_train.double().numpy().transpose(1, 0, 2)           # (n_t, n_traj, dim)
     step = float(np.diff(t_all).min()) / 2
@@ -112,31 +147,30 @@ def refit(model: TermModel, data: FitData, max_nfev: int = 40) -> float:
     stable = bool(np.isfinite(full).all() and np.abs(full - target_all).max() < 1e3)
     horizons = [n_t] if stable else sorted({min(n_t, 6), max(2, n_t // 4), max(2, n_t // 2), n_t})
     unknowns = np.concatenate([model.theta, target_all[0].ravel()])       # (n_theta + n_traj·dim,)
+    n_res = target_all.size
+    penalty = np.sqrt(ridge * n_res) * _term_rms(model, target_all) * (t_all[-1] - t_all[0])    # (n_theta,)
     for horizon in horizons:
         t, target = t_all[:horizon], target_all[:horizon]
 
         def residuals(batch: np.ndarray, t=t, target=target) -> np.ndarray:
             y0 = batch[:, n_theta:].reshape(-1, *shape0)
             pred = model.trajectories(batch[:, :n_theta], y0, t, step)       # (B, n_t, n_traj, dim)
-            res = (pred - target).reshape(batch.shape[0], -1)
-            res[~np.isfinite(res).all(axis=1)] = 1e3
-            return np.clip(res, -1e3, 1e3)
-
-        def fun(x: np.ndarray, residuals=residuals) -> np.ndarray:
-            return residuals(x[None])[0]
-
-        def jac(x: np.ndarray, residuals=residuals) -> np.ndarray:
-            h = 1e-6 * np.maximum(np.abs(x), 1e-3)
-            res = residuals(np.concatenate([x[None] + np.diag(h), x[None] - np.diag(h)]))
-            return ((res[: x.size] - res[x.size :]) / (2 * h[:, None])).T
+            res = _bounded((pred - target).reshape(batch.shape[0], -1))
+            return np.concatenate([res, penalty * batch[:, :n_theta]], axis=1) if ridge else res
 
         if n_theta == 0:
-            return float(np.mean(fun(unknowns) ** 2))
-        result = least_squares(fun, unknowns.copy(), jac=jac, method="trf", x_scale="jac",
-                               max_nfev=max_nfev, ftol=1e-15, xtol=1e-15, gtol=1e-15)
+            return float(np.mean(residuals(unknowns[None])[0] ** 2))
+        result = _least_squares(residuals, unknowns, max_nfev)
         unknowns, result_fun = result.x, result.fun
     model.theta = unknowns[:n_theta]
-    return float(np.mean(result_fun**2))
+    return float(np.mean(result_fun[: n_res] ** 2))
+
+
+def _term_rms(model: TermModel, states: np.ndarray) -> np.ndarray:
+    """(n_theta,) RMS of each term's factor over ``states`` (..., dim): row k of the batch is
+    the field with θ = e_k, zero in every equation but the term's own."""
+    fields = model.rhs(np.eye(model.theta.size), states.reshape(1, -1, states.shape[-1]))  # (n_theta, N, dim)
+    return np.sqrt(np.mean(fields**2, axis=(1, 2)) * len(model.sizes))
 
 
 def _support(formula: Formula) -> list[set[str]]:
@@ -164,8 +198,13 @@ def _bic(mse: float, n: int, k: int, floor: float) -> float:
     return n * np.log(max(mse, floor)) + k * np.log(n)
 
 
+RIDGE = 1e-6
+"""Default ``ridge`` of :func:`polish`'s term selection (see :func:`refit`): a term's penalty is
+that of a trajectory error of 1e-3 × how far the term moves a state over the window."""
+
+
 def polish(formula: Formula, data: FitData, states: np.ndarray, drop_threshold: float = 0.01,
-           digits: int = 4, rounds: int = 4, max_nfev: int = 40) -> tuple[Formula, int]:
+           digits: int = 4, rounds: int = 4, max_nfev: int = 40, ridge: float = RIDGE) -> tuple[Formula, int]:
     """Refit, drop, repeat; then backward elimination by BIC. Returns the formula and the refits run.
 
     1. refit every coefficient, drop the terms below ``drop_threshold``, until
@@ -178,6 +217,8 @@ def polish(formula: Formula, data: FitData, states: np.ndarray, drop_threshold: 
        together (two nearly collinear terms, such as y and y² over a small
        range, can only leave together).
 
+    The refits of both steps carry the ``ridge`` penalty of :func:`refit` (the BIC uses the
+    trajectory MSE alone); the chosen terms are refitted without it at the end.
     ``states`` (n, dim) are the states of the drop rule; ``max_nfev`` bounds
     the least-squares iterations of each refit.
     """
@@ -186,7 +227,7 @@ def polish(formula: Formula, data: FitData, states: np.ndarray, drop_threshold: 
     mse = float("inf")
     for done in range(1, rounds + 1):
         model = TermModel(current)
-        mse = refit(model, data, max_nfev=max_nfev)
+        mse = refit(model, data, max_nfev=max_nfev, ridge=ridge)
         refined = simplify(model.formula(), states, drop_threshold, digits=17)
         stable = _support(refined) == _support(current)
         current = refined
@@ -195,7 +236,7 @@ def polish(formula: Formula, data: FitData, states: np.ndarray, drop_threshold: 
     n = int(data.y_train.numel())
     floor = 1e-12 * float(data.y_train.double().pow(2).mean())
     model = TermModel(current)
-    mse = refit(model, data, max_nfev=max_nfev)
+    mse = refit(model, data, max_nfev=max_nfev, ridge=ridge)
     current = model.formula()
     bic = _bic(mse, n, model.theta.size, floor)
     size = 1
@@ -203,7 +244,7 @@ def polish(formula: Formula, data: FitData, states: np.ndarray, drop_threshold: 
         trials = []
         for equation, factors in _removable(current, size):
             trial = TermModel(_without(current, equation, factors))
-            trial_mse = refit(trial, data, max_nfev=max_nfev)
+            trial_mse = refit(trial, data, max_nfev=max_nfev, ridge=ridge)
             done += 1
             trials.append((_bic(trial_mse, n, trial.theta.size, floor), trial))
         best = min(trials, key=lambda bt: bt[0], default=None)
@@ -211,4 +252,8 @@ def polish(formula: Formula, data: FitData, states: np.ndarray, drop_threshold: 
             size += 1
             continue
         bic, current, size = best[0], best[1].formula(), 1
+    if ridge:
+        model = TermModel(current)
+        refit(model, data, max_nfev=max_nfev)
+        current, done = model.formula(), done + 1
     return simplify(current, states, drop_threshold=0.0, digits=digits), done

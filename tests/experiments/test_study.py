@@ -9,6 +9,7 @@ p-values are those of the rows, and a rerun resumes (nothing is refitted).
 from __future__ import annotations
 
 import csv
+import json
 import math
 import statistics
 import subprocess
@@ -79,6 +80,28 @@ def test_rates_are_chosen_on_validation_and_tests_recomputed(smoke: Path) -> Non
 
 
 @pytest.mark.slow
+def test_reference_refits_budget_cells_at_their_chosen_rates(smoke: Path) -> None:
+    rows = _rows(smoke / "results/runs.csv")
+    budget = [r for r in rows if r["stage"] == "budget"]
+    reference = [r for r in rows if r["stage"] == "reference"]
+    assert sorted(r["label"] for r in reference) == ["kan_h4", "kan_h4", "mlp1_h10", "mlp1_h10"]
+    for family, label in (("kan", "kan_h4"), ("mlp", "mlp1_h10")):
+        rates: dict[float, list[float]] = defaultdict(list)
+        for r in budget:
+            if r["family"] == family and r["label"].startswith(label + "_lr="):
+                rates[float(r["lr"])].append(float(r["final_val_loss"]))
+        best = min(rates, key=lambda lr: (statistics.median(rates[lr]), lr))
+        runs = [r for r in reference if r["label"] == label]
+        assert {float(r["lr"]) for r in runs} == {best}
+        assert {int(r["steps"]) for r in runs} == {6 + 4}   # Adam steps + [smoke] reference_lbfgs_steps
+        assert {r["n_params"] for r in runs} == {r["n_params"] for r in budget if r["label"].split("_lr=")[0] == label}
+    refs = json.loads((smoke / "results/lv_references.json").read_text())
+    assert set(refs["reference"]) == {"kan_h4", "mlp1_h10"}
+    kan = sorted(float(r["final_train_loss"]) for r in reference if r["label"] == "kan_h4")
+    assert refs["reference"]["kan_h4"]["median"] == pytest.approx(statistics.median(kan))
+
+
+@pytest.mark.slow
 def test_outputs_and_resume(smoke: Path) -> None:
     results = smoke / "results"
     for name in ("summary.md", "budget.csv", "slopes.json", "timing.json", "loss_curves.png",
@@ -87,11 +110,11 @@ def test_outputs_and_resume(smoke: Path) -> None:
     assert "| lotka_volterra | large |" in (results / "summary.md").read_text()
     runs = _rows(results / "runs.csv")
     packs = _rows(results / "packs.csv")  # one per (stage, system, model), as the sweep packed them
-    assert len(packs) == 2 * 4 + 5
+    assert len(packs) == 2 * 4 + 5 + 2
     for p in packs:
         members = [r for r in runs if (r["stage"], r["system"]) == (p["stage"], p["system"])
-                   and r["label"].startswith(p["model"] + "_lr=")]
-        assert int(p["members"]) == len(members) == 4
+                   and r["label"].split("_lr=")[0] == p["model"]]
+        assert int(p["members"]) == len(members) == (2 if p["stage"] == "reference" else 4)
         assert float(p["wall_time_s"]) == max(float(r["wall_time_s"]) for r in members) > 0
     before = {p: p.stat().st_mtime_ns for p in smoke.glob("main/*/*/seed*/summary.json")}
     cmd = [sys.executable, str(REPO / "experiments/study.py"), "--smoke", "--out", str(smoke),

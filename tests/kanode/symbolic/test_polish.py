@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import sympy
 import torch
 
 from kanode.config import FitConfig
 from kanode.data import load_data
-from kanode.symbolic import Formula, polish
+from kanode.symbolic import Formula, TermModel, polish
+from kanode.symbolic.polish import refit
 from kanode.symbolic.export import terms
 
 
@@ -30,10 +32,14 @@ def test_polish_recovers_lotka_volterra_from_a_perturbed_formula() -> None:
 
 # What the recipe returned at 5 % noise (4 trajectories, data seeds 0-4) while the polish held
 # the initial states at the first observations: all five with wrong terms (results.csv of
-# experiments/discovery.py at commit 456e94d). Seed 1 (coefficients ~100) is not recovered.
+# experiments/discovery.py at commit 456e94d). Seed 1 (coefficients ~100, cancelling on the visited
+# states) is recovered only with the ridge of the term selection (polish(..., ridge=0) keeps
+# coefficients of ~100).
 NOISY_STARTS = {
     0: ({"1": -0.749, "y": 1.174, "x": 1.717, "x**2": -0.04036, "y**2": -0.3263, "x*y": -0.9441},
         {"1": -0.3799, "x": 0.1204, "y": -2.628, "x*y": 0.8875}),
+    1: ({"1": 105.4, "y**2": 40.18, "x**2": 6.986, "x": -82.38, "y": -148.4, "x*y": 54.03},
+        {"x**2": 15.44, "x": -43.98, "y": -24.06, "x*y": 11.31}),
     2: ({"1": 3.245, "x**2": 0.2689, "y**2": 0.4954, "y": -2.059, "x": -0.461, "x*y": -0.975},
         {"x**2": 0.04594, "y": -2.832, "x": -0.1596, "x*y": 0.8967}),
     3: ({"1": 6.392, "y**2": 0.8645, "x**2": 0.5582, "y": -3.559, "x": -2.494, "x*y": -1.024},
@@ -43,7 +49,7 @@ NOISY_STARTS = {
 }
 
 
-@pytest.mark.parametrize("seed", [0, pytest.param(2, marks=pytest.mark.slow),
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow),
                                   pytest.param(3, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)])
 def test_polish_finds_the_terms_in_noisy_data(seed: int) -> None:
     """5 % noise: the refit also fits the initial states (the first noisy observation is not
@@ -59,3 +65,15 @@ def test_polish_finds_the_terms_in_noisy_data(seed: int) -> None:
     truth = [{"x": 1.5, "x*y": -1.0}, {"y": -3.0, "x*y": 1.0}]
     worst = max(abs(coefs[k][t] - v) / abs(v) for k in range(2) for t, v in truth[k].items())
     assert worst < 0.02, coefs   # measured 0.93, 0.99, 0.40, 0.83 % for seeds 0, 2, 3, 4
+
+
+def test_the_ridge_shrinks_every_coefficient_and_is_left_out_of_the_mse() -> None:
+    data = load_data(FitConfig(train_fraction=0.15)).to(torch.float64, "cpu")
+    x, y = sympy.symbols("x y")
+    exact = Formula(("x", "y"), (1.5 * x - x * y, x * y - 3 * y))
+    free, shrunk = TermModel(exact), TermModel(exact)
+    mse_free = refit(free, data)
+    mse_shrunk = refit(shrunk, data, ridge=1e-4)
+    assert mse_free < 1e-9
+    assert np.all(np.abs(shrunk.theta) < np.abs(free.theta) - 1e-4)
+    assert mse_free < mse_shrunk < 1e-2   # the data term only: the penalty itself is about n·1e-4·(θ·rms·T)²
