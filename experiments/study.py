@@ -100,7 +100,7 @@ def budget_models(study: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def reference_sweep(study: dict[str, Any], name: str, budget_out: Path) -> SweepConfig:
     """Stage 3: the [reference] labels of the budget stage, each at the rate the budget stage
     chose for it on validation, with [reference]'s L-BFGS steps (no per-system override)."""
-    from study_report import collect, select
+    from study_report import _budget, _family, collect, select
 
     r, models = study["reference"], budget_models(study)
     unknown = [label for label in r["labels"] if label not in models]
@@ -110,12 +110,13 @@ def reference_sweep(study: dict[str, Any], name: str, budget_out: Path) -> Sweep
     rates = select(collect(budget_out.parent, study, stages=(budget_out.name,), test=False), budget_out.name)
     picked = {}
     for label in r["labels"]:
-        family = "kan" if label.startswith("kan") else ("mlp" if label.startswith("mlp1") else "mlp2")
-        lr = rates.get(("lotka_volterra", family, label.split("_", 1)[1]))
+        model = models[label]
+        family = _family(model["model"], [2, *model["hidden"], 2])
+        lr = rates.get(("lotka_volterra", family, _budget(label)))
         if lr is None:
             raise SystemExit(f"study.py: error: stage reference needs stage budget's runs of {label} "
                              f"in {budget_out}; run --stages budget first")
-        picked[label] = {**models[label], "lr": lr}
+        picked[label] = {**model, "lr": lr}
     base = dict(study["common"], lbfgs_steps=r["lbfgs_steps"])
     return SweepConfig.from_dict({"name": name, "systems": ["lotka_volterra"], "seeds": study["budget"]["seeds"],
                                   "base": base, "models": picked}, source="study.toml [reference]")

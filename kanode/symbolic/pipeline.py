@@ -41,8 +41,8 @@ import systems
 from kanode.config import FitConfig
 from kanode.data import FitData
 from kanode.nn import KAN
-from kanode.ode import SolverError, VectorField, solve
-from kanode.train import Diverged, Trainer, solver_options
+from kanode.ode import SolverError, VectorField
+from kanode.train import Diverged, Trainer, training_loss
 
 from .edge_fit import evaluate
 from .export import Formula, simplify, to_sympy, to_system
@@ -173,13 +173,11 @@ def _window_loss(field_: VectorField, data: FitData, config: FitConfig) -> float
     fails); what a fine-tuning stage on that window minimises."""
     saved = field_.nfe
     try:
-        pred = solve(field_, data.y_train[:, 0], data.t_train, adjoint=False,
-                     **solver_options(config, data)).transpose(0, 1)            # (n_traj, n_train, dim)
+        value = training_loss(field_, data, config, full=True, adjoint=False).item()
     except SolverError:
         return math.inf
     finally:
         field_.nfe = saved
-    value = torch.mean((pred - data.y_train) ** 2).item()
     return value if math.isfinite(value) else math.inf
 
 
