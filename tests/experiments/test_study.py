@@ -107,7 +107,10 @@ def test_outputs_and_resume(smoke: Path) -> None:
     for name in ("summary.md", "budget.csv", "slopes.json", "timing.json", "loss_curves.png",
                  "budget.png", "generalisation.png"):
         assert (results / name).stat().st_size > 0, name
-    assert "| lotka_volterra | large |" in (results / "summary.md").read_text()
+    summary = (results / "summary.md").read_text()
+    assert "| lotka_volterra | large |" in summary
+    timing = json.loads((results / "timing.json").read_text())
+    assert f"analyse {timing['analyse']:.0f}" in summary  # this analysis's own time, not a previous one's
     runs = _rows(results / "runs.csv")
     packs = _rows(results / "packs.csv")  # one per (stage, system, model), as the sweep packed them
     assert len(packs) == 2 * 4 + 5 + 2
