@@ -268,15 +268,15 @@ def hessian_summary(run_dir: Path, compute: bool = True) -> dict[str, Any]:
         if not compute:
             return None
         n = int((read_summary(run_dir / "summary.json") or {}).get("n_params") or 0)
-        exact = n <= EXACT_MAX_PARAMS
+        exact, k = n <= EXACT_MAX_PARAMS, 20
         try:
-            result = run_hessian(run_dir, method="exact" if exact else "lanczos", k=20, tol=LANCZOS_TOL)
+            result = run_hessian(run_dir, method="exact" if exact else "lanczos", k=k, tol=LANCZOS_TOL)
         except ConfigError as exc:
             return {"lambda_max": math.nan, "trace": math.nan, "n_above": math.nan, "method": str(exc)[:60]}
         eig = np.asarray(result.eigenvalues)
         top = float(eig.max())
         above = int((eig > 1e-6 * top).sum())
-        if not exact and above >= 20:  # all 20 largest are above: the count is not known
+        if not exact and above >= k:  # all k largest are above: the count is not known
             above = math.nan
         return {"lambda_max": top, "trace": float(result.trace), "n_above": above,
                 "method": result.method, "seconds": result.time_s}
