@@ -152,11 +152,13 @@ class Discovery:
     plot_edges: list = field(repr=False, default=None)
 
 
-def _train(field_: VectorField, data: FitData, config: FitConfig, steps: int, lbfgs_steps: int,
-           regularizer: Callable | None = None, lr: float | None = None,
-           grid_updates: Sequence[int] = ()) -> float:
+def _fit(field_: VectorField, data: FitData, config: FitConfig, steps: int, lbfgs_steps: int,
+         regularizer: Callable | None = None, lr: float | None = None,
+         grid_updates: Sequence[int] = ()) -> Trainer | None:
+    """Train ``field_`` in place (Adam ``steps``, then L-BFGS ``lbfgs_steps``); the trainer,
+    or None when there was nothing to train. Raises Diverged."""
     if steps == 0 and lbfgs_steps == 0:
-        return float("nan")
+        return None
     optimizer = "adam+lbfgs" if steps and lbfgs_steps else ("adam" if steps else "lbfgs")
     cfg = config.replace(optimizer=optimizer, steps=steps, lbfgs_steps=lbfgs_steps,
                          lr=lr or config.lr, grid_update_steps=[s for s in grid_updates if s < steps],
@@ -164,7 +166,15 @@ def _train(field_: VectorField, data: FitData, config: FitConfig, steps: int, lb
     trainer = Trainer(field_, data, cfg, regularizer=regularizer)
     for _ in trainer.steps():
         pass
-    return trainer.evaluate().train_loss
+    return trainer
+
+
+def _train(field_: VectorField, data: FitData, config: FitConfig, steps: int, lbfgs_steps: int,
+           regularizer: Callable | None = None, lr: float | None = None,
+           grid_updates: Sequence[int] = ()) -> float:
+    """:func:`_fit`, then the whole-window training MSE (NaN when there was nothing to train)."""
+    trainer = _fit(field_, data, config, steps, lbfgs_steps, regularizer, lr, grid_updates)
+    return float("nan") if trainer is None else trainer.evaluate().train_loss
 
 
 @torch.no_grad()
@@ -189,7 +199,7 @@ def finetune_stage(field_: VectorField, window: FitData, config: FitConfig, step
     snapshot = copy.deepcopy(field_.state_dict())
     before = _window_loss(field_, window, config)
     try:
-        _train(field_, window, config, steps, lbfgs_steps, lr=lr)
+        _fit(field_, window, config, steps, lbfgs_steps, lr=lr)   # its own window's MSE follows
         after = _window_loss(field_, window, config)
     except Diverged:
         after = math.inf
