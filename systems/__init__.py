@@ -18,6 +18,8 @@ from .simulate import IntegrationError, IntegrationLimitError, simulate
 from .spiral import Spiral
 from .trajectories import Trajectories
 
+from . import textbook  # noqa: E402 - registers the textbook systems (after the five)
+
 __all__ = [
     "Dataset",
     "FitzHughNagumo",
@@ -39,4 +41,5 @@ __all__ = [
     "register",
     "simulate",
     "split",
+    "textbook",
 ]

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             for name in names():
                 system = get(name)
-                print(f"{name:<16} dim={system.dim:<3} {system.description}")
+                print(f"{name:<22} dim={system.dim:<3} {system.description}")
             return 0
         system = get(args.name)
         if args.command == "simulate":
