@@ -45,7 +45,7 @@ def test_plot_writes_png(tmp_path, name):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("argv", [["simulate", "lorenz"], ["plot", "spiral", "--out", "x.jpg"],
+@pytest.mark.parametrize("argv", [["simulate", "lorenz96"], ["plot", "spiral", "--out", "x.jpg"],
                                   ["simulate", "spiral", "--out", "x.txt"], ["frobnicate"], []])
 def test_bad_input_exits_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as info:
@@ -56,11 +56,11 @@ def test_bad_input_exits_2_with_one_line(argv, capsys):
 
 
 def test_bad_name_in_subprocess(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "systems", "simulate", "lorenz"], cwd=tmp_path,
+    run = subprocess.run([sys.executable, "-m", "systems", "simulate", "lorenz96"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert run.stderr.splitlines() == [run.stderr.strip()]
-    assert "lorenz" in run.stderr and "lotka_volterra" in run.stderr
+    assert "lorenz96" in run.stderr and "lotka_volterra" in run.stderr
 
 
 def test_import_without_torch(tmp_path):
@@ -69,17 +69,17 @@ def test_import_without_torch(tmp_path):
             "traj = systems.simulate(systems.get('lotka_volterra'))\n"
             "assert traj.y.shape == (1, 141, 2)\n"
             "systems.make_dataset(systems.get('rigid_body'), n_traj=2, noise=0.1)\n"
-            "print(sorted(m for m in ('kanode', 'matplotlib') if m in sys.modules))\n")
+            "print(sorted(m for m in ('kanode', 'matplotlib', 'sympy') if m in sys.modules))\n")
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "[]"  # neither kanode nor matplotlib was imported
+    assert run.stdout.strip() == "[]"  # neither kanode, matplotlib nor sympy was imported
 
 
 def test_readme_systems_examples_run(tmp_path, monkeypatch):
     blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
               if "import systems" in b and "kanode" not in b]
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     try:
@@ -91,5 +91,6 @@ def test_readme_systems_examples_run(tmp_path, monkeypatch):
         # damped: amplitude decays like exp(-ζωt) = exp(-0.2 * 20)
         assert np.max(np.abs(traj.y[0, -20:, 0])) < 2 * np.exp(-0.2 * 18)
         assert namespace["mine"].train.n_t == 105
+        assert namespace["vdp"].equations() == ("v", "2.0*(1 - x**2)*v - x")
     finally:
         _registry._REGISTRY.pop("damped_oscillator", None)

@@ -347,7 +347,7 @@ def test_error_is_a_value_error() -> None:
 @pytest.mark.parametrize("argv, words", [
     (["simulate", "spiral", "--out", "f.xyz"], "must end in .npz or .csv"),
     (["simulate", "spiral", "--out", ""], "--out is empty"),
-    (["simulate", "lorenz"], "unknown system 'lorenz'"),
+    (["simulate", "lorenz96"], "unknown system 'lorenz96'"),
     (["plot", "spiral", "--out", "x.jpg"], "must end in .png"),
     (["simulate", "spiral", "--out", "{tmp}/no/such/dir/x.npz"], "No such file or directory"),
     (["simulate", "spiral", "--out", "{tmp}/isdir.npz"], "Is a directory"),
@@ -370,7 +370,7 @@ def test_cli_entry_point_module_exits_with_main_status(monkeypatch: pytest.Monke
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     import runpy
 
-    monkeypatch.setattr(sys, "argv", ["systems", "simulate", "lorenz"])
+    monkeypatch.setattr(sys, "argv", ["systems", "simulate", "lorenz96"])
     with pytest.raises(SystemExit) as info:
         runpy.run_module("systems", run_name="__main__")
     assert info.value.code == 2 and capsys.readouterr().err.count("\n") == 1

@@ -10,6 +10,8 @@ import pytest
 import systems
 
 NAMES = ["lotka_volterra", "fitzhugh_nagumo", "rigid_body", "pleiades", "spiral"]
+TEXTBOOK = systems.textbook.names()
+ALL = NAMES + TEXTBOOK
 
 CANONICAL = {
     "lotka_volterra": ({"alpha": 1.5, "beta": 1.0, "gamma": 3.0, "delta": 1.0},
@@ -27,7 +29,7 @@ CANONICAL = {
 
 INVARIANTS = [("lotka_volterra", "V"), ("rigid_body", "C12"), ("rigid_body", "C13"),
               ("pleiades", "energy"), ("pleiades", "momentum_x"), ("pleiades", "momentum_y"),
-              ("pleiades", "angular_momentum")]
+              ("pleiades", "angular_momentum"), ("pendulum", "energy"), ("sir", "total")]
 
 
 def random_states(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -37,16 +39,20 @@ def random_states(name: str, shape: tuple[int, ...], rng: np.random.Generator) -
         return rng.uniform(0.1, 5.0, shape + (2,))
     if name == "pleiades":  # bodies near the canonical configuration, well separated
         return system.y0 + 0.3 * rng.standard_normal(shape + (28,))
+    if name in TEXTBOOK:  # the box both starts' trajectories span (e.g. v > 0 for the glider)
+        y = systems.simulate(system, y0=np.stack([system.y0, system.y0_test])).y.reshape(-1, system.dim)
+        return rng.uniform(y.min(axis=0), y.max(axis=0), shape + (system.dim,))
     return rng.uniform(-2.0, 2.0, shape + (system.dim,))
 
 
 @pytest.fixture(scope="module")
 def nominal() -> dict[str, systems.Trajectories]:
-    return {name: systems.simulate(systems.get(name)) for name in NAMES}
+    return {name: systems.simulate(systems.get(name)) for name in {n for n, _ in INVARIANTS}}
 
 
-def test_registry_lists_the_five_systems():
-    assert systems.names() == sorted(NAMES)
+def test_registry_lists_the_five_systems_and_the_textbook_ones():
+    assert systems.names() == sorted(ALL)
+    assert not set(NAMES) & set(TEXTBOOK)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -62,7 +68,7 @@ def test_canonical_values(name):
     assert system.default_t().shape == t.shape
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ALL)
 def test_jacobian_matches_central_differences(name):
     system = systems.get(name)
     rng = np.random.default_rng(1)
@@ -78,7 +84,7 @@ def test_jacobian_matches_central_differences(name):
         assert np.max(np.abs(jac - fd)) <= 1e-6 * np.max(np.abs(jac))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ALL)
 def test_rhs_and_jacobian_are_vectorised(name):
     system = systems.get(name)
     y = random_states(name, (3, 4), np.random.default_rng(2))  # (a, b, dim)
@@ -150,7 +156,7 @@ def test_simulate_rejects_bad_arguments(kwargs, word):
 
 def test_unknown_name_lists_valid_names():
     with pytest.raises(KeyError) as info:
-        systems.get("lorenz")
+        systems.get("lorenz96")
     assert "lotka_volterra" in str(info.value) and isinstance(info.value, ValueError)
 
 
