@@ -152,43 +152,47 @@ class ToggleSwitch(TextbookSystem):
 @register
 @dataclass(frozen=True)
 class SIR(TextbookSystem):
-    """Kermack–McKendrick epidemic in population fractions: ``s' = −β s i``,
-    ``i' = β s i − γ i``, ``r' = γ i`` (Strogatz Exercise 3.7.6); ``s + i + r`` is conserved."""
+    """Kermack–McKendrick epidemic with births and deaths, in units of the steady population
+    (Hethcote 2000, §2): ``s' = μ − βsi − μs``, ``i' = βsi − (γ + μ)i``, ``r' = γi − μr``.
+
+    The total ``N = s + i + r`` relaxes as ``N' = μ(1 − N)``; both starts have ``N ≠ 1``, so
+    the states are not tied by a conserved sum (with ``s + i + r`` constant the law would not
+    be identifiable from data: ``i = i(s + i + r)/N``).
+    """
 
     beta: float = 1.5
-    gamma: float = 0.5
+    gamma: float = 0.3
+    mu: float = 0.2
 
     name = "sir"
     state_names = ("s", "i", "r")
-    initial_state = (0.99, 0.01, 0.0)
-    test_state = (0.7, 0.2, 0.1)
+    initial_state = (0.59, 0.01, 0.0)
+    test_state = (0.9, 0.05, 0.25)
     t_span = (0.0, 30.0)
     n_t = 151
-    description = "s' = −βsi ; i' = βsi − γi ; r' = γi"
-    source = "Strogatz, Nonlinear Dynamics and Chaos, Exercise 3.7.6; Murray, Mathematical Biology I, §10.2"
+    description = "s' = μ − βsi − μs ; i' = βsi − (γ + μ)i ; r' = γi − μr"
+    source = "Hethcote, SIAM Review 42 (2000), §2; Murray, Mathematical Biology I, §10.2"
 
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
         """``y`` (..., 3) -> (..., 3)."""
-        s, i = y[..., 0], y[..., 1]
-        infections, recoveries = self.beta * s * i, self.gamma * i
-        return np.stack([-infections, infections - recoveries, recoveries], axis=-1)
+        s, i, r = y[..., 0], y[..., 1], y[..., 2]
+        infections = self.beta * s * i
+        return np.stack([self.mu - infections - self.mu * s, infections - (self.gamma + self.mu) * i,
+                         self.gamma * i - self.mu * r], axis=-1)
 
     def jacobian(self, t: float, y: np.ndarray) -> np.ndarray:
         """``y`` (..., 3) -> (..., 3, 3)."""
         s, i = y[..., 0], y[..., 1]
-        zero = np.zeros_like(s)
-        rows = [np.stack([-self.beta * i, -self.beta * s, zero], axis=-1),
-                np.stack([self.beta * i, self.beta * s - self.gamma, zero], axis=-1),
-                np.stack([zero, np.full_like(s, self.gamma), zero], axis=-1)]
+        zero, one = np.zeros_like(s), np.ones_like(s)
+        rows = [np.stack([-self.beta * i - self.mu, -self.beta * s, zero], axis=-1),
+                np.stack([self.beta * i, self.beta * s - self.gamma - self.mu, zero], axis=-1),
+                np.stack([zero, self.gamma * one, -self.mu * one], axis=-1)]
         return np.stack(rows, axis=-2)
 
-    def invariants(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        """``{"total": s + i + r}`` for ``y`` (..., 3)."""
-        return {"total": y.sum(axis=-1)}
-
     def equations(self) -> tuple[str, ...]:
-        return (f"-{_n(self.beta)}*s*i", f"{_n(self.beta)}*s*i - {_n(self.gamma)}*i",
-                f"{_n(self.gamma)}*i")
+        return (f"{_n(self.mu)} - {_n(self.beta)}*s*i - {_n(self.mu)}*s",
+                f"{_n(self.beta)}*s*i - {_n(self.gamma + self.mu)}*i",
+                f"{_n(self.gamma)}*i - {_n(self.mu)}*r")
 
     def sample_y0(self, rng: np.random.Generator, n: int, spread: float) -> np.ndarray:
         """Log-uniform multiplicative around y0: positive fractions (``r`` stays 0 from 0)."""

@@ -29,7 +29,7 @@ CANONICAL = {
 
 INVARIANTS = [("lotka_volterra", "V"), ("rigid_body", "C12"), ("rigid_body", "C13"),
               ("pleiades", "energy"), ("pleiades", "momentum_x"), ("pleiades", "momentum_y"),
-              ("pleiades", "angular_momentum"), ("pendulum", "energy"), ("sir", "total")]
+              ("pleiades", "angular_momentum"), ("pendulum", "energy")]
 
 
 def random_states(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

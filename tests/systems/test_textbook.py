@@ -44,7 +44,8 @@ INDEPENDENT = {
         p["r"] * x - p["r"] * x * x / p["K"] - p["a"] * y * (1 - 1 / (1 + x)),
         p["e"] * p["a"] * y * (1 - 1 / (1 + x)) - p["m"] * y],
     "toggle_switch": lambda p, u, v: [p["a"] * (1 + v * v) ** -1 - u, p["a"] * (1 + u * u) ** -1 - v],
-    "sir": lambda p, s, i, r: [-p["beta"] * s * i, (p["beta"] * s - p["gamma"]) * i, p["gamma"] * i],
+    "sir": lambda p, s, i, r: [p["mu"] * (1 - s) - p["beta"] * s * i, (p["beta"] * s - p["gamma"] - p["mu"]) * i,
+                               p["gamma"] * i - p["mu"] * r],
     "brusselator": lambda p, x, y: [p["a"] - p["b"] * x - x + x * x * y, x * (p["b"] - x * y)],
     "selkov": lambda p, x, y: [-x + y * (p["a"] + x * x), p["b"] - y * (p["a"] + x * x)],
     "lengyel_epstein": lambda p, x, y: [p["a"] - x - 4 * x * y / (1 + x * x),
@@ -129,6 +130,15 @@ def test_nonuniform_oscillator_period():
     period = 2 * np.pi / np.sqrt(osc.omega**2 - osc.a**2)    # Strogatz (4.3.2)
     theta = systems.simulate(osc, t=np.array([0.0, period])).y[0, :, 0]
     assert theta[1] - theta[0] == pytest.approx(2 * np.pi, abs=1e-7)
+
+
+def test_sir_population_relaxes_to_one():
+    sir = systems.get("sir")
+    t = sir.default_t()
+    for y0 in (sir.y0, sir.y0_test):
+        total = systems.simulate(sir, y0=y0).y[0].sum(axis=-1)      # N' = μ(1 − N)
+        np.testing.assert_allclose(total, 1 - (1 - y0.sum()) * np.exp(-sir.mu * t), atol=1e-8)
+        assert abs(y0.sum() - 1) > 0.1
 
 
 def test_overdamped_hoop_settles_off_the_bottom():
