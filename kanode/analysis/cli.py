@@ -115,7 +115,7 @@ def _memory(args, out: Path) -> None:
 
 
 def _hessian(args, out: Path) -> None:
-    from kanode.analysis.hessian_run import find_runs, run_hessian, run_meta
+    from kanode.analysis.hessian_run import check_exact_size, find_runs, run_hessian, run_meta
     from kanode.analysis.resume_files import read_analysed
     from kanode.analysis.settings import check_hessian_memory
     from kanode.analysis.spectra import write_table
@@ -128,7 +128,9 @@ def _hessian(args, out: Path) -> None:
     for run_dir, name in runs:  # every run's size and files are checked before the first is analysed
         if name not in done:
             run_meta(run_dir)
-            check_hessian_memory(run_dir, run_parameter_count(run_dir), settings)
+            n = run_parameter_count(run_dir)
+            check_exact_size(run_dir, n, settings.method)
+            check_hessian_memory(run_dir, n, settings)
     results, spectra = [], {}
     for run_dir, name in runs:
         if name in done:

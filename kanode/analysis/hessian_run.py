@@ -17,7 +17,8 @@ from kanode.analysis.spectra import spectrum_stats
 from kanode.config import ConfigError
 from kanode.ode import SolverError
 
-__all__ = ["METHODS", "HessianResult", "run_hessian", "find_runs", "run_meta"]
+__all__ = ["METHODS", "HessianResult", "run_hessian", "find_runs", "run_meta",
+           "check_exact_size"]
 
 METHODS = ("exact", "lanczos")
 
@@ -80,9 +81,7 @@ def run_hessian(run_dir: str | Path, method: str = "exact", k: int = 20, probes:
     start = time.perf_counter()
     f, theta = load_objective(run_dir)
     n = theta.numel()
-    if method == "exact" and n > EXACT_MAX_PARAMS:
-        raise ConfigError(f"{run_dir} has {n} parameters, too many for the exact Hessian "
-                          f"(at most {EXACT_MAX_PARAMS}); use --method lanczos")
+    check_exact_size(run_dir, n, method)
     try:
         hvp = hvp_operator(f, theta)
     except SolverError as exc:
@@ -101,6 +100,13 @@ def run_hessian(run_dir: str | Path, method: str = "exact", k: int = 20, probes:
                          trace=trace, trace_stderr=stderr, time_s=time.perf_counter() - start,
                          meta=meta, slq_nodes=None if density is None else density.nodes,
                          slq_weights=None if density is None else density.weights)
+
+
+def check_exact_size(run_dir: str | Path, n: int, method: str) -> None:
+    """ConfigError (one line) when ``method`` is exact and ``n`` > :data:`EXACT_MAX_PARAMS`."""
+    if method == "exact" and n > EXACT_MAX_PARAMS:
+        raise ConfigError(f"{run_dir} has {n} parameters, too many for the exact Hessian "
+                          f"(at most {EXACT_MAX_PARAMS}); use --method lanczos")
 
 
 def run_meta(run_dir: Path) -> dict[str, Any]:
