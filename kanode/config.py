@@ -8,7 +8,8 @@ re-runs the same fit::
 
 :meth:`FitConfig.validate` is the one place where options are checked: the
 type and range of every field, the solver ``method`` against torchdiffeq's
-own solver table, and options that do not apply to the chosen model. It runs
+own solver table (:mod:`kanode.solvers`: only methods whose cost per step is
+known), and options that do not apply to the chosen model. It runs
 on construction, so the command line, ``config.toml`` files and every sweep
 cell (``python -m kanode.sweep --list`` included) are checked before any work.
 Two checks need facts only the data knows: :func:`check_widths_for` (the
