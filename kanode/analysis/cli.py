@@ -93,15 +93,9 @@ def _cost(args, out: Path) -> None:
 
 
 def _memory(args, out: Path) -> None:
-    import systems
     from kanode.analysis.step_memory import MEMORY_COLUMNS, step_memory_table
     from kanode.plots.analysis import memory_vs_width
 
-    for name in args.systems:
-        try:
-            systems.get(name)
-        except (KeyError, ValueError):
-            raise ConfigError(f"unknown system {name!r}; choose one of {', '.join(systems.names())}") from None
     if args.device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
