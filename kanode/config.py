@@ -8,7 +8,8 @@ re-runs the same fit::
 
 :meth:`FitConfig.validate` is the one place where options are checked: the
 type and range of every field, the solver ``method`` against torchdiffeq's
-own solver table, and options that do not apply to the chosen model. It runs
+own solver table (:mod:`kanode.solvers`: only methods whose cost per step is
+known), and options that do not apply to the chosen model. It runs
 on construction, so the command line, ``config.toml`` files and every sweep
 cell (``python -m kanode.sweep --list`` included) are checked before any work.
 Two checks need facts only the data knows: :func:`check_widths_for` (the
@@ -42,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from systems import read_regular_file
-from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
-from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver, FixedGridODESolver
+
+from .solvers import REFUSED_METHODS, SOLVERS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,12 +61,10 @@ SCHEDULES = ("none", "cosine", "step")
 DTYPES = ("float32", "float64")
 LOSSES = ("mse",)
 
-# torchdiffeq's own name → solver table, split by kind. scipy_solver is left out:
-# it does not backpropagate and needs options of its own.
-FIXED_STEP_METHODS = tuple(name for name, cls in _TORCHDIFFEQ_SOLVERS.items()
-                           if issubclass(cls, FixedGridODESolver))
-ADAPTIVE_METHODS = tuple(name for name, cls in _TORCHDIFFEQ_SOLVERS.items()
-                         if issubclass(cls, AdaptiveStepsizeODESolver))
+# torchdiffeq's own name → solver table, split by kind: the methods whose cost per step
+# kanode knows (kanode.solvers; the others are refused with the reason).
+FIXED_STEP_METHODS = tuple(name for name, solver in SOLVERS.items() if solver.kind == "fixed")
+ADAPTIVE_METHODS = tuple(name for name, solver in SOLVERS.items() if solver.kind == "adaptive")
 METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS
 
 # Defaults shared by FitConfig and kanode.ode.solve (one source of truth).
@@ -254,6 +253,9 @@ class FitConfig:
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
         _choice("dtype", self.dtype, DTYPES)
         _choice("loss", self.loss, LOSSES)
+        if self.method in REFUSED_METHODS:
+            raise ConfigError(f"method {self.method!r} is torchdiffeq's but kanode cannot use it: "
+                              f"{REFUSED_METHODS[self.method]}; use one of {', '.join(METHODS)}")
         _choice("method", self.method, METHODS,
                 hint=" (torchdiffeq's solvers; fixed-step ones use step_size)")
         if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", self.device):

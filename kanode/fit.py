@@ -20,6 +20,7 @@ from .config import ConfigError, FitConfig, check_fixed_steps, check_widths_for,
 from .data import FitData, load_data
 from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from .ode import VectorField
+from .outdirs import check_out_dir
 from .runs import RunDir, default_run_dir, is_ensemble_dir, read_metrics
 from .train import Diverged, Evaluation, StepRecord, Trainer, TrainState, count_parameters
 
@@ -370,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = overrides_from_args(args)
+        if args.out is not None and args.resume is None:  # before any work (kanode.outdirs)
+            check_out_dir(args.out, "ensemble" if args.seeds is not None else "run")
         if args.seeds is not None or (args.resume is not None and is_ensemble_dir(args.resume)):
             from .ensemble.cli import run_ensemble
             return run_ensemble(args, overrides)
@@ -378,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             config = load_config(args.config) if args.config is not None else FitConfig()
             config = config.replace(**overrides)
-            out = Path(args.out) if args.out is not None else default_run_dir(config)
+            out = Path(args.out) if args.out is not None else check_out_dir(default_run_dir(config), "run")
             result = fit(config, out=out, quiet=args.quiet)
     except ConfigError as exc:
         print(f"kanode: error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -11,6 +11,7 @@ from torchdiffeq import odeint, odeint_adjoint
 
 # The method tables and solve()'s defaults are FitConfig's (one source of truth).
 from .config import ADAPTIVE_METHODS, FIXED_STEP_METHODS, SOLVER_DEFAULTS
+from .solvers import SOLVERS
 
 __all__ = ["VectorField", "NormalisedField", "SolverError", "solve", "backward_guarded", "evaluation_budget",
            "FIXED_STEP_METHODS", "ADAPTIVE_METHODS"]
@@ -116,14 +117,6 @@ class VectorField(NormalisedField):
         return self.out_scale
 
 
-# Vector-field evaluations one solver step may cost (a rejected step costs the same;
-# first-same-as-last methods reuse a stage; the Adams methods start with RK4 steps and
-# the implicit one corrects up to 4 times). Every method of config.METHODS has an entry.
-_EVALS_PER_STEP = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 4, "implicit_adams": 5,
-                   "heun2": 2, "heun3": 3, "fixed_adams": 5,
-                   "dopri5": 6, "dopri8": 13, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 1}
-
-
 def evaluation_budget(method: str, max_num_steps: int, n_t: int) -> int:
     """Vector-field evaluations one solve over ``n_t`` output times may take.
 
@@ -132,7 +125,7 @@ def evaluation_budget(method: str, max_num_steps: int, n_t: int) -> int:
     more step and the two evaluations of an initial step-size selection (the
     adjoint restarts the solver at every output time).
     """
-    per_step = _EVALS_PER_STEP[method]
+    per_step = SOLVERS[method].evals_per_step  # kanode.solvers: derived from torchdiffeq's table
     return max_num_steps * per_step + (n_t - 1) * (per_step + 2) + 2
 
 

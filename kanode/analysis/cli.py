@@ -23,6 +23,7 @@ import torch
 
 from kanode.cli_args import OneLineParser
 from kanode.config import ConfigError
+from kanode.outdirs import check_out_dir
 
 __all__ = ["main", "build_parser"]
 
@@ -92,15 +93,9 @@ def _cost(args, out: Path) -> None:
 
 
 def _memory(args, out: Path) -> None:
-    import systems
     from kanode.analysis.step_memory import MEMORY_COLUMNS, step_memory_table
     from kanode.plots.analysis import memory_vs_width
 
-    for name in args.systems:
-        try:
-            systems.get(name)
-        except (KeyError, ValueError):
-            raise ConfigError(f"unknown system {name!r}; choose one of {', '.join(systems.names())}") from None
     if args.device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
@@ -114,28 +109,36 @@ def _memory(args, out: Path) -> None:
 
 
 def _hessian(args, out: Path) -> None:
-    import numpy as np
-
-    from kanode.analysis.hessian_run import find_runs, run_hessian
+    from kanode.analysis.hessian_run import check_exact_size, find_runs, run_hessian, run_meta
+    from kanode.analysis.resume_files import read_analysed
+    from kanode.analysis.settings import check_hessian_memory
     from kanode.analysis.spectra import write_table
     from kanode.plots.analysis import hessian_spectrum, spectra_comparison
 
+    settings = args.settings
     runs = find_runs(args.runs)
+    done = {name: read_analysed(out / name) for _, name in runs if settings.resume}
+    done = {name: found for name, found in done.items() if found is not None}
+    for run_dir, name in runs:  # every run's size and files are checked before the first is analysed
+        if name not in done:
+            run_meta(run_dir)
+            n = run_parameter_count(run_dir)
+            check_exact_size(run_dir, n, settings.method)
+            check_hessian_memory(run_dir, n, settings)
     results, spectra = [], {}
     for run_dir, name in runs:
-        row_path = out / name / "row.json"
-        if args.resume and row_path.exists():
-            row = json.loads(row_path.read_text())
-            eigenvalues = np.load(out / name / "hessian.npz")["eigenvalues"]
+        if name in done:
+            row, eigenvalues = done[name]
         else:
-            result = run_hessian(run_dir, args.method, k=args.k, probes=args.probes, slq_probes=args.slq_probes,
-                                 slq_steps=args.slq_steps, chunk=args.chunk, name=name)
+            result = run_hessian(run_dir, settings.method, k=settings.k, probes=settings.probes,
+                                 slq_probes=settings.slq_probes, slq_steps=settings.slq_steps,
+                                 chunk=settings.chunk, name=name)
             result.save(out / name / "hessian.npz")
             slq = None if result.slq_nodes is None else (result.slq_nodes, result.slq_weights)
             title = f"{name}: {result.method}, n = {result.n_params}"
             hessian_spectrum(result.eigenvalues, title, slq=slq).savefig(out / name / "spectrum.png", dpi=120)
             row, eigenvalues = result.row(), result.eigenvalues
-            row_path.write_text(json.dumps(row, indent=2) + "\n")
+            (out / name / "row.json").write_text(json.dumps(row, indent=2) + "\n")
         results.append(row)
         system, model = str(row.get("system", name)), str(row.get("model", "?"))
         spectra.setdefault(system, {}).setdefault(model, []).append(eigenvalues)
@@ -143,6 +146,38 @@ def _hessian(args, out: Path) -> None:
               f"λ_min={row['lambda_min']:.4g} trace={row['trace']:.4g} in {row['time_s']:.1f} s", flush=True)
     write_table(results, out)
     spectra_comparison(spectra).savefig(out / "spectra.png", dpi=120)
+
+
+def run_parameter_count(run_dir: Path) -> int:
+    """The parameter count of a run's vector field, from its config and data dimension
+    (no model is built)."""
+    import systems
+
+    from kanode.config import estimate_params
+    from kanode.runs import RunDir
+
+    config = RunDir(run_dir).load_config()
+    if config.data:
+        from kanode.data import load_data
+        dim = load_data(config).dim
+    else:
+        dim = systems.get(config.system).dim
+    largest_grid = max([config.grid_size, *(int(size) for _, size in config.grid_extend)])
+    return estimate_params(config.replace(grid_size=largest_grid), dim)
+
+
+def settings_from_args(args):
+    """The subcommand's settings dataclass (validated on construction; ConfigError)."""
+    from kanode.analysis.settings import CostSettings, HessianSettings, MemorySettings
+
+    if args.command == "cost":
+        return CostSettings(tuple(args.sizes), tuple(args.batches), tuple(args.grids), args.spline_order,
+                            args.threads)
+    if args.command == "memory":
+        return MemorySettings(tuple(args.systems), tuple(args.hidden), tuple(args.models), args.device,
+                              args.dtype, args.n_traj, args.threads)
+    return HessianSettings(args.method, args.k, args.probes, args.slq_probes, args.slq_steps, args.chunk,
+                           args.resume, args.threads)
 
 
 COMMANDS = {"cost": _cost, "memory": _memory, "hessian": _hessian}
@@ -155,12 +190,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     threads = torch.get_num_threads()
     try:
+        args.settings = settings_from_args(args)  # every option checked before any work
+        check_out_dir(args.out, "results")
         if args.threads:
             torch.set_num_threads(args.threads)
         out.mkdir(parents=True, exist_ok=True)
         COMMANDS[args.command](args, out)
     except ConfigError as exc:
-        print(f"kanode: error: {exc}", file=sys.stderr)
+        print(f"kanode: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (MemoryError, RuntimeError) as exc:  # torch's CPU allocator raises RuntimeError
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+            raise
+        print(f"kanode: error: out of memory ({' '.join(str(exc).split())[:120]}); analyse a smaller "
+              "model or lower --chunk, --k or --probes", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
         torch.set_num_threads(threads)  # main() may be called in-process (tests, notebooks)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ from kanode.analysis.spectra import spectrum_stats
 from kanode.config import ConfigError
 from kanode.ode import SolverError
 
-__all__ = ["METHODS", "HessianResult", "run_hessian", "find_runs"]
+__all__ = ["METHODS", "HessianResult", "run_hessian", "find_runs", "run_meta",
+           "check_exact_size"]
 
 METHODS = ("exact", "lanczos")
 
@@ -77,12 +77,11 @@ def run_hessian(run_dir: str | Path, method: str = "exact", k: int = 20, probes:
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     run_dir = Path(run_dir)
+    meta = run_meta(run_dir)  # a damaged summary.json is refused before any work
     start = time.perf_counter()
     f, theta = load_objective(run_dir)
     n = theta.numel()
-    if method == "exact" and n > EXACT_MAX_PARAMS:
-        raise ConfigError(f"{run_dir} has {n} parameters, too many for the exact Hessian "
-                          f"(at most {EXACT_MAX_PARAMS}); use --method lanczos")
+    check_exact_size(run_dir, n, method)
     try:
         hvp = hvp_operator(f, theta)
     except SolverError as exc:
@@ -99,15 +98,25 @@ def run_hessian(run_dir: str | Path, method: str = "exact", k: int = 20, probes:
     density = slq_density(hvp, n, slq_steps, slq_probes, seed=seed) if slq_probes else None
     return HessianResult(run=name or run_dir.name, method=method, n_params=n, eigenvalues=eigenvalues,
                          trace=trace, trace_stderr=stderr, time_s=time.perf_counter() - start,
-                         meta=_meta(run_dir), slq_nodes=None if density is None else density.nodes,
+                         meta=meta, slq_nodes=None if density is None else density.nodes,
                          slq_weights=None if density is None else density.weights)
 
 
-def _meta(run_dir: Path) -> dict[str, Any]:
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
+def check_exact_size(run_dir: str | Path, n: int, method: str) -> None:
+    """ConfigError (one line) when ``method`` is exact and ``n`` > :data:`EXACT_MAX_PARAMS`."""
+    if method == "exact" and n > EXACT_MAX_PARAMS:
+        raise ConfigError(f"{run_dir} has {n} parameters, too many for the exact Hessian "
+                          f"(at most {EXACT_MAX_PARAMS}); use --method lanczos")
+
+
+def run_meta(run_dir: Path) -> dict[str, Any]:
+    """system, model, seed and final_train_loss of the run's ``summary.json`` ({} if it has none);
+    ConfigError (one line) when the file is damaged."""
+    from kanode.runs import read_summary
+
+    summary = read_summary(run_dir / "summary.json")  # ConfigError (one line) when damaged
+    if summary is None:
         return {}
-    summary = json.loads(summary_path.read_text())
     return {key: summary.get(key) for key in ("system", "model", "seed", "final_train_loss")}
 
 

@@ -1,6 +1,6 @@
 """``python -m kanode.ensemble MANIFEST.json [--threads N] [--quiet]``: one packed sweep job.
 
-The manifest lists the members::
+The manifest lists the members (schema and limits: :mod:`kanode.ensemble.manifest`)::
 
     {"members": [{"run_dir": "...", "config_path": "...", "resume": false,
                   "lbfgs_steps": null}, ...]}
@@ -14,46 +14,34 @@ diverged, 2 bad input.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Sequence
 
 import torch
 
-from kanode.config import ConfigError, load_config
+from kanode.cli_args import OneLineParser
+from kanode.config import MAX_THREADS, ConfigError, load_config
 from kanode.ensemble.fit import fit_ensemble
+from kanode.ensemble.manifest import read_manifest
 from kanode.exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK
 from kanode.fit import fit
 
 
-def _members(path: str) -> list[dict]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            members = json.load(fh)["members"]
-        if not members or not all(isinstance(m, dict) and {"run_dir", "config_path", "resume"} <= set(m)
-                                  for m in members):
-            raise ValueError("members must be a non-empty list of {run_dir, config_path, resume}")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: not an ensemble manifest ({exc})") from None
-    if len({bool(m["resume"]) for m in members}) != 1:
-        raise ConfigError(f"{path}: members must all start or all resume")
-    return members
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kanode.ensemble")
-    parser.add_argument("manifest")
-    parser.add_argument("--threads", type=int, default=0)
+    parser = OneLineParser(prog="python -m kanode.ensemble")
+    parser.add_argument("manifest", help="JSON manifest of the pack (schema: kanode.ensemble.manifest)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps torch's default")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
-        members = _members(args.manifest)
+        if not 0 <= args.threads <= MAX_THREADS:
+            raise ConfigError(f"--threads must be in [0, {MAX_THREADS}], got {args.threads}")
+        members = read_manifest(args.manifest)  # the whole schema, before any work
         if args.threads > 0:
             torch.set_num_threads(args.threads)
-        dirs = [m["run_dir"] for m in members]
-        if members[0]["resume"]:
-            extend = [{"lbfgs_steps": m["lbfgs_steps"]} if m.get("lbfgs_steps") is not None else {}
+        dirs = [m.run_dir for m in members]
+        if members[0].resume:
+            extend = [{"lbfgs_steps": m.lbfgs_steps} if m.lbfgs_steps is not None else {}
                       for m in members]
             try:
                 if any(e != extend[0] for e in extend):
@@ -63,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"kanode: note: resuming the members one by one ({' '.join(str(exc).split())})")
                 results = [fit(resume=d, quiet=args.quiet, **e) for d, e in zip(dirs, extend)]
         else:
-            configs = [load_config(m["config_path"]) for m in members]
+            configs = [load_config(m.config_path) for m in members]
             results = fit_ensemble(configs, dirs, quiet=args.quiet)
     except ConfigError as exc:
         print(f"kanode: error: {' '.join(str(exc).split())}", file=sys.stderr)

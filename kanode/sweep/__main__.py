@@ -21,6 +21,7 @@ from kanode.config import ConfigError
 
 from ..cli_args import OneLineParser
 from ..exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from ..outdirs import check_out_dir
 from .backends import make_backend, threads_per_worker
 from .driver import check_not_busy, plan, run_sweep, sweep_lock
 from .grid import estimate_params, expand, load_sweep
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sweep = load_sweep(args.config)
         specs = expand(sweep, smoke=args.smoke)
-        out = Path(args.out or f"runs/{sweep.name}{'-smoke' if args.smoke else ''}")
+        out = check_out_dir(args.out or f"runs/{sweep.name}{'-smoke' if args.smoke else ''}", "sweep")
         if args.list:
             _print_plan(specs, out)
             return 0

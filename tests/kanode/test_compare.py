@@ -17,6 +17,7 @@ import pytest
 
 from kanode.compare import find_runs, group_curve, group_runs, load_run, loss_table, main
 from kanode.config import FitConfig, dump_config
+from tests.kanode.drawn import panels, record_figures
 
 METRICS_HEADER = ("step,phase,train_loss,val_loss,extrap_loss,lr,nfe_forward,nfe_backward,"
                   "wall_time,grad_norm")
@@ -136,11 +137,22 @@ def test_loss_table_numbers(runs: Path) -> None:
     assert (spiral["system"], spiral["best_median"]) == ("spiral", 0.5)
 
 
-def test_cli_writes_png_and_tables(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_png_and_tables(runs: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = record_figures(monkeypatch)
     out = runs / "figs" / "cmp.png"
     assert main([str(runs / "sweep" / "kan0"), str(runs / "sweep" / "mlp1"), "--out",
                  str(out)]) == 0
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5_000
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (panel,) = panels(drawn["cmp.png"])  # one system, one panel
+    assert (panel.get_title(), panel.get_ylabel(), panel.get_yscale()) == (
+        "Lotka–Volterra", "training loss", "log")
+    kan, switch, mlp = panel.lines  # the KAN's curve, its Adam → L-BFGS switch, the MLP's curve
+    assert np.allclose(kan.get_ydata(), 0.5 ** np.arange(1, 11)) and list(kan.get_xdata()) == list(range(1, 11))
+    assert list(switch.get_xdata()) == [9, 9]
+    assert np.allclose(mlp.get_ydata(), 0.3)
+    assert [t.get_text() for t in panel.get_legend().get_texts()] == [
+        "KAN [2, 10, 2] (400 params)", "MLP [2, 80, 2] (402 params)"]
     with out.with_suffix(".csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["model"], float(r["final_median"])) for r in rows] == [

@@ -16,6 +16,7 @@ from kanode.fit import FitResult
 from kanode.plots.run import phase_portrait, vector_field_error
 from kanode.predict import predict_trajectories, state_bounds, vector_field_grid
 from kanode.report import PlotsSkipped, save_run_plots
+from tests.kanode.drawn import panels, record_figures
 
 
 class TrueField(nn.Module):
@@ -90,11 +91,43 @@ def test_state_bounds_widen_ranges_without_spread() -> None:
     assert state_bounds(np.zeros((3, 2))) == pytest.approx((-0.15, 0.15, -0.15, 0.15))
 
 
-def test_save_run_plots_writes_the_four_figures(tmp_path: Path) -> None:
-    paths = save_run_plots(result_for(lv_data(), TrueField()), tmp_path / "plots")
+def test_save_run_plots_draws_the_four_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each figure's panels, labels and lines, and the data the lines carry."""
+    drawn = record_figures(monkeypatch)
+    data, result = lv_data(), result_for(lv_data(), TrueField())
+    paths = save_run_plots(result, tmp_path / "plots")
     names = ["loss_curves.png", "trajectory_fit.png", "phase_portrait.png", "vector_field.png"]
-    assert paths == [tmp_path / "plots" / n for n in names]
-    assert all(p.stat().st_size > 5000 for p in paths)
+    assert paths == [tmp_path / "plots" / n for n in names] and sorted(drawn) == sorted(names)
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+    (loss,) = panels(drawn["loss_curves.png"])
+    assert (loss.get_xlabel(), loss.get_ylabel(), loss.get_yscale()) == ("step", "MSE", "log")
+    assert loss.get_title() == "kan on lotka_volterra"
+    train, extrap = loss.lines  # no held-out losses in the history: two curves
+    assert (train.get_label(), extrap.get_label()) == ("train", "extrapolation")
+    assert list(train.get_xdata()) == [1, 2, 3, 4, 5]
+    assert np.allclose(train.get_ydata(), [1.0 / s for s in range(1, 6)])
+    assert np.allclose(extrap.get_ydata(), [2.0 / s for s in range(1, 6)])
+
+    fit_axes = panels(drawn["trajectory_fit.png"])
+    assert [ax.get_ylabel() for ax in fit_axes] == list(data.state_names)
+    assert fit_axes[-1].get_xlabel() == "t"
+    y, pred = data.y.numpy(), predict_trajectories(result.field, data, None)  # the plots' own solve
+    assert np.abs(pred - y).max() < 1e-3  # the true field fits the data (RK4 at the data's spacing)
+    for d, ax in enumerate(fit_axes):
+        observed, predicted = ax.lines
+        assert np.array_equal(observed.get_ydata(), y[0, :, d])
+        assert np.array_equal(predicted.get_ydata(), pred[0, :, d])
+
+    (phase,) = panels(drawn["phase_portrait.png"])
+    assert (phase.get_xlabel(), phase.get_ylabel()) == tuple(data.state_names)
+    assert len(phase.lines) == 2 * y.shape[0]  # data and model for each trajectory
+    assert np.array_equal(phase.lines[2].get_xdata(), y[1, :, 0])
+
+    field_axes = panels(drawn["vector_field.png"])
+    assert [ax.get_title() for ax in field_axes] == ["learned vector field", "true vector field", "error"]
+    assert len(drawn["vector_field.png"].axes) == 4  # and the error's colorbar
+    assert all((ax.get_xlabel(), ax.get_ylabel()) == tuple(data.state_names) for ax in field_axes)
 
 
 def test_constant_data_still_gets_its_vector_field(tmp_path: Path) -> None:

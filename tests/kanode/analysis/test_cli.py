@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import numpy as np
@@ -16,6 +17,7 @@ from kanode.analysis.memory_model import dense_saved_elements
 from kanode.analysis.spectra import TABLE_COLUMNS
 from kanode.fit import fit
 from tests.kanode.analysis.conftest import TINY
+from tests.kanode.drawn import panels, record_figures
 
 
 def read_csv(path):
@@ -30,7 +32,8 @@ def one_line_error(capsys, argv) -> str:
     return err
 
 
-def test_cost_writes_table_and_figures(tmp_path):
+def test_cost_writes_table_and_figures(tmp_path, monkeypatch):
+    drawn = record_figures(monkeypatch)
     assert main(["cost", "--sizes", "2", "8", "--batches", "1", "16", "--grids", "3", "5", "--out", str(tmp_path)]) == 0
     rows = read_csv(tmp_path / "cost.csv")
     assert tuple(rows[0]) == COST_COLUMNS and len(rows) == 8
@@ -38,8 +41,24 @@ def test_cost_writes_table_and_figures(tmp_path):
         r = {k: int(v) for k, v in r.items()}
         assert r["saved_dense_elements"] == dense_saved_elements(r["in_features"], r["out_features"], r["batch"],
                                                                  r["grid_size"], r["spline_order"])
-    for name in ("cost_heatmap_G5.png", "saved_vs_grid.png", "cost_summary.json"):
-        assert (tmp_path / name).stat().st_size > 0
+    assert sorted(drawn) == ["cost_heatmap_G5.png", "saved_vs_grid.png"]
+    assert json.loads((tmp_path / "cost_summary.json").read_text())["rows"] == 8
+    ints = [{k: int(v) for k, v in r.items()} for r in rows]
+    heat = panels(drawn["cost_heatmap_G5.png"])
+    assert [ax.get_title() for ax in heat] == ["Eq. 1 (predicted)", "dense layer (measured)",
+                                               "kanode KANLayer (measured)"]
+    assert heat[0].get_ylabel() == "I = O" and all(ax.get_xlabel() == "batch B" for ax in heat)
+    kanode = np.asarray(heat[2].images[0].get_array())  # (sizes, batches) at G = 5
+    want = {(r["in_features"], r["batch"]): r["params_kan"] + r["saved_kanode_elements"] - r["params_fc"]
+            - r["saved_fc_elements"] for r in ints if r["grid_size"] == 5}
+    assert kanode.tolist() == [[want[(i, b)] for b in (1, 16)] for i in (2, 8)]
+    (saved,) = panels(drawn["saved_vs_grid.png"])
+    assert (saved.get_xlabel(), saved.get_ylabel()) == ("grid size G", "elements saved for backward")
+    assert len(saved.lines) == 3 * 2  # dense, kanode, Linear+SiLU for each I = O
+    dense8 = next(line for line in saved.lines if line.get_label() == "I=O=8 dense")
+    assert list(dense8.get_xdata()) == [3, 5]
+    assert list(dense8.get_ydata()) == [r["saved_dense_elements"] for r in ints
+                                        if r["in_features"] == 8 and r["batch"] == 16]
 
 
 def test_peak_bytes_of_known_allocations():
@@ -52,13 +71,21 @@ def test_peak_bytes_of_known_allocations():
     assert peak_bytes(step) == 20000
 
 
-def test_memory_writes_table_and_figure(tmp_path):
+def test_memory_writes_table_and_figure(tmp_path, monkeypatch):
+    drawn = record_figures(monkeypatch)
     argv = ["memory", "--systems", "lotka_volterra", "--hidden", "4", "16", "--models", "mlp",
             "--out", str(tmp_path)]
     assert main(argv) == 0
     rows = read_csv(tmp_path / "step_memory.csv")
-    assert len(rows) == 2 * 2 and (tmp_path / "step_memory.png").stat().st_size > 0
+    assert len(rows) == 2 * 2
     peak = {(r["adjoint"], int(r["hidden"])): int(r["peak_bytes"]) for r in rows}
+    direct, adjoint = panels(drawn["step_memory.png"])
+    assert (direct.get_title(), adjoint.get_title()) == ("lotka_volterra, direct", "lotka_volterra, adjoint")
+    assert direct.get_ylabel() == "peak MiB of one step" and direct.get_xlabel() == "hidden width"
+    for ax, flag in ((direct, "False"), (adjoint, "True")):
+        (line,) = ax.lines  # one model
+        assert line.get_label() == "mlp" and list(line.get_xdata()) == [4, 16]
+        assert list(line.get_ydata()) == [peak[(flag, 4)] / 2**20, peak[(flag, 16)] / 2**20]
     assert 0 < peak[("True", 16)] < peak[("False", 16)]  # the adjoint keeps no trajectory
     assert peak[("False", 4)] < peak[("False", 16)]
 
