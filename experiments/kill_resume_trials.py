@@ -7,7 +7,10 @@ then L-BFGS, a checkpoint after every step, so most of the run is spent in
 checkpoint writes) is fitted once without interruption (the reference). Each
 trial starts the same command as a real process and kills it with SIGKILL
 after a random delay (seeded) drawn uniformly over the reference run's
-duration; half of the trials also kill the first resume the same way. Then
+duration; in two trials out of four the kill then waits for the next moment a
+checkpoint write is under way (its temporary file exists) and comes a random
+0–3 ms into it (``+wX ms`` in the table). Odd trials also kill the first
+resume the same way. Then
 ``python -m kanode.fit --resume E`` continues it to the end (or, when the kill
 came before ``ensemble.json`` existed, the original command is rerun, as a
 user would). The finished directory is compared with the reference bit for
@@ -77,16 +80,36 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, check=False)
 
 
-def _run_killed(cmd: list[str], delay: float) -> bool:
-    """Start ``cmd``, SIGKILL it after ``delay`` seconds; whether it was still running."""
+def _writing(out: Path) -> bool:
+    """Whether an atomic write is under way in a member (its temporary ``.NAME.*.tmp`` exists)."""
+    for member in _members(out):
+        for folder in (member / "checkpoints", member):
+            try:
+                if any(e.name.startswith(".") and e.name.endswith(".tmp") for e in os.scandir(folder)):
+                    return True
+            except FileNotFoundError:
+                pass
+    return False
+
+
+def _run_killed(cmd: list[str], delay: float, out: Path, in_write: float | None) -> bool:
+    """Start ``cmd`` and SIGKILL it after ``delay`` seconds; with ``in_write`` (seconds), at the
+    first moment after ``delay`` that a checkpoint write is under way, plus ``in_write``.
+    Returns whether it was killed (False: it ended first)."""
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         proc.wait(timeout=delay)
         return False
     except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return True
+        pass
+    if in_write is not None:
+        while not _writing(out):  # a tight poll: a checkpoint write lasts a few milliseconds
+            if proc.poll() is not None:
+                return False
+        time.sleep(in_write)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return True
 
 
 def _members(out: Path) -> list[Path]:
@@ -184,11 +207,13 @@ def main() -> int:
         shutil.rmtree(out, ignore_errors=True)
         kills, hits, actions, failure = [], [], [], ""
         cmd = _command(out)
+        in_write = trial % 4 >= 2  # two trials in four aim at a checkpoint write
         for k in range(1 if trial % 2 == 0 else 2):
             delay = rng.uniform(0.0, duration)
-            if not _run_killed(cmd, delay):
+            jitter = rng.uniform(0.0, 0.003) if in_write else None
+            if not _run_killed(cmd, delay, out, jitter):
                 break  # it ended before the kill
-            kills.append(round(delay, 2))
+            kills.append(f"{delay:.2f}" + (f"+w{1000 * jitter:.1f}ms" if jitter is not None else ""))
             hits.append(_what_was_hit(out) if out.exists() else {"tmp": False, "split": False, "pre": True})
             pre = not (out / "ensemble.json").exists()
             cmd = _command(out) if pre else _resume_command(out)
@@ -198,12 +223,12 @@ def main() -> int:
             failure = f"exit {final.returncode}: {final.stderr.strip()[-200:]}"
         diffs = [] if failure else compare(out, reference)
         verdict = "failure" if failure else ("identical" if not diffs else "different")
-        row = {"trial": trial, "kill_delays_s": " ".join(map(str, kills)) or "-",
+        row = {"trial": trial, "kill_delays_s": " ".join(kills) or "-",
                "inside_write": any(h["tmp"] for h in hits), "members_split": any(h["split"] for h in hits),
                "before_listing": any(h["pre"] for h in hits), "continued_by": " ".join(actions) or "-",
                "verdict": verdict, "detail": failure or "; ".join(diffs)}
         rows.append(row)
-        print(f"trial {trial:>2}: killed at {row['kill_delays_s']:>11} s  tmp={int(row['inside_write'])} "
+        print(f"trial {trial:>2}: killed at {row['kill_delays_s']:>26} s  tmp={int(row['inside_write'])} "
               f"split={int(row['members_split'])} pre={int(row['before_listing'])}  "
               f"{row['continued_by']:<13} {verdict} {row['detail'][:120]}", flush=True)
         if verdict == "identical":

@@ -212,7 +212,8 @@ class EnsembleTrainer:
             return self.evaluate()
 
     # ------------------------------------------------------------ grids
-    def _adapt_grid(self, step: int) -> None:
+    def _adapt_grid(self, step: int) -> bool:
+        """Grid update / extension scheduled at ``step``; rebuilds the optimiser; whether it ran."""
         def visited() -> Tensor:
             pred = self._solve(self.data.y_train[:, :, 0], self.data.t_train, adjoint=False)
             states = pred.permute(1, 0, 2, 3).reshape(self.n_members, -1, pred.shape[-1])  # (M, N, dim)
@@ -221,6 +222,8 @@ class EnsembleTrainer:
         if apply_grid_schedule(self.field.net, step, self._extend_steps, self._grid_steps, visited):
             self.optimizer = make_optimizer(self._phase, self.field.named_parameters(), self.n_members,
                                             self.config)
+            return True
+        return False
 
     # ------------------------------------------------------------- loop
     def steps(self) -> Iterator[EnsembleStep]:
@@ -237,7 +240,8 @@ class EnsembleTrainer:
             snapshot = copy.deepcopy(self.field.state_dict())
             diverged: dict[int, str] = {}
             try:
-                self._adapt_grid(step)
+                if self._adapt_grid(step):  # the step starts from the adapted grid (as a single fit's)
+                    snapshot = copy.deepcopy(self.field.state_dict())
             except _SharedSolverError as exc:
                 diverged = self._culprits(f"solver failure in the grid update: {exc}")
                 self._freeze(diverged, snapshot)
