@@ -92,24 +92,24 @@ def _writing(out: Path) -> bool:
     return False
 
 
-def _run_killed(cmd: list[str], delay: float, out: Path, in_write: float | None) -> bool:
+def _run_killed(cmd: list[str], delay: float, out: Path, in_write: float | None) -> int | None:
     """Start ``cmd`` and SIGKILL it after ``delay`` seconds; with ``in_write`` (seconds), at the
     first moment after ``delay`` that a checkpoint write is under way, plus ``in_write``.
-    Returns whether it was killed (False: it ended first)."""
+    Returns None when it was killed, else its exit status (it ended first)."""
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         proc.wait(timeout=delay)
-        return False
     except subprocess.TimeoutExpired:
         pass
     if in_write is not None:
-        while not _writing(out):  # a tight poll: a checkpoint write lasts a few milliseconds
-            if proc.poll() is not None:
-                return False
+        while proc.poll() is None and not _writing(out):  # a tight poll: a write lasts milliseconds
+            pass
         time.sleep(in_write)
+    if proc.poll() is not None:
+        return proc.returncode
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    return True
+    return None
 
 
 def _members(out: Path) -> list[Path]:
@@ -205,22 +205,27 @@ def main() -> int:
     for trial in range(args.trials):
         out = work / f"trial-{trial}"
         shutil.rmtree(out, ignore_errors=True)
-        kills, hits, actions, failure = [], [], [], ""
+        kills, hits, actions, failure, ended = [], [], [], "", None
         cmd = _command(out)
         in_write = trial % 4 >= 2  # two trials in four aim at a checkpoint write
         for k in range(1 if trial % 2 == 0 else 2):
             delay = rng.uniform(0.0, duration)
             jitter = rng.uniform(0.0, 0.003) if in_write else None
-            if not _run_killed(cmd, delay, out, jitter):
+            ended = _run_killed(cmd, delay, out, jitter)
+            if ended is not None:
                 break  # it ended before the kill
             kills.append(f"{delay:.2f}" + (f"+w{1000 * jitter:.1f}ms" if jitter is not None else ""))
             hits.append(_what_was_hit(out) if out.exists() else {"tmp": False, "split": False, "pre": True})
             pre = not (out / "ensemble.json").exists()
             cmd = _command(out) if pre else _resume_command(out)
             actions.append("rerun" if pre else "resume")
-        final = _run(cmd)
-        if final.returncode != 0:
-            failure = f"exit {final.returncode}: {final.stderr.strip()[-200:]}"
+        if ended is None:
+            final = _run(cmd)
+            ended, stderr = final.returncode, final.stderr
+        else:
+            stderr = "(the process the kill was meant for)"
+        if ended != 0:
+            failure = f"exit {ended}: {stderr.strip()[-200:]}"
         diffs = [] if failure else compare(out, reference)
         verdict = "failure" if failure else ("identical" if not diffs else "different")
         row = {"trial": trial, "kill_delays_s": " ".join(kills) or "-",
