@@ -185,12 +185,15 @@ def _restore(trainer: EnsembleTrainer, runs: Sequence[RunDir]) -> dict[int, dict
     """Load every member's checkpoint (one step and grid for the live ones, see
     :func:`_member_states`); return the summaries of the diverged members (kept as they are)."""
     states, kept, rolled_back = _member_states(trainer, runs)
-    grids = {s["grid_size"] for s in states}
+    grids = {s["grid_size"] for m, s in enumerate(states) if m not in kept} or {states[0]["grid_size"]}
     if len(grids) != 1:
         raise ConfigError(f"the members' checkpoints have grid sizes {sorted(grids)}; resume them "
                           "as single fits")
     grid, net = grids.pop(), trainer.field.net
     try:
+        for m in kept:  # frozen before a grid extension: refine its (masked) model to the others' grid
+            if states[m]["grid_size"] != grid:
+                states[m] = _regridded(trainer, m, states[m], grid)
         if grid is not None and grid != getattr(net, "grid_size", None):
             net.extend_grid(int(grid))
         trainer.load_member_states(states, {m: s.get("reason", "") for m, s in kept.items()})
@@ -208,6 +211,17 @@ def _restore(trainer: EnsembleTrainer, runs: Sequence[RunDir]) -> dict[int, dict
         run.truncate_metrics(trainer.step)
         run.update_config(config)  # a resume that extends the schedule says so in config.toml
     return kept
+
+
+def _regridded(trainer: EnsembleTrainer, m: int, state: dict[str, Any], grid: int) -> dict[str, Any]:
+    """Member m's ``state`` with its model refined to ``grid`` (``extend_grid``: the same function
+    on a finer grid), so that a member frozen before the others' grid extension stacks with them."""
+    field = trainer.field.member(m)  # at the ensemble's initial grid
+    if state["grid_size"] != field.net.grid_size:
+        field.net.extend_grid(int(state["grid_size"]))
+    field.load_state_dict(state["model"])
+    field.net.extend_grid(int(grid))
+    return {**state, "model": field.state_dict(), "grid_size": grid}
 
 
 def _train(trainer: EnsembleTrainer, runs: Sequence[RunDir] | None, quiet: bool,

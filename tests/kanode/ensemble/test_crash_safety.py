@@ -193,10 +193,10 @@ def test_a_sigkilled_ensemble_process_resumes_to_the_uninterrupted_result(tmp_pa
 
 
 # ---------------------------------------------------------------------- divergence
-def blow_up_configs(member_lr: float) -> list[FitConfig]:
+def blow_up_configs(member_lr: float, grid_extend: list[list[int]] | None = None) -> list[FitConfig]:
     """Adam only; member 1 at ``member_lr`` with a divergence factor of 10 (lr 1: its loss
     goes 0.87 → 1.1e3 at step 2, finite, above 10 × the first)."""
-    settings = dict(optimizer="adam", steps=8, lbfgs_steps=0, batch_time=0, grid_extend=[],
+    settings = dict(optimizer="adam", steps=8, lbfgs_steps=0, batch_time=0, grid_extend=grid_extend or [],
                     checkpoint_every=3)
     cfgs = configs(**settings)
     cfgs[1] = cfgs[1].replace(lr=member_lr, divergence_factor=10.0)
@@ -222,13 +222,14 @@ def test_a_finitely_blowing_up_member_is_frozen_and_the_others_are_bitwise_uncha
     assert len(read_metrics(frozen_dir / "seed-1" / "metrics.csv")) == 1
 
 
-def test_a_member_that_diverged_before_a_kill_stays_frozen_on_resume(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("grid_extend", [[], [[4, 10]]], ids=["same-grid", "others-extend-their-grid"])
+def test_a_member_that_diverged_before_a_kill_stays_frozen_on_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grid_extend: list[list[int]]) -> None:
     whole, root = tmp_path / "whole", tmp_path / "E"
-    fit_ensemble(blow_up_configs(1.0), dirs(whole), parent=whole)
+    fit_ensemble(blow_up_configs(1.0, grid_extend), dirs(whole), parent=whole)
     kill_at_save(monkeypatch, 2, 6, inside=False)  # after member 1 diverged at step 2
     with pytest.raises(Killed):
-        fit_ensemble(blow_up_configs(1.0), dirs(root), parent=root)
+        fit_ensemble(blow_up_configs(1.0, grid_extend), dirs(root), parent=root)
     monkeypatch.undo()
     assert json.loads((root / "seed-1" / "summary.json").read_text())["status"] == "diverged"  # at once
     assert main(["--resume", str(root), "--quiet"]) == 3  # some member diverged
