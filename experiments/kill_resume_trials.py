@@ -81,14 +81,13 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def _writing(out: Path) -> bool:
-    """Whether an atomic write is under way in a member (its temporary ``.NAME.*.tmp`` exists)."""
+    """Whether a checkpoint write is under way in a member (its temporary ``.NAME.*.tmp`` exists)."""
     for member in _members(out):
-        for folder in (member / "checkpoints", member):
-            try:
-                if any(e.name.startswith(".") and e.name.endswith(".tmp") for e in os.scandir(folder)):
-                    return True
-            except FileNotFoundError:
-                pass
+        try:
+            if any(e.name.startswith(".") and e.name.endswith(".tmp") for e in os.scandir(member / "checkpoints")):
+                return True
+        except FileNotFoundError:
+            pass
     return False
 
 
