@@ -5,12 +5,14 @@ Protocol. One small ensemble (4 seeds of a KAN [2, 5, 2] on the first 10 % of
 Lotka–Volterra, RK4, random windows in the Adam phase, a grid extension, Adam
 then L-BFGS, a checkpoint after every step, so most of the run is spent in
 checkpoint writes) is fitted once without interruption (the reference). Each
-trial starts the same command as a real process and kills it with SIGKILL
-after a random delay (seeded) drawn uniformly over the reference run's
-duration; in two trials out of four the kill then waits for the next moment a
-checkpoint write is under way (its temporary file exists) and comes a random
-0–3 ms into it (``+wX ms`` in the table). Odd trials also kill the first
-resume the same way. Then
+trial starts the same command as a real process and kills it with SIGKILL at
+a random moment (seeded): once a random number of steps k (uniform over the
+run's 32, counted in metrics.csv) is on disk, plus a random delay (up to 50 ms;
+up to 8 s into the start for k = 0: imports, data, the first writes); in two
+trials out of four the kill then waits for the next moment a checkpoint
+write is under way (its temporary file exists) and comes a random 0–3 ms into
+it (``+wX ms`` in the table). Odd trials also kill the first resume the same
+way (at a later step). Then
 ``python -m kanode.fit --resume E`` continues it to the end (or, when the kill
 came before ``ensemble.json`` existed, the original command is rerun, as a
 user would). The finished directory is compared with the reference bit for
@@ -60,6 +62,8 @@ FIT_ARGS = ["--widths", "2", "5", "2", "--train-fraction", "0.1", "--method", "r
             "--eval-every", "3", "--checkpoint-every", "1", "--threads", "1",
             "--no-plots", "--quiet"]
 SUMMARY_TIMES = ("wall_time_s", "time_per_step_s")
+TOTAL_STEPS = 32  # 24 Adam + 8 L-BFGS
+STARTUP_S = 8.0   # a kill "at step 0" comes this long (at most) into the start: imports, data, first writes
 
 
 def _command(out: Path) -> list[str]:
@@ -91,11 +95,25 @@ def _writing(out: Path) -> bool:
     return False
 
 
-def _run_killed(cmd: list[str], delay: float, out: Path, in_write: float | None) -> int | None:
-    """Start ``cmd`` and SIGKILL it after ``delay`` seconds; with ``in_write`` (seconds), at the
-    first moment after ``delay`` that a checkpoint write is under way, plus ``in_write``.
-    Returns None when it was killed, else its exit status (it ended first)."""
+def _progress(out: Path) -> int:
+    """The most steps any member has in its metrics.csv (0 before the first)."""
+    rows = 0
+    for member in _members(out):
+        try:
+            rows = max(rows, (member / "metrics.csv").read_bytes().count(b"\n") - 1)
+        except FileNotFoundError:
+            pass
+    return rows
+
+
+def _run_killed(cmd: list[str], out: Path, at_step: int, delay: float, in_write: float | None) -> int | None:
+    """Start ``cmd``; once some member has recorded ``at_step`` steps, wait ``delay`` seconds,
+    and with ``in_write`` (seconds) further until a checkpoint write is under way plus
+    ``in_write``; then SIGKILL it. Returns None when it was killed, else its exit status
+    (it ended first)."""
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and _progress(out) < at_step:
+        time.sleep(0.002)
     try:
         proc.wait(timeout=delay)
     except subprocess.TimeoutExpired:
@@ -198,7 +216,7 @@ def main() -> int:
     if done.returncode != 0:
         print(f"the reference run failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
         return 1
-    print(f"reference: {duration:.1f} s for `kanode.fit --seeds {SEEDS} {' '.join(FIT_ARGS)}`")
+    print(f"reference: {duration:.1f} s (this machine, now) for `kanode.fit --seeds {SEEDS} {' '.join(FIT_ARGS)}`")
 
     rows = []
     for trial in range(args.trials):
@@ -208,12 +226,13 @@ def main() -> int:
         cmd = _command(out)
         in_write = trial % 4 >= 2  # two trials in four aim at a checkpoint write
         for k in range(1 if trial % 2 == 0 else 2):
-            delay = rng.uniform(0.0, duration)
+            at_step = rng.randint(_progress(out) if out.exists() else 0, TOTAL_STEPS - 1)
+            delay = rng.uniform(0.0, STARTUP_S if at_step == 0 else 0.05)
             jitter = rng.uniform(0.0, 0.003) if in_write else None
-            ended = _run_killed(cmd, delay, out, jitter)
+            ended = _run_killed(cmd, out, at_step, delay, jitter)
             if ended is not None:
                 break  # it ended before the kill
-            kills.append(f"{delay:.2f}" + (f"+w{1000 * jitter:.1f}ms" if jitter is not None else ""))
+            kills.append(f"{at_step}+{delay:.3f}s" + (f"+w{1000 * jitter:.1f}ms" if jitter is not None else ""))
             hits.append(_what_was_hit(out) if out.exists() else {"tmp": False, "split": False, "pre": True})
             pre = not (out / "ensemble.json").exists()
             cmd = _command(out) if pre else _resume_command(out)
@@ -227,19 +246,19 @@ def main() -> int:
             failure = f"exit {ended}: {stderr.strip()[-200:]}"
         diffs = [] if failure else compare(out, reference)
         verdict = "failure" if failure else ("identical" if not diffs else "different")
-        row = {"trial": trial, "kill_delays_s": " ".join(kills) or "-",
+        row = {"trial": trial, "kills": " ".join(kills) or "-",
                "inside_write": any(h["tmp"] for h in hits), "members_split": any(h["split"] for h in hits),
                "before_listing": any(h["pre"] for h in hits), "continued_by": " ".join(actions) or "-",
                "verdict": verdict, "detail": failure or "; ".join(diffs)}
         rows.append(row)
-        print(f"trial {trial:>2}: killed at {row['kill_delays_s']:>26} s  tmp={int(row['inside_write'])} "
+        print(f"trial {trial:>2}: kills (step+delay) {row['kills']:>30}  tmp={int(row['inside_write'])} "
               f"split={int(row['members_split'])} pre={int(row['before_listing'])}  "
               f"{row['continued_by']:<13} {verdict} {row['detail'][:120]}", flush=True)
         if verdict == "identical":
             shutil.rmtree(out, ignore_errors=True)
 
     counts = {v: sum(r["verdict"] == v for r in rows) for v in ("identical", "different", "failure")}
-    killed = sum(r["kill_delays_s"] != "-" for r in rows)
+    killed = sum(r["kills"] != "-" for r in rows)
     print(f"trials {len(rows)} (killed {killed}; inside a write {sum(r['inside_write'] for r in rows)}, "
           f"members at different steps {sum(r['members_split'] for r in rows)}, before ensemble.json "
           f"{sum(r['before_listing'] for r in rows)}): identical {counts['identical']}, "
