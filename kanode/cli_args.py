@@ -54,6 +54,8 @@ HELP = {
     "lbfgs_history": "L-BFGS history size",
     "lbfgs_max_iter": "L-BFGS iterations per step",
     "grad_clip": "clip the gradient norm to this value; 0 disables",
+    "divergence_factor": "a training loss above this multiple of the run's first one (or not finite) "
+                         "ends the run as diverged (exit 3)",
     "sparsity": "weight λ of the KAN paper's sparsity penalty on the edge scores (std of each edge "
                 "over the training states; see kanode.symbolic); 0 disables",
     "sparsity_l1": "weight of the L1 term inside the sparsity penalty",

@@ -72,6 +72,9 @@ METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS
 # fits take < 100; 5000 ends a stiff or blowing-up solve in ~20 s and ~1 GB (spiral, dopri5).
 SOLVER_DEFAULTS: dict[str, Any] = {"method": "rk4", "rtol": 1e-5, "atol": 1e-7,
                                    "max_num_steps": 5_000}
+# A step whose training loss exceeds this multiple of the run's first training loss (or is
+# not finite) ends the run (a member of an ensemble: freezes it) as diverged: kanode.divergence.
+DEFAULT_DIVERGENCE_FACTOR = 1e6
 DEFAULT_HIDDEN = {"kan": 10, "rswaf": 10, "mlp": 50}  # one hidden layer of this width
 
 MAX_SPLINE_ORDER = 7          # kanode.nn._native.MAX_WIDTH - 1 (tested to agree)
@@ -131,6 +134,7 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "lr_step_gamma": (0.0, 1.0, True),
     "lbfgs_lr": (0.0, math.inf, True),
     "grad_clip": (0.0, math.inf, False),
+    "divergence_factor": (1.0, math.inf, True),
     "sparsity": (0.0, math.inf, False),
     "sparsity_l1": (0.0, math.inf, False),
     "sparsity_entropy": (0.0, math.inf, False),
@@ -174,6 +178,11 @@ class FitConfig:
         ``lbfgs_steps`` L-BFGS steps; ``adam+lbfgs`` runs both in that order.
         ``grid_update_steps`` and ``grid_extend`` (pairs ``[step, new_grid_size]``)
         refit KAN grids at those global steps (KANs only).
+    Divergence
+        A step whose training loss is not finite, or above
+        ``divergence_factor`` (default 1e6) times the run's first training
+        loss, ends the run as ``diverged`` (an ensemble member is frozen
+        while the others go on); see :mod:`kanode.divergence`.
 
     The limits of every value are in the module docstring.
     """
@@ -219,6 +228,7 @@ class FitConfig:
     lbfgs_history: int = 50
     lbfgs_max_iter: int = 1
     grad_clip: float = 0.0
+    divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR
     sparsity: float = 0.0
     sparsity_l1: float = 1.0
     sparsity_entropy: float = 2.0

@@ -134,6 +134,11 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
         trainer = _make_trainer(config)
         if state is not None:
             _restore(trainer, run, state)
+            diverged = diverged_summary(run)
+            if diverged is not None:  # diverged is final: a resume would only repeat it
+                return FitResult(field=trainer.field, history=read_metrics(run.metrics_path),
+                                 summary=diverged, run_dir=run.path, data=trainer.data, config=config)
+            run.truncate_metrics(trainer.state.step)
             run.update_config(config)  # a resume that extends the schedule says so in config.toml
         else:  # a new run, or one killed during its first save: start (over)
             run.start(config, restart=resume is not None)
@@ -180,12 +185,18 @@ def _make_trainer(config: FitConfig) -> Trainer:
     return Trainer(field_, data, config, regularizer=regularizer)
 
 
-def read_checkpoint(run: RunDir, config: FitConfig) -> dict[str, Any]:
-    """``checkpoints/last.pt`` (checksum and schema checked, grid, step and phase those of
-    ``config``'s run) and a ``metrics.csv`` that covers its steps; ConfigError (one line)
-    if either is damaged or belongs to another run."""
-    state = run.load_last()
-    where = run.last_path
+def diverged_summary(run: RunDir) -> dict[str, Any] | None:
+    """The run's ``summary.json`` if it says the run diverged (a final state), else None."""
+    summary = run.read_summary()
+    return summary if summary is not None and summary.get("status") == "diverged" else None
+
+
+def read_checkpoint(run: RunDir, config: FitConfig, previous: bool = False) -> dict[str, Any]:
+    """``checkpoints/last.pt`` (``previous.pt`` with ``previous``; checksum and schema checked,
+    grid, step and phase those of ``config``'s run) and a ``metrics.csv`` that covers its
+    steps; ConfigError (one line) if either is damaged or belongs to another run."""
+    state = run.load_last(previous)
+    where = run.previous_path if previous else run.last_path
     grids = {config.grid_size, *(int(g) for _, g in config.grid_extend)}
     if config.model == "mlp" and state["grid_size"] is not None:
         raise ConfigError(f"{where} has grid_size {state['grid_size']} but the run's "
@@ -203,6 +214,8 @@ def read_checkpoint(run: RunDir, config: FitConfig) -> dict[str, Any]:
     if len(rows) < state["step"]:
         raise ConfigError(f"{run.metrics_path} has {len(rows)} rows but the checkpoint is at "
                           f"step {state['step']}; the run directory is damaged")
+    if state.get("first_loss") is None and rows and state["step"] > 0:
+        state["first_loss"] = rows[0]["train_loss"]  # a checkpoint of an earlier version
     return state
 
 
@@ -219,7 +232,6 @@ def _restore(trainer: Trainer, run: RunDir, state: dict[str, Any]) -> None:
         detail = " ".join(str(exc).split())[:200]
         raise ConfigError(f"{where} does not fit the run's model and config ({detail}); "
                           "the checkpoint belongs to another run or is damaged") from None
-    run.truncate_metrics(trainer.state.step)
 
 
 def remove_if_bare(run: RunDir, lock: Any) -> None:

@@ -7,6 +7,8 @@ Layout::
       metrics.csv          one row per optimiser step (METRIC_COLUMNS)
       checkpoints/last.pt  latest state, for --resume
       checkpoints/best.pt  parameters with the lowest training loss
+      checkpoints/previous.pt  an ensemble member's checkpoint before its last one, so that
+                           members killed while checkpointing one by one resume at one step
       summary.json         written when the run ends (status, losses, timing)
       plots/               figures of the run
       .kanode.lock         held (flock) by the process writing the run
@@ -24,6 +26,9 @@ import datetime as _dt
 import io
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +66,15 @@ ENSEMBLE_FILE = "ensemble.json"  # in a ``kanode.fit --seeds`` directory: its me
 def is_ensemble_dir(path: str | Path) -> bool:
     """Whether ``path`` is the parent directory of an ensemble's member runs."""
     return (Path(path) / ENSEMBLE_FILE).is_file() and not (Path(path) / "config.toml").exists()
+
+
+def _temp_name(path: Path) -> str:
+    """A fresh, unused name beside ``path`` like :func:`atomic_write`'s temporaries
+    (``.NAME.*.tmp``, which :meth:`RunDir.clean_temp` removes after a crash)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)
+    return tmp
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -215,6 +229,7 @@ class RunDir:
     summary_path = property(lambda self: self.path / "summary.json")
     last_path = property(lambda self: self.path / "checkpoints" / "last.pt")
     best_path = property(lambda self: self.path / "checkpoints" / "best.pt")
+    previous_path = property(lambda self: self.path / "checkpoints" / "previous.pt")
     plots_path = property(lambda self: self.path / "plots")
 
     # ----------------------------------------------------------------- lock
@@ -310,22 +325,42 @@ class RunDir:
         _atomic_write_text(self.metrics_path, buffer.getvalue())
 
     # ---------------------------------------------------------- checkpoints
-    def save_last(self, state: dict[str, Any]) -> None:
+    def save_last(self, state: dict[str, Any], keep_previous: bool = False) -> None:
+        """Write ``last.pt``; with ``keep_previous`` the one it replaces becomes ``previous.pt``
+        first (atomically: a crash leaves both files or the old ones), as ensemble members do."""
+        if keep_previous and self.last_path.exists():
+            tmp = _temp_name(self.previous_path)
+            try:
+                try:
+                    os.link(self.last_path, tmp)  # the same bytes, no copy
+                except OSError:  # a file system without hard links
+                    shutil.copyfile(self.last_path, tmp)
+                os.replace(tmp, self.previous_path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         atomic_torch_save(state, self.last_path)
+
+    def restore_previous(self) -> None:
+        """Make ``previous.pt`` the last checkpoint again (an ensemble member that was ahead of
+        the others rolls back to their step); atomic."""
+        os.replace(self.previous_path, self.last_path)
 
     def save_best(self, model_state: dict[str, Any], step: int, loss: float,
                   grid_size: int | None) -> None:
         atomic_torch_save({"model": model_state, "step": step, "train_loss": loss,
                            "grid_size": grid_size}, self.best_path)
 
-    def load_last(self) -> dict[str, Any]:
-        """The training state of ``checkpoints/last.pt``, its checksum and schema checked.
+    def load_last(self, previous: bool = False) -> dict[str, Any]:
+        """The training state of ``checkpoints/last.pt`` (``previous.pt`` with ``previous``),
+        its checksum and schema checked.
 
         Raises ConfigError (one line) if it is missing or damaged.
         """
-        if not self.last_path.exists():
-            raise ConfigError(f"{self.path} has no checkpoints/last.pt to resume from")
-        return check_trainer_state(load_checkpoint(self.last_path), self.last_path)
+        path = self.previous_path if previous else self.last_path
+        if not path.exists():
+            raise ConfigError(f"{self.path} has no checkpoints/{path.name} to resume from")
+        return check_trainer_state(load_checkpoint(path), path)
 
     def load_best(self) -> dict[str, Any]:
         """``checkpoints/best.pt`` ({"model", "step", "train_loss", "grid_size"}), checksum checked.

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .config import FitConfig
 from .data import FitData, sample_windows
+from .divergence import divergence_reason
 from .ode import SolverError, VectorField, backward_guarded, solve
 from .optim import BatchedAdam, BatchedLBFGS
 
@@ -34,7 +35,8 @@ __all__ = ["Trainer", "TrainState", "StepRecord", "Diverged", "Evaluation", "lr_
 
 
 class Diverged(RuntimeError):
-    """Training produced a non-finite loss or gradient, or the solver failed."""
+    """Training produced a non-finite loss or gradient, a loss above the divergence rule's
+    multiple of the first one (:func:`kanode.divergence.divergence_reason`), or the solver failed."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class TrainState:
     best_loss: float = float("inf")
     best_step: int = -1
     best_model: dict[str, Tensor] | None = field(default=None, repr=False)
+    first_loss: float | None = None  # step 1's training loss: the divergence rule's reference
 
 
 class Trainer:
@@ -250,8 +253,11 @@ class Trainer:
         try:
             loss = self._objective(full)
             counters.forward += self.field.reset_nfe()
-            if not torch.isfinite(loss):
-                raise Diverged(f"non-finite training loss ({loss.item()})")
+            # the step's first evaluation is held to the multiple rule; line-search trials only to finiteness
+            first = self.state.first_loss if counters.first_loss is None else None
+            reason = divergence_reason(loss.item(), first, self.config.divergence_factor)
+            if reason is not None:
+                raise Diverged(reason)
             data_loss = loss
             if self.regularizer is not None:
                 reg = self.regularizer(self.field)
@@ -271,6 +277,8 @@ class Trainer:
         if counters.first_loss is None:
             counters.first_loss = data_loss.item()
             counters.grad_norm = norm.item()
+            if self.state.first_loss is None:
+                self.state.first_loss = counters.first_loss
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.field.parameters(), self.config.grad_clip)
         return loss
@@ -382,6 +390,7 @@ class Trainer:
             "wall_time": self.state.wall_time,
             "best_loss": self.state.best_loss,
             "best_step": self.state.best_step,
+            "first_loss": self.state.first_loss,
             "phase": self._phase,
             "model": self.field.state_dict(),
             "grid_size": getattr(self.field.net, "grid_size", None),
@@ -397,6 +406,8 @@ class Trainer:
         self.state.wall_time = float(state["wall_time"])
         self.state.best_loss = float(state["best_loss"])
         self.state.best_step = int(state["best_step"])
+        first = state.get("first_loss")  # absent in checkpoints of earlier versions
+        self.state.first_loss = None if first is None else float(first)
         self._phase = str(state["phase"])
         self.optimizer = self._make_optimizer(self._phase)
         self.optimizer.load_state_dict(state["optimizer"])

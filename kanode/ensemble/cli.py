@@ -1,7 +1,8 @@
 """``python -m kanode.fit --seeds 0-31``: one ensemble, one run directory per seed.
 
-The parent directory (``--out``) holds ``ensemble.json`` and ``seed-<s>/`` run
-directories; ``--resume`` on the parent continues the whole ensemble. Exit
+The parent directory (``--out``) holds ``ensemble.json`` (written before the
+first step) and ``seed-<s>/`` run directories; ``--resume`` on the parent
+continues the whole ensemble, after a crash or kill too. Exit
 status: 0 when every member finished, 3 when some diverged (the others are
 finished and saved), 2 for bad input.
 """
@@ -16,10 +17,10 @@ from typing import Any
 
 from kanode.cli_args import parse_seeds
 from kanode.config import ConfigError, FitConfig, load_config
-from kanode.ensemble.fit import fit_ensemble, resume_dirs, write_listing
+from kanode.ensemble.fit import fit_ensemble, resume_dirs
 from kanode.exit_codes import EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from kanode.fit import FitResult
-from kanode.runs import default_run_dir
+from kanode.runs import ENSEMBLE_FILE, default_run_dir
 
 __all__ = ["run_ensemble"]
 
@@ -36,10 +37,14 @@ def run_ensemble(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         config = load_config(args.config) if args.config is not None else FitConfig()
         config = config.replace(**overrides)
         parent = Path(args.out) if args.out is not None else default_run_dir(config)
+        if (parent / ENSEMBLE_FILE).exists():
+            raise ConfigError(f"{parent} already holds an ensemble ({ENSEMBLE_FILE}); continue it with "
+                              f"--resume {parent} (it resumes every member where it stopped) or choose "
+                              "another --out")
         outs = [parent / f"seed-{seed}" for seed in seeds]
         configs = [config.replace(seed=seed) for seed in seeds]
-        results = fit_ensemble(configs, outs, quiet=args.quiet)  # ConfigError before any file is written
-        write_listing(parent, outs)
+        # ConfigError before any file is written; ensemble.json is written before the first step
+        results = fit_ensemble(configs, outs, quiet=args.quiet, parent=parent)
     _print_table(results, parent)
     statuses = [r.summary["status"] for r in results]
     if "diverged" in statuses:

@@ -18,7 +18,7 @@ from kanode.config import ConfigError, FitConfig
 __all__ = ["MEMBER_FIELDS", "pack_key", "check_packable", "pack_groups"]
 
 MEMBER_FIELDS = ("seed", "lr", "lr_schedule", "lr_step_every", "lr_step_gamma", "lbfgs_lr",
-                 "grad_clip", "data_seed", "noise", "y0_spread", "plots")
+                 "grad_clip", "divergence_factor", "data_seed", "noise", "y0_spread", "plots")
 
 
 def pack_key(config: FitConfig) -> tuple[tuple[str, Any], ...] | None:

@@ -11,8 +11,9 @@ tracking) on an :class:`~kanode.ensemble.EnsembleVectorField`:
   schedules (``lr_at`` of each member's config) and per-member clipping;
 * member m draws its random windows from its own generator seeded with its
   seed, so it sees the windows of its single fit;
-* a member whose loss or gradient becomes non-finite, or whose solve fails,
-  is frozen (its field is masked to zero, see ``set_live``) at its last
+* a member whose loss breaks the divergence rule (:mod:`kanode.divergence`:
+  not finite, or above ``divergence_factor`` × its first loss), whose gradient
+  becomes non-finite, or whose solve fails, is frozen (its field is masked to zero, see ``set_live``) at its last
   finite parameters and recorded; the others go on. With a fixed-step method
   the others are unaffected; with an adaptive one they share the step, so a
   failing L-BFGS trial point of one member shrinks the others' trial step in
@@ -37,6 +38,7 @@ from torch import Tensor
 
 from kanode.config import FitConfig
 from kanode.data import FitData, sample_windows
+from kanode.divergence import divergence_reason
 from kanode.ensemble.data import StackedData
 from kanode.ensemble.field import EnsembleVectorField
 from kanode.ensemble.packing import check_packable
@@ -210,7 +212,8 @@ class EnsembleTrainer:
             return self.evaluate()
 
     # ------------------------------------------------------------ grids
-    def _adapt_grid(self, step: int) -> None:
+    def _adapt_grid(self, step: int) -> bool:
+        """Grid update / extension scheduled at ``step``; rebuilds the optimiser; whether it ran."""
         def visited() -> Tensor:
             pred = self._solve(self.data.y_train[:, :, 0], self.data.t_train, adjoint=False)
             states = pred.permute(1, 0, 2, 3).reshape(self.n_members, -1, pred.shape[-1])  # (M, N, dim)
@@ -219,6 +222,8 @@ class EnsembleTrainer:
         if apply_grid_schedule(self.field.net, step, self._extend_steps, self._grid_steps, visited):
             self.optimizer = make_optimizer(self._phase, self.field.named_parameters(), self.n_members,
                                             self.config)
+            return True
+        return False
 
     # ------------------------------------------------------------- loop
     def steps(self) -> Iterator[EnsembleStep]:
@@ -235,7 +240,8 @@ class EnsembleTrainer:
             snapshot = copy.deepcopy(self.field.state_dict())
             diverged: dict[int, str] = {}
             try:
-                self._adapt_grid(step)
+                if self._adapt_grid(step):  # the step starts from the adapted grid (as a single fit's)
+                    snapshot = copy.deepcopy(self.field.state_dict())
             except _SharedSolverError as exc:
                 diverged = self._culprits(f"solver failure in the grid update: {exc}")
                 self._freeze(diverged, snapshot)
@@ -258,9 +264,7 @@ class EnsembleTrainer:
                 yield EnsembleStep({}, diverged)
                 continue
             assert counters.first_losses is not None and counters.grad_norms is not None
-            bad = {m: _why(counters.first_losses[m], counters.grad_norms[m]) for m in range(self.n_members)
-                   if m not in self.frozen and not (math.isfinite(counters.first_losses[m])
-                                                    and math.isfinite(counters.grad_norms[m]))}
+            bad = self._diverged(counters)
             if phase == "adam":
                 active = [a and m not in bad for m, a in enumerate(self.active)]
                 self.optimizer.step(lrs, active)
@@ -275,6 +279,8 @@ class EnsembleTrainer:
                 if m in self.frozen:
                     continue
                 state = self.states[m]
+                if state.first_loss is None:
+                    state.first_loss = counters.first_losses[m]
                 state.step = self.step
                 state.wall_time += elapsed
                 self._track_best(m, counters.first_losses[m], step, snapshot)
@@ -285,6 +291,21 @@ class EnsembleTrainer:
                                         nfe_forward=counters.forward, nfe_backward=counters.backward,
                                         wall_time=state.wall_time, grad_norm=counters.grad_norms[m])
             yield EnsembleStep(records, bad)
+
+    def _diverged(self, counters: _Counters) -> dict[int, str]:
+        """Live members that diverged at this step (→ reason): the single fit's rule."""
+        assert counters.first_losses is not None and counters.grad_norms is not None
+        bad = {}
+        for m in range(self.n_members):
+            if m in self.frozen:
+                continue
+            reason = divergence_reason(counters.first_losses[m], self.states[m].first_loss,
+                                       self.configs[m].divergence_factor)
+            if reason is None and not math.isfinite(counters.grad_norms[m]):
+                reason = "non-finite gradient"
+            if reason is not None:
+                bad[m] = reason
+        return bad
 
     def _culprits(self, reason: str) -> dict[int, str]:
         """Members whose own full-window solve fails (all active members if none does alone)."""
@@ -309,17 +330,20 @@ class EnsembleTrainer:
         """Member m's training state in :meth:`kanode.train.Trainer.state_dict`'s format."""
         state = self.states[m]
         return {"step": state.step, "wall_time": state.wall_time, "best_loss": state.best_loss,
-                "best_step": state.best_step, "phase": self._phase,
+                "best_step": state.best_step, "first_loss": state.first_loss, "phase": self._phase,
                 "model": self.field.member_state_dict(m),
                 "grid_size": getattr(self.field.net, "grid_size", None),
                 "optimizer": self.optimizer.member_state(m),
                 "generator": self.generators[m].get_state(), "torch_rng": torch.get_rng_state()}
 
-    def load_member_states(self, states: Sequence[dict[str, Any]]) -> None:
-        """Restore every member from single-format states saved at one step and phase
-        (the ensemble's grid must have the saved grid size)."""
-        steps = {int(s["step"]) for s in states}
-        phases = {str(s["phase"]) for s in states}
+    def load_member_states(self, states: Sequence[dict[str, Any]], frozen: dict[int, str] | None = None) -> None:
+        """Restore every member from single-format states; the live ones saved at one step and
+        phase (the ensemble's grid must have the saved grid size). Members in ``frozen``
+        (→ reason; diverged) get their parameters only and stay frozen."""
+        frozen = dict(frozen or {})
+        live = [s for m, s in enumerate(states) if m not in frozen] or [max(states, key=lambda s: s["step"])]
+        steps = {int(s["step"]) for s in live}
+        phases = {str(s["phase"]) for s in live}
         if len(steps) != 1 or len(phases) != 1:
             raise ValueError(f"the members' checkpoints are at steps {sorted(steps)} and phases "
                              f"{sorted(phases)}; an ensemble resumes members at one step (resume the "
@@ -330,12 +354,17 @@ class EnsembleTrainer:
                                         self.config)
         for m, state in enumerate(states):
             self.field.load_member(m, state["model"])
-            self.states[m] = TrainState(step=self.step, wall_time=float(state["wall_time"]),
+            first = state.get("first_loss")
+            self.states[m] = TrainState(step=int(state["step"]), wall_time=float(state["wall_time"]),
                                         best_loss=float(state["best_loss"]),
-                                        best_step=int(state["best_step"]))
-            self.optimizer.load_member_state(m, state["optimizer"])
+                                        best_step=int(state["best_step"]),
+                                        first_loss=None if first is None else float(first))
+            if m not in frozen:
+                self.optimizer.load_member_state(m, state["optimizer"])
             self.generators[m].set_state(state["generator"])
-        torch.set_rng_state(states[0]["torch_rng"])
+        torch.set_rng_state(live[0]["torch_rng"])
+        if frozen:
+            self._freeze(frozen, self.field.state_dict())
 
     def member_trainer(self, m: int) -> Trainer:
         """A single :class:`kanode.train.Trainer` holding member m (copies) and its state:
@@ -352,8 +381,3 @@ def _member_mse(pred: Tensor, target: Tensor) -> Tensor:
     err = (pred - target).movedim(1, 0)
     return (err.reshape(err.shape[0], -1) ** 2).mean(dim=1)
 
-
-def _why(loss: float, grad_norm: float) -> str:
-    if math.isfinite(loss) and not math.isfinite(grad_norm):
-        return "non-finite gradient"
-    return "non-finite training loss or gradient"

@@ -69,8 +69,13 @@ class MemberParams:
             view.copy_(chunk.view_as(view))
 
     def zero_grad(self) -> None:
+        """Zero every gradient, creating the missing ones: each backward then accumulates into
+        +0, so a step's gradient has the same bits (signs of zeros included) whether or not the
+        step is the first of the process (a resumed run repeats the uninterrupted one bitwise)."""
         for p in self.params:
-            if p.grad is not None:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            else:
                 p.grad.zero_()
 
     def member_mask(self, active: Tensor | None) -> Tensor:
