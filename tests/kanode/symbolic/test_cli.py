@@ -12,6 +12,7 @@ import pytest
 import sympy
 
 from kanode.config import FitConfig, dump_config
+from kanode.exit_codes import EXIT_REJECTED
 from kanode.symbolic.export import terms
 
 # few steps: exercises every stage; the polish finds the law from this poor KAN on the canonical
@@ -127,3 +128,21 @@ def test_a_single_trajectory_file_is_trained_on_whole(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert "1 training trajectories of 16 points (0 more extrapolated), 0 held out" in proc.stdout
     assert proc.returncode == 1 and "nothing is above the pruning thresholds" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_formula_that_blows_up_is_rejected(tmp_path: Path) -> None:
+    """No polish on a 14-point window: the exported quadratic's trajectories blow up. The files are
+    written, but the run is not 'finished': one line, status 'rejected' with the reason, exit 4."""
+    out = tmp_path / "bad"
+    proc = run("--system", "lotka_volterra", "--train-fraction", "0.1", "--out", str(out), *TINY,
+               "--polish-rounds", "0")
+    assert proc.returncode == EXIT_REJECTED, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("kanode: error: the formula's trajectories are not finite")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "rejected" and not summary["verdict"]["accepted"]
+    assert summary["reason"] in proc.stderr and summary["formula_mse_train"] is None
+    assert 0 < summary["kan_mse_train"] < 1 and summary["terms_from"] == "export"
+    formula = json.loads((out / "formula.json").read_text())
+    assert formula["status"] == "rejected" and len(formula["initial_states"]["states"]) == 1
