@@ -33,6 +33,7 @@ from kanode.config import ConfigError, FitConfig, check_fixed_steps
 from kanode.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_REJECTED
 
 from .pipeline import DiscoveryError, discover
+from .polish import holdout_points
 from .settings import SymbolicConfig
 
 DATA_FLAGS = ("system", "data", "n_traj", "n_test_traj", "noise", "y0_spread", "train_fraction",
@@ -164,12 +165,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = FitConfig(**given)
             data = load_data(config).to(torch.float64, "cpu")
             t = data.t.tolist()
-            check_fixed_steps(config, t[-1] - t[0], min(b - a for a, b in zip(t[:-1], t[1:])))
+            if len(t) > 1:
+                check_fixed_steps(config, t[-1] - t[0], min(b - a for a, b in zip(t[:-1], t[1:])))
             start = None
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             name = Path(config.data).stem if config.data else config.system
             out = Path(args.out) if args.out else Path("runs") / f"{name}-symbolic-{stamp}"
         _check_out(out)
+        if sym.polish_rounds:
+            try:   # the term selection holds points out: refuse a window too short before any work
+                holdout_points(data.n_train, sym.holdout_fraction)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
     except ConfigError as exc:
         print(f"kanode: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

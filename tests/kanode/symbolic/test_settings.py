@@ -85,3 +85,14 @@ def test_the_settings_validate_on_construction_and_on_demand() -> None:
     settings.digits = 0
     with pytest.raises(ConfigError, match="digits must be at least 1"):
         settings.validate()
+
+
+def test_a_window_too_short_for_the_selection_is_refused_up_front(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """4 training points cannot be split into points to fit and points to forecast."""
+    data = tmp_path / "four.csv"
+    data.write_text("traj,t,u,v\n" + "".join(f"0,{k},{1 + k},{2 - 0.1 * k}\n" for k in range(4)))
+    assert main(["--data", str(data), "--out", str(tmp_path / "out")]) == EXIT_BAD_INPUT
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "the training window has 4 points per trajectory; the term selection needs at least 5" in captured.err
