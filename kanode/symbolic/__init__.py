@@ -8,22 +8,27 @@ Pure functions over models (each takes a model and returns a new one or a result
 * :func:`fit_candidates`, :func:`select`, :func:`symbolify` — per-edge symbolic fits;
 * :class:`SymbolicKANLayer` — trainable symbolic edges mixed with spline edges;
 * :func:`to_sympy`, :func:`simplify`, :func:`latex`, :func:`numpy_function`, :func:`to_system` — export;
-* :func:`discover` — the whole recipe (``python -m kanode.symbolic``).
+* :func:`polish`, :func:`fit_initial_states` — the formula's coefficients, terms and initial
+  states fitted through its own trajectories;
+* :func:`judge` — whether the formula reproduces the data (:mod:`kanode.symbolic.verdict`);
+* :func:`discover` — the whole recipe (``python -m kanode.symbolic``), :class:`SymbolicConfig` its settings.
 """
 
 from .edge_fit import CandidateFit, EdgeChoice, fit_candidates, select
 from .export import Formula, NotSymbolicError, latex, numpy_function, python_source, simplify, to_sympy, to_system
 from .library import LIBRARY, Candidate, get_candidate
-from .pipeline import Discovery, DiscoveryError, SymbolicConfig, discover, formula_mse
-from .polish import TermModel, polish
+from .pipeline import Discovery, DiscoveryError, discover, formula_mse
+from .polish import Polished, SelectionStep, TermModel, fit_initial_states, polish
 from .prune import PruneError, PruneWarning, connectivity, prune
 from .regularize import coefficient_l1, score_l1, sparsity_penalty, sparsity_regularizer
 from .scores import Scores, attribution, edge_scores, layer_inputs, training_inputs
+from .settings import SymbolicConfig
 from .symbolic_layer import PRUNED, SPLINE, SYMBOLIC, SymbolicKANLayer, as_mixed, set_edge
 from .symbolify import EdgeReport, symbolify
+from .verdict import FORMULA_TOLERANCE, Verdict, judge
 
 __all__ = [
-    "LIBRARY", "PRUNED", "SPLINE", "SYMBOLIC", "Candidate", "CandidateFit", "Discovery", "DiscoveryError",
+    "FORMULA_TOLERANCE", "LIBRARY", "Polished", "SelectionStep", "Verdict", "fit_initial_states", "judge", "PRUNED", "SPLINE", "SYMBOLIC", "Candidate", "CandidateFit", "Discovery", "DiscoveryError",
     "EdgeChoice", "EdgeReport", "Formula", "NotSymbolicError", "PruneError", "PruneWarning", "Scores", "SymbolicConfig",
     "SymbolicKANLayer", "TermModel", "as_mixed", "attribution", "coefficient_l1", "connectivity", "discover",
     "edge_scores", "fit_candidates", "formula_mse", "get_candidate", "latex", "layer_inputs",

@@ -5,7 +5,17 @@
     python -m kanode.symbolic RUN_DIR [--out DIR]                 # from an existing KAN run
 
 Writes formula.json, formula.tex, formula.py, summary.json, edges.png and
-network.png into DIR and prints one progress line per stage.
+network.png into DIR and prints one progress line per stage. Every option is checked
+before any work (:class:`kanode.symbolic.SymbolicConfig`, :class:`kanode.config.FitConfig`):
+a bad one is one line ``kanode: error: ...`` and exit status 2.
+
+With ``--data FILE`` a single trajectory is fine: unless ``--n-test-traj`` or
+``--train-fraction`` say otherwise, every trajectory of the file is trained on, whole.
+
+Exit status: 0 when the formula reproduces the data; 4 (``EXIT_REJECTED``) when it does not
+(:mod:`kanode.symbolic.verdict`: its trajectory error from its fitted initial states is not
+finite or over 10× the KAN's) — the files are written and ``summary.json`` says
+``"status": "rejected"`` and why; 1 when a stage could not reach a formula; 2 for bad input.
 """
 
 from __future__ import annotations
@@ -19,13 +29,22 @@ from pathlib import Path
 import torch
 
 from kanode.cli_args import HELP, OneLineParser
-from kanode.config import ConfigError, FitConfig
-from kanode.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED
+from kanode.config import ConfigError, FitConfig, check_fixed_steps
+from kanode.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_REJECTED
 
-from .pipeline import DiscoveryError, SymbolicConfig, discover
+from .pipeline import DiscoveryError, discover
+from .polish import holdout_points
+from .settings import SymbolicConfig
 
 DATA_FLAGS = ("system", "data", "n_traj", "n_test_traj", "noise", "y0_spread", "train_fraction",
               "data_seed", "seed", "threads", "method", "step_size")
+FILE_DEFAULTS = {"n_test_traj": 0, "train_fraction": 1.0}
+"""With --data, what the flags not given default to: every trajectory of the file, trained on whole."""
+RUN_DIR_FLAGS = ("threads",)
+"""The data flags that apply with RUN_DIR (the run fixes its data, model and solver)."""
+SPARSIFY_FLAGS = ("hidden", "first_layer", "grid_size", "sparsity", "sparsity_l1", "sparsity_entropy",
+                  "coef_l1", "sparse_steps", "sparse_lbfgs_steps", "lr")
+"""Recipe flags of the first stage, which RUN_DIR replaces by its trained KAN."""
 RECIPE_HELP = {
     "hidden": "hidden width of the KAN the recipe starts from",
     "first_layer": "first layer at the start: linear (trainable affine symbolic edges) or spline",
@@ -50,6 +69,8 @@ RECIPE_HELP = {
     "digits": "significant digits of the exported constants",
     "polish_rounds": "at most this many refit-and-drop rounds of the formula's coefficients (0: no polish)",
     "polish_ridge": "ridge weight of the polish's term selection (0: none; see kanode.symbolic.polish.refit)",
+    "holdout_fraction": "share of each training trajectory's last points that the term selection "
+                        "forecasts to compare supports (they are fitted again at the end)",
     "lr": "Adam learning rate of the sparse training and the retraining",
     "finetune_lr": "Adam learning rate of the symbolic fine-tuning",
 }
@@ -100,31 +121,62 @@ def _load_run(run_dir: str):
     return config, data, field
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an output path that is, or lies under, something other than a directory."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"--out {out}: {path} exists and is not a directory; give a directory")
+            return
+
+
+def _settings(args) -> tuple[SymbolicConfig, dict]:
+    """The recipe's settings and the data flags given, validated (ConfigError otherwise)."""
+    chosen = {f.name: getattr(args, "sym_" + f.name) for f in fields(SymbolicConfig)
+              if getattr(args, "sym_" + f.name) is not None}
+    sym = SymbolicConfig(**chosen)
+    given = {name: getattr(args, name) for name in DATA_FLAGS if getattr(args, name) is not None}
+    if args.run_dir is not None:
+        ignored = [n for n in given if n not in RUN_DIR_FLAGS] + [n for n in chosen if n in SPARSIFY_FLAGS]
+        if ignored:
+            flags = ", ".join("--" + n.replace("_", "-") for n in ignored)
+            raise ConfigError(f"{flags}: RUN_DIR fixes its data and its trained KAN; give these "
+                              "with --system/--data instead of RUN_DIR")
+    elif given.get("data"):
+        given = {**FILE_DEFAULTS, **given}
+    return sym, given
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     say = (lambda line: None) if args.quiet else (lambda line: print(f"[kanode.symbolic] {line}", flush=True))
     try:
-        sym = SymbolicConfig(**{f.name: getattr(args, "sym_" + f.name) for f in fields(SymbolicConfig)
-                                if getattr(args, "sym_" + f.name) is not None})
-    except ValueError as exc:
-        print(f"kanode: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    given = {name: getattr(args, name) for name in DATA_FLAGS if getattr(args, name) is not None}
-    try:
+        sym, given = _settings(args)
+        if args.out:
+            _check_out(Path(args.out))
         if args.run_dir is not None:
-            if given.get("system") or given.get("data"):
-                raise ConfigError("give either RUN_DIR or --system/--data, not both")
             config, data, start = _load_run(args.run_dir)
+            if "threads" in given:
+                config = config.replace(threads=given["threads"])
             out = Path(args.out) if args.out else Path(args.run_dir) / "symbolic"
         else:
             from kanode.data import load_data
 
             config = FitConfig(**given)
             data = load_data(config).to(torch.float64, "cpu")
+            t = data.t.tolist()
+            if len(t) > 1:
+                check_fixed_steps(config, t[-1] - t[0], min(b - a for a, b in zip(t[:-1], t[1:])))
             start = None
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             name = Path(config.data).stem if config.data else config.system
             out = Path(args.out) if args.out else Path("runs") / f"{name}-symbolic-{stamp}"
+        _check_out(out)
+        if sym.polish_rounds:
+            try:   # the term selection holds points out: refuse a window too short before any work
+                holdout_points(data.n_train, sym.holdout_fraction)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
     except ConfigError as exc:
         print(f"kanode: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -132,20 +184,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(config.threads)
     from .outputs import write_discovery, write_summary
 
-    say(f"data: {config.data or config.system}, {data.y.shape[0]} trajectories, "
-        f"{data.n_train} training points each; writing to {out}")
+    say(f"data: {config.data or config.system}, {data.y.shape[0]} training trajectories of "
+        f"{data.n_train} points ({data.t.shape[0] - data.n_train} more extrapolated), "
+        f"{data.y_held_out.shape[0]} held out; writing to {out}")
     try:
         discovery = discover(data, config, sym, start=start, progress=say)
     except DiscoveryError as exc:
         write_summary({**exc.partial, "status": "failed", "reason": str(exc)}, out)
         print(f"kanode: error: {exc}; the partial results are in {out / 'summary.json'}", file=sys.stderr)
         return EXIT_FAILED
-    discovery.summary["status"] = "finished"
+    summary = discovery.summary
+    summary["status"] = "finished" if discovery.verdict.accepted else "rejected"
+    summary["reason"] = discovery.verdict.reason
     write_discovery(discovery, out)
     for name, expr in discovery.formula.as_strings().items():
         print(f"d{name}/dt = {expr}")
-    print(f"formula MSE: train {discovery.summary['formula_mse_train']}, "
-          f"full {discovery.summary['formula_mse_full']}; files in {out}")
+    print(f"{discovery.verdict.reason}; terms from: {summary['terms_from']}; files in {out}")
+    if not discovery.verdict.accepted:
+        print(f"kanode: error: {discovery.verdict.reason}; status 'rejected' in {out / 'summary.json'}",
+              file=sys.stderr)
+        return EXIT_REJECTED
     return 0
 
 

@@ -15,6 +15,7 @@ whose contribution is small and rounds the constants:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field as dataclass_field, make_dataclass
 
@@ -151,9 +152,27 @@ def numpy_function(formula: Formula) -> Callable[[float, np.ndarray], np.ndarray
     return namespace["rhs"]
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z](_?[0-9]+)?")
+
+
+def _latex_name(symbol: sympy.Symbol) -> str | None:
+    """``\\mathrm{hare}`` for a name sympy would set as a product of letters (``hare``,
+    ``lynx_count``); None for a letter, a letter with a numeric index or a Greek letter's name,
+    which sympy sets itself (``x``, ``x_1``, ``\\alpha``)."""
+    name = symbol.name
+    if _PLAIN_NAME.fullmatch(name) or sympy.latex(symbol).startswith("\\"):
+        return None
+    return "\\mathrm{" + re.sub(r"([_&%$#{}])", r"\\\1", name) + "}"
+
+
 def latex(formula: Formula) -> str:
-    """One ``\\dot{name} = ...`` line per state (an ``align*`` body)."""
-    lines = [f"\\dot{{{sympy.latex(s)}}} &= {sympy.latex(e)}" for s, e in zip(formula.symbols, formula.rhs)]
+    """One ``\\dot{name} = ...`` line per state (an ``align*`` body). Multi-letter names are
+    upright words (``\\dot{\\mathrm{hare}}``) and their products get a thin space
+    (``\\mathrm{hare}\\,\\mathrm{lynx}``)."""
+    names = {s: n for s in formula.symbols if (n := _latex_name(s)) is not None}
+    options = {"symbol_names": names, "mul_symbol": "\\,"} if names else {}
+    lines = [f"\\dot{{{sympy.latex(s, **options)}}} &= {sympy.latex(e, **options)}"
+             for s, e in zip(formula.symbols, formula.rhs)]
     return "\\begin{align*}\n" + " \\\\\n".join(lines) + "\n\\end{align*}\n"
 
 

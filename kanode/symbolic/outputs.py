@@ -62,11 +62,17 @@ def write_discovery(discovery: Discovery, out: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     formula = discovery.formula
     recipe = discovery.summary.get("recipe", {})
+    summary = discovery.summary
     payload = {"state_names": list(formula.state_names), "rhs": formula.as_strings(),
                "digits": recipe.get("digits"), "drop_threshold": recipe.get("drop_threshold"),
-               "time": "t"}
+               "time": "t", "initial_states": summary.get("initial_states"),
+               "trajectory_mse": {"formula_train": summary.get("formula_mse_train"),
+                                  "formula_full": summary.get("formula_mse_full"),
+                                  "kan_train": summary.get("kan_mse_train"),
+                                  "kan_full": summary.get("kan_mse_full")},
+               "terms_from": summary.get("terms_from"), "status": summary.get("status")}
     paths = [out / "formula.json", out / "formula.tex", out / "formula.py"]
-    paths[0].write_text(json.dumps(payload, indent=2) + "\n")
+    paths[0].write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     paths[1].write_text(latex(formula))
     paths[2].write_text(python_source(formula))
     paths.append(write_summary(discovery.summary, out))

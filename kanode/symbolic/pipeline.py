@@ -19,9 +19,12 @@ default protocol; see the README section "Equations from data"):
    its window's MSE is undone (:func:`finetune_stage`);
 6. **export** in the data's variables (:mod:`kanode.symbolic.export`), expand,
    drop small terms and **polish**: fine-tune the surviving coefficients
-   through the ODE loss, drop again, until the terms stop changing, then eliminate terms by BIC
-   (:func:`kanode.symbolic.polish`; a small ridge keeps cancelling large coefficients out of the
-   selection).
+   through the ODE loss, drop again, until the terms stop changing, then eliminate terms one by
+   one and keep the smallest support that forecasts the window's held-out last points as well as
+   the best (:func:`kanode.symbolic.polish`; a small ridge keeps cancelling large coefficients out
+   of the selection);
+7. **evaluate**: fit the formula's initial states, integrate it from them, and judge it against
+   the KAN it came from (:func:`kanode.symbolic.verdict.judge`).
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ from kanode.train import Diverged, Trainer, training_loss
 from .edge_fit import evaluate
 from .export import Formula, simplify, to_sympy, to_system
 from .library import LIBRARY
-from .polish import RIDGE, polish
+from .polish import fit_initial_states, polish
 from .prune import PruneError, connectivity, prune
 from .regularize import score_l1, sparsity_regularizer
 from .scores import layer_inputs, training_inputs
+from .settings import SymbolicConfig
 from .symbolic_layer import as_mixed, set_edge
 from .symbolify import EdgeReport, edge_samples, symbolify
+from .verdict import Verdict, judge
 
 __all__ = ["SymbolicConfig", "Discovery", "discover", "DiscoveryError", "formula_mse", "distill", "finetune_stage"]
 
@@ -85,61 +90,6 @@ class DiscoveryError(RuntimeError):
 
 
 @dataclass
-class SymbolicConfig:
-    """Settings of the recipe (the data and solver come from a :class:`FitConfig`)."""
-
-    hidden: int = 4
-    first_layer: str = "linear"
-    grid_size: int = 5
-    sparsity: float = 1e-5
-    sparsity_l1: float = 1.0
-    sparsity_entropy: float = 1.0
-    coef_l1: float = 0.0
-    sparse_steps: int = 60
-    sparse_lbfgs_steps: int = 100
-    edge_threshold: float = 0.03
-    node_threshold: float = 0.03
-    retrain_steps: int = 20
-    retrain_lbfgs_steps: int = 30
-    library: str = "x,x^2"
-    complexity_weight: float = 0.0
-    finetune_steps: int = 20
-    finetune_lbfgs_steps: int = 50
-    drop_threshold: float = 0.01
-    digits: int = 4
-    polish_rounds: int = 4
-    polish_ridge: float = RIDGE
-    lr: float = 2e-2
-    finetune_lr: float = 2e-3
-
-    def __post_init__(self) -> None:
-        if self.first_layer not in ("linear", "spline"):
-            raise ValueError(f"first_layer must be 'linear' or 'spline', got {self.first_layer!r}")
-        if self.hidden < 1:
-            raise ValueError(f"hidden must be at least 1, got {self.hidden}")
-        for name in ("edge_threshold", "node_threshold", "drop_threshold"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
-        self.library_names  # noqa: B018 - validates the names
-        for name in ("complexity_weight", "polish_ridge"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
-
-
-    @property
-    def library_names(self) -> tuple[str, ...]:
-        """The candidate functions of the symbolic fit (``library``: comma-separated names or "all")."""
-        if self.library.strip() == "all":
-            return tuple(LIBRARY)
-        names = tuple(n.strip() for n in self.library.split(",") if n.strip())
-        unknown = [n for n in names if n not in LIBRARY]
-        if unknown or not names:
-            raise ValueError(f"library must be 'all' or comma-separated names from {', '.join(LIBRARY)}; "
-                             f"got {self.library!r}")
-        return names
-
-
-@dataclass
 class Discovery:
     """What :func:`discover` returns."""
 
@@ -150,6 +100,8 @@ class Discovery:
     summary: dict[str, Any]
     samples: torch.Tensor = field(repr=False, default=None)
     plot_edges: list = field(repr=False, default=None)
+    initial_states: np.ndarray | None = None    # (n_traj, dim) the formula's fitted initial states
+    verdict: Verdict | None = None
 
 
 def _fit(field_: VectorField, data: FitData, config: FitConfig, steps: int, lbfgs_steps: int,
@@ -255,14 +207,17 @@ def distill(symbolic: KAN, reference: KAN, z: torch.Tensor, steps: int = 200) ->
     return after
 
 
-def formula_mse(formula: Formula, data: FitData) -> tuple[float | None, float | None]:
-    """MSE of the formula's own trajectories from the data's initial states vs the data:
-    (training window, whole grid); None where the integration fails."""
+def formula_mse(formula: Formula, data: FitData,
+                initial_states: np.ndarray | None = None) -> tuple[float | None, float | None]:
+    """MSE of the formula's own trajectories vs the data: (training window, whole grid); None
+    where the integration fails. They start from ``initial_states`` (n_traj, dim), by default
+    the first observations."""
     t = data.t.double().numpy()
     y = data.y.double().numpy()                                            # (n_traj, n_t, dim)
-    system = to_system(formula, y[0, 0], (t[0], t[-1]), t.size)
+    y0 = y[:, 0] if initial_states is None else np.asarray(initial_states, dtype=np.float64)
+    system = to_system(formula, y0[0], (t[0], t[-1]), t.size)
     try:
-        pred = systems.simulate(system, t, y[:, 0], rtol=1e-10, atol=1e-12).y
+        pred = systems.simulate(system, t, y0, rtol=1e-10, atol=1e-12).y
     except (systems.IntegrationError, ValueError, FloatingPointError, OverflowError):
         return None, None
     train = float(np.mean((pred[:, : data.n_train] - y[:, : data.n_train]) ** 2))
@@ -328,6 +283,10 @@ def discover(data: FitData, config: FitConfig, sym: SymbolicConfig | None = None
         raise DiscoveryError(f"retraining the pruned network diverged: {exc}", summary) from None
     summary["retrain_mse"] = loss
     stage("retrain", f"train MSE {loss:.3e}")
+    kan_train = kan_full = _window_loss(field_, data, config)
+    if data.has_extrapolation:
+        kan_full = _window_loss(field_, dataclasses.replace(data, n_train=data.t.shape[0]), config)
+    summary["kan_mse_train"], summary["kan_mse_full"] = kan_train, kan_full
     z = training_inputs(field_, data.y_train)
     plot_edges = _edge_plot_data(field_.net, z)
     spline_net = field_.net
@@ -351,15 +310,34 @@ def discover(data: FitData, config: FitConfig, sym: SymbolicConfig | None = None
     formula = simplify(raw, states, sym.drop_threshold, sym.digits)
     summary["formula_before_polish"] = formula.as_strings()
     stage("export", "; ".join(f"{k}' = {v}" for k, v in formula.as_strings().items()))
+    start_states, summary["terms_from"] = None, "export"
     if sym.polish_rounds:
-        formula, rounds = polish(raw, data, states, sym.drop_threshold, sym.digits, sym.polish_rounds,
-                                 ridge=sym.polish_ridge)
-        summary["polish_rounds"] = rounds
-        stage("polish", "; ".join(f"{k}' = {v}" for k, v in formula.as_strings().items()))
-    train_mse, full_mse = formula_mse(formula, data)
+        try:
+            polished = polish(raw, data, states, sym.drop_threshold, sym.digits, sym.polish_rounds,
+                              ridge=sym.polish_ridge, holdout_fraction=sym.holdout_fraction)
+        except ValueError as exc:   # a window too short to hold points out
+            raise DiscoveryError(str(exc), summary) from None
+        formula, start_states = polished.formula, polished.initial_states
+        summary["polish_rounds"] = polished.refits
+        summary["terms_from"] = polished.terms_from
+        summary["selection"] = {"holdout_points": polished.holdout, "chosen": polished.chosen,
+                                "path": [dataclasses.asdict(step) for step in polished.path]}
+        stage("polish", "; ".join(f"{k}' = {v}" for k, v in formula.as_strings().items())
+              + f" (terms from: {polished.terms_from}; the selection forecast the last "
+                f"{polished.holdout} points)")
+    initial_states, _ = fit_initial_states(formula, data, start_states)
+    train_mse, full_mse = formula_mse(formula, data, initial_states)
+    verdict = judge(train_mse, kan_train, float(data.y_train.double().var(dim=(0, 1)).mean()))
+    summary["initial_states"] = {"t0": float(data.t[0]), "states": initial_states.tolist()}
     summary["formula_mse_train"], summary["formula_mse_full"] = train_mse, full_mse
-    stage("evaluate", f"formula MSE train {train_mse}, full {full_mse}")
-    return Discovery(formula, raw, field_, edges, summary, z, plot_edges)
+    summary["verdict"] = {"accepted": verdict.accepted, "reason": verdict.reason}
+    stage("evaluate", f"trajectory MSE from the fitted initial states: formula train {_show(train_mse)}, "
+                      f"full {_show(full_mse)}; KAN train {_show(kan_train)}, full {_show(kan_full)}")
+    return Discovery(formula, raw, field_, edges, summary, z, plot_edges, initial_states, verdict)
+
+
+def _show(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 @torch.no_grad()

@@ -6,9 +6,11 @@ training window, minimised by least squares over the coefficients, never by
 regression on derivatives —; then the terms below the drop threshold of
 :func:`kanode.symbolic.export.simplify` are removed and the rest refitted,
 until the set of terms stops changing (sequential thresholding, as SINDy's
-STLSQ, but on the ODE loss); then terms are eliminated by BIC. A small ridge
-penalty on the coefficients keeps cancelling combinations of large
-coefficients out of that selection (:func:`refit`).
+STLSQ, but on the ODE loss); then terms are eliminated one by one, and the
+support kept is the smallest that forecasts held-out last points of the
+window as well as the best (:func:`polish`). A small ridge penalty on the
+coefficients keeps cancelling combinations of large coefficients out of that
+selection (:func:`refit`).
 
 The trajectories are integrated by classic RK4 at half the data's finest
 sampling interval, for all coefficient vectors of a finite-difference
@@ -17,8 +19,10 @@ Jacobian at once (one batched solve per Jacobian).
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,11 +33,15 @@ from kanode.data import FitData
 
 from .export import Formula, simplify, terms
 
-__all__ = ["TermModel", "polish", "refit"]
+__all__ = ["TermModel", "Polished", "SelectionStep", "polish", "refit", "holdout_points", "fit_initial_states"]
 
 
 class TermModel:
-    """``f_o(y) = Σ_k θ_{o,k} m_{o,k}(y)``: coefficients θ of fixed factors m (numpy)."""
+    """``f_o(y) = Σ_k θ_{o,k} m_{o,k}(y)``: coefficients θ of fixed factors m (numpy).
+
+    ``theta`` (n_theta,) are the coefficients; ``y0`` (n_traj, dim) the trajectories' initial
+    states that the last :func:`refit` fitted with them (None before any refit).
+    """
 
     def __init__(self, formula: Formula) -> None:
         self.state_names = formula.state_names
@@ -47,6 +55,7 @@ class TermModel:
             self._fns.append([sympy.lambdify(self.symbols, f, modules="numpy") for _, f in parts])
             coefs += [c for c, _ in parts]
         self.theta = np.array(coefs, dtype=np.float64)
+        self.y0: np.ndarray | None = None
 
     @property
     def sizes(self) -> list[int]:
@@ -114,11 +123,11 @@ def _bounded(res: np.ndarray) -> np.ndarray:
 
 
 def refit(model: TermModel, data: FitData, max_nfev: int = 40, ridge: float = 0.0) -> float:
-    """Least squares of the model's trajectories against the training window (in place); returns the
-    MSE of the trajectories (the ridge penalty not included).
+    """Least squares of the model's trajectories against the training window (in place: ``theta``
+    and ``y0``); returns the MSE of the trajectories (the ridge penalty not included).
 
     The unknowns are the coefficients *and* the trajectories' initial states
-    (started at the first observations): with noisy data the first
+    (started at the first observations, or at ``model.y0`` when a refit set them): with noisy data the first
     observation is not the true initial state, and a trajectory started from
     it stays off along the whole window, which the coefficients would
     otherwise bend to absorb (spurious terms). Noise-free, the initial states
@@ -143,10 +152,11 @@ def refit(model: TermModel, data: FitData, max_nfev: int = 40, ridge: float = 0.
     step = float(np.diff(t_all).min()) / 2
     n_t, n_theta, shape0 = t_all.size, model.theta.size, target_all.shape[1:]
     result_fun = None
-    full = model.trajectories(model.theta[None], target_all[0], t_all, step)
+    y0 = target_all[0] if model.y0 is None or model.y0.shape != shape0 else model.y0
+    full = model.trajectories(model.theta[None], y0, t_all, step)
     stable = bool(np.isfinite(full).all() and np.abs(full - target_all).max() < 1e3)
     horizons = [n_t] if stable else sorted({min(n_t, 6), max(2, n_t // 4), max(2, n_t // 2), n_t})
-    unknowns = np.concatenate([model.theta, target_all[0].ravel()])       # (n_theta + n_traj·dim,)
+    unknowns = np.concatenate([model.theta, y0.ravel()])                  # (n_theta + n_traj·dim,)
     n_res = target_all.size
     penalty = np.sqrt(ridge * n_res) * _term_rms(model, target_all) * (t_all[-1] - t_all[0])    # (n_theta,)
     for horizon in horizons:
@@ -163,6 +173,7 @@ def refit(model: TermModel, data: FitData, max_nfev: int = 40, ridge: float = 0.
         result = _least_squares(residuals, unknowns, max_nfev)
         unknowns, result_fun = result.x, result.fun
     model.theta = unknowns[:n_theta]
+    model.y0 = unknowns[n_theta:].reshape(shape0)
     return float(np.mean(result_fun[: n_res] ** 2))
 
 
@@ -177,83 +188,202 @@ def _support(formula: Formula) -> list[set[str]]:
     return [{str(f) for _, f in terms(e)} for e in formula.rhs]
 
 
-def _without(formula: Formula, equation: int, factors: tuple[sympy.Expr, ...]) -> Formula:
+def _without(formula: Formula, equation: int, factor: sympy.Expr) -> Formula:
     rhs = list(formula.rhs)
-    rhs[equation] = sum((sympy.Float(c, 17) * f for c, f in terms(rhs[equation]) if f not in factors),
+    rhs[equation] = sum((sympy.Float(c, 17) * f for c, f in terms(rhs[equation]) if f != factor),
                         sympy.Integer(0))
     return Formula(formula.state_names, tuple(rhs), formula.symbols)
 
 
-def _removable(formula: Formula, size: int) -> list[tuple[int, tuple[sympy.Expr, ...]]]:
-    """(equation, factors) for every set of ``size`` terms of one equation that leaves it a term."""
+def _removable(formula: Formula) -> list[tuple[int, sympy.Expr]]:
+    """(equation, factor) for every term whose removal leaves its equation a term."""
     out = []
     for k, expr in enumerate(formula.rhs):
         factors = [f for _, f in terms(expr)]
-        if len(factors) > size:
-            out += [(k, group) for group in itertools.combinations(factors, size)]
+        if len(factors) > 1:
+            out += [(k, f) for f in factors]
     return out
-
-
-def _bic(mse: float, n: int, k: int, floor: float) -> float:
-    return n * np.log(max(mse, floor)) + k * np.log(n)
 
 
 RIDGE = 1e-6
 """Default ``ridge`` of :func:`polish`'s term selection (see :func:`refit`): a term's penalty is
 that of a trajectory error of 1e-3 × how far the term moves a state over the window."""
 
+HOLDOUT_FRACTION = 0.25
+"""Default share of each training trajectory's last points that :func:`polish`'s term selection
+forecasts (fitting the terms on the points before them)."""
+
+MIN_FIT_POINTS = 4
+"""The term selection fits on at least this many points per trajectory (and forecasts at least one)."""
+
+FORECAST_FLOOR = 1e-10
+"""Forecast errors below this fraction of the data's mean square count as equal (the precision of
+the refits; far below what rounding the constants to 4 digits moves a trajectory)."""
+
+
+def holdout_points(n_train: int, fraction: float = HOLDOUT_FRACTION) -> int:
+    """Points per trajectory that the term selection forecasts: ``round(fraction · n_train)``, at
+    least 1, leaving at least :data:`MIN_FIT_POINTS` to fit on. Raises ValueError when
+    ``n_train`` is too short for both."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"the hold-out fraction must lie in (0, 1), got {fraction}")
+    k = max(1, round(fraction * n_train))
+    if n_train - k < MIN_FIT_POINTS:
+        raise ValueError(f"the training window has {n_train} points per trajectory; the term selection "
+                         f"needs at least {MIN_FIT_POINTS + 1} (it fits the terms on the first ones and "
+                         "forecasts the last ones); give a longer window or --polish-rounds 0")
+    return k
+
+
+@dataclass
+class SelectionStep:
+    """One support on the backward-elimination path of :func:`polish`."""
+
+    n_terms: int
+    formula: dict[str, str]      # the support with the fit-part coefficients
+    fit_mse: float               # trajectory MSE on the points the coefficients were fitted to
+    forecast_mse: float          # MSE of the forecast of the held-out last points (inf: blew up)
+    forecast_se: float           # standard error of forecast_mse (over the held-out squared errors)
+
+
+@dataclass
+class Polished:
+    """What :func:`polish` returns.
+
+    ``initial_states`` (n_traj, dim) are the training trajectories' initial states fitted with
+    the final coefficients (the formula's own trajectories start there); ``terms_from`` names
+    the step that last changed the terms: ``"export"`` (neither did), ``"polish-threshold"``
+    (the refit-and-drop rounds) or ``"polish-selection"`` (the forecast-validated elimination);
+    ``path`` the supports the selection compared and ``chosen`` the index of the one it kept.
+    """
+
+    formula: Formula
+    initial_states: np.ndarray
+    mse: float
+    refits: int
+    terms_from: str
+    holdout: int
+    path: list[SelectionStep] = field(default_factory=list)
+    chosen: int = 0
+
+
+def _forecast(model: TermModel, data: FitData, holdout: int) -> tuple[float, float]:
+    """(MSE, its standard error) of the model's trajectories from its fitted initial states
+    against the last ``holdout`` points of every training trajectory."""
+    t = data.t_train.double().numpy()
+    target = data.y_train.double().numpy().transpose(1, 0, 2)[-holdout:]    # (holdout, n_traj, dim)
+    with np.errstate(all="ignore"):
+        pred = model.trajectories(model.theta[None], model.y0, t, float(np.diff(t).min()) / 2)[0, -holdout:]
+        sq = ((pred - target) ** 2).ravel()
+    if not np.isfinite(sq).all():
+        return math.inf, math.inf
+    return float(sq.mean()), float(sq.std() / np.sqrt(sq.size))
+
 
 def polish(formula: Formula, data: FitData, states: np.ndarray, drop_threshold: float = 0.01,
-           digits: int = 4, rounds: int = 4, max_nfev: int = 40, ridge: float = RIDGE) -> tuple[Formula, int]:
-    """Refit, drop, repeat; then backward elimination by BIC. Returns the formula and the refits run.
+           digits: int = 4, rounds: int = 4, max_nfev: int = 40, ridge: float = RIDGE,
+           holdout_fraction: float = HOLDOUT_FRACTION) -> Polished:
+    """Refit, drop, repeat; then choose the terms by forecasting held-out points; refit on all.
 
-    1. refit every coefficient, drop the terms below ``drop_threshold``, until
-       the terms stop changing (at most ``rounds`` refits);
-    2. then backward elimination: refit without each remaining term in turn and
-       keep the removal with the lowest Bayesian information criterion of the
-       trajectory fit, ``n log(MSE) + k log(n)`` (n residuals, k terms, MSE
-       floored at 1e-12 of the data's mean square), while it does not increase;
-       when no single removal helps, try removing two terms of one equation
-       together (two nearly collinear terms, such as y and y² over a small
-       range, can only leave together).
+    The last ``K = holdout_points(n_train, holdout_fraction)`` points of every training
+    trajectory are held out while the terms are chosen:
 
-    The refits of both steps carry the ``ridge`` penalty of :func:`refit` (the BIC uses the
-    trajectory MSE alone); the chosen terms are refitted without it at the end.
-    ``states`` (n, dim) are the states of the drop rule; ``max_nfev`` bounds
-    the least-squares iterations of each refit.
+    1. on the first ``n_train − K`` points, refit every coefficient (and the initial states),
+       drop the terms below ``drop_threshold``, until the terms stop changing (at most
+       ``rounds`` refits);
+    2. backward elimination path: remove the term whose removal leaves the lowest trajectory
+       MSE on those points, refit, and so on down to one term per equation;
+    3. each support of the path forecasts the K held-out points (its trajectories from its
+       fitted initial states, through the whole window); the smallest support whose forecast
+       MSE is within one standard error of the best (the one-standard-error rule; errors below
+       :data:`FORECAST_FLOOR` of the data's mean square count as equal) is kept;
+    4. its coefficients and initial states are refitted on all ``n_train`` points and rounded
+       to ``digits``.
+
+    Why a forecast and not an information criterion: on 16 yearly hare–lynx counts (32 numbers)
+    the 9-term quadratic on the elimination path fits the training years with MSE 3.3 against
+    16 for the 4-term Lotka–Volterra support — a ratio no in-sample penalty of the usual size
+    (BIC: log n = 3.5 per term; AICc: about 2–5) outweighs — and forecasts the held-out years
+    worse. The refits of steps 1–2 carry the ``ridge`` penalty of :func:`refit` (it decides
+    which term leaves); each support of step 3 is refitted without it before it forecasts, so
+    the comparison does not carry its bias, and so is the final refit.
+    ``states`` (n, dim) are the states of the drop rule; ``max_nfev`` bounds the least-squares
+    iterations of each refit.
     """
+    holdout = holdout_points(data.n_train, holdout_fraction)
+    fit_part = dataclasses.replace(data, n_train=data.n_train - holdout)
+    exported = _support(simplify(formula, states, drop_threshold, digits=17))
     current = simplify(formula, states, drop_threshold=0.0, digits=17)   # round 1 refits every term
-    done = 0
-    mse = float("inf")
+    done, y0 = 0, None
     for done in range(1, rounds + 1):
         model = TermModel(current)
-        mse = refit(model, data, max_nfev=max_nfev, ridge=ridge)
+        model.y0 = y0
+        refit(model, fit_part, max_nfev=max_nfev, ridge=ridge)
+        y0 = model.y0
         refined = simplify(model.formula(), states, drop_threshold, digits=17)
         stable = _support(refined) == _support(current)
         current = refined
         if stable:
             break
-    n = int(data.y_train.numel())
-    floor = 1e-12 * float(data.y_train.double().pow(2).mean())
+    thresholded = _support(current)
     model = TermModel(current)
-    mse = refit(model, data, max_nfev=max_nfev, ridge=ridge)
-    current = model.formula()
-    bic = _bic(mse, n, model.theta.size, floor)
-    size = 1
-    while size <= 2:  # backward elimination, one term at a time, then pairs of one equation
+    model.y0 = y0
+    fit_mse = refit(model, fit_part, max_nfev=max_nfev, ridge=ridge)
+    done += 1
+    path = [(model, fit_mse)]
+    while True:
         trials = []
-        for equation, factors in _removable(current, size):
-            trial = TermModel(_without(current, equation, factors))
-            trial_mse = refit(trial, data, max_nfev=max_nfev, ridge=ridge)
+        for equation, factor in _removable(path[-1][0].formula()):
+            trial = TermModel(_without(path[-1][0].formula(), equation, factor))
+            trial.y0 = path[-1][0].y0
+            trials.append((refit(trial, fit_part, max_nfev=max_nfev, ridge=ridge), trial))
             done += 1
-            trials.append((_bic(trial_mse, n, trial.theta.size, floor), trial))
-        best = min(trials, key=lambda bt: bt[0], default=None)
-        if best is None or not best[0] <= bic:
-            size += 1
-            continue
-        bic, current, size = best[0], best[1].formula(), 1
-    if ridge:
-        model = TermModel(current)
-        refit(model, data, max_nfev=max_nfev)
-        current, done = model.formula(), done + 1
-    return simplify(current, states, drop_threshold=0.0, digits=digits), done
+        if not trials:
+            break
+        path.append(min(trials, key=lambda mt: mt[0])[::-1])
+    floor = FORECAST_FLOOR * float(data.y_train.double().pow(2).mean())
+    steps = []
+    for k, (model, _) in enumerate(path):   # compared without the ridge's bias
+        free = TermModel(model.formula())
+        free.y0 = model.y0
+        fit_mse = refit(free, fit_part, max_nfev=max_nfev) if ridge else path[k][1]
+        done += bool(ridge)
+        path[k] = (free, fit_mse)
+        mse, se = _forecast(free, data, holdout)
+        steps.append(SelectionStep(int(free.theta.size), free.formula().as_strings(), fit_mse, mse, se))
+    best = min(steps, key=lambda s: s.forecast_mse)
+    limit = best.forecast_mse + best.forecast_se + floor
+    chosen = min((k for k, s in enumerate(steps) if s.forecast_mse <= limit),
+                 key=lambda k: steps[k].n_terms) if math.isfinite(limit) else 0   # no forecast: all terms
+    model = path[chosen][0]
+    mse = refit(model, data, max_nfev=max_nfev)
+    done += 1
+    final = simplify(model.formula(), states, drop_threshold=0.0, digits=digits)
+    support = _support(final)
+    terms_from = ("export" if support == exported else
+                  "polish-threshold" if support == thresholded else "polish-selection")
+    return Polished(final, model.y0.copy(), mse, done, terms_from, holdout, steps, chosen)
+
+
+def fit_initial_states(formula: Formula, data: FitData, start: np.ndarray | None = None,
+                       max_nfev: int = 40) -> tuple[np.ndarray, float]:
+    """The initial states (n_traj, dim) from which the formula's trajectories best match the
+    training window (least squares; the coefficients fixed), started at ``start`` or the first
+    observations; and the MSE of those trajectories (inf when they blow up)."""
+    model = TermModel(formula)
+    t = data.t_train.double().numpy()
+    target = data.y_train.double().numpy().transpose(1, 0, 2)                # (n_t, n_traj, dim)
+    y0 = target[0] if start is None else np.asarray(start, dtype=np.float64).reshape(target.shape[1:])
+    step = float(np.diff(t).min()) / 2 if t.size > 1 else 1.0
+
+    def residuals(batch: np.ndarray) -> np.ndarray:                           # (B, n_traj·dim)
+        theta = np.broadcast_to(model.theta, (batch.shape[0], model.theta.size))
+        pred = model.trajectories(theta, batch.reshape(-1, *target.shape[1:]), t, step)
+        return _bounded((pred - target).reshape(batch.shape[0], -1))
+
+    result = _least_squares(residuals, y0.ravel(), max_nfev)
+    model.y0 = result.x.reshape(target.shape[1:])
+    with np.errstate(all="ignore"):
+        pred = model.trajectories(model.theta[None], model.y0, t, step)[0]
+        mse = float(np.mean((pred - target) ** 2))
+    return model.y0, mse if math.isfinite(mse) else math.inf

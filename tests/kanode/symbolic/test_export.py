@@ -82,3 +82,17 @@ def test_exported_system_simulates_like_the_true_one() -> None:
     ours = systems.simulate(discovered).y
     truth = systems.simulate(lv).y
     np.testing.assert_allclose(ours, truth, atol=1e-8)
+
+
+def test_latex_sets_multi_letter_names_upright() -> None:
+    """``hare`` is one upright word, not the product h·a·r·e; single letters, indexed letters
+    and Greek names keep sympy's own form."""
+    hare, lynx, x, x1, alpha = sympy.symbols("hare lynx x x_1 alpha")
+    text = latex(Formula(("hare", "lynx"), (1.057 * hare - 0.04475 * hare * lynx, 0.028 * hare * lynx - lynx)))
+    assert text == ("\\begin{align*}\n"
+                    "\\dot{\\mathrm{hare}} &= - 0.04475\\,\\mathrm{hare}\\,\\mathrm{lynx} + 1.057\\,\\mathrm{hare} \\\\\n"
+                    "\\dot{\\mathrm{lynx}} &= 0.028\\,\\mathrm{hare}\\,\\mathrm{lynx} - \\mathrm{lynx}\n"
+                    "\\end{align*}\n")
+    plain = latex(Formula(("x", "x_1", "alpha"), (x * x1, -alpha, x)))
+    assert "\\dot{x} &= x x_{1}" in plain and "\\dot{\\alpha} &= x" in plain and "mathrm" not in plain
+    assert "\\dot{\\mathrm{lynx\\_count}}" in latex(Formula(("lynx_count",), (-sympy.Symbol("lynx_count"),)))
