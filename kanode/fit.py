@@ -17,7 +17,7 @@ from torch import nn
 
 from .cli_args import build_parser, overrides_from_args
 from .config import ConfigError, FitConfig, check_fixed_steps, check_widths_for, load_config
-from .data import FitData, load_data
+from .data import FitData, describe_split, load_data, overfit_warning, split_counts
 from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from .ode import VectorField
 from .runs import RunDir, default_run_dir, is_ensemble_dir, read_metrics
@@ -174,7 +174,7 @@ def _make_trainer(config: FitConfig) -> Trainer:
     regularizer = None
     if config.sparsity or config.coef_l1:  # the KAN paper's sparsity penalty (kanode.symbolic)
         from .symbolic.regularize import sparsity_regularizer
-        regularizer = sparsity_regularizer(field_, data.y_train, config.sparsity, config.sparsity_l1,
+        regularizer = sparsity_regularizer(field_, data.train_states, config.sparsity, config.sparsity_l1,
                                            config.sparsity_entropy, config.coef_l1, seed=config.seed)
     return Trainer(field_, data, config, regularizer=regularizer)
 
@@ -335,6 +335,7 @@ def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
         "status": status,
         "reason": reason,
         "system": config.system if not config.data else Path(config.data).stem,
+        "data_file": config.data or None,
         "model": config.model,
         "widths": config.resolved_widths(trainer.data.dim),
         "grid_size": getattr(net, "grid_size", None),
@@ -348,6 +349,7 @@ def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
         "wall_time_s": trainer.state.wall_time,
         "time_per_step_s": trainer.state.wall_time / steps if steps else None,
         "nfe_per_step": nfe / len(history) if history else None,
+        **split_counts(trainer.data),
     }
 
 
@@ -358,6 +360,11 @@ def print_summary(result: FitResult) -> None:
           f"{s['steps']} steps in {s['wall_time_s']:.1f} s")
     print(f"  train MSE {fmt(s['final_train_loss'])} (best {fmt(s['best_train_loss'])}), "
           f"held-out MSE {fmt(s['final_val_loss'])}, extrapolation MSE {fmt(s['final_extrap_loss'])}")
+    if "n_observed_train" in s:
+        print(f"  data: {describe_split(s)}")
+        warning = overfit_warning(s["n_params"], s["n_observed_train"])
+        if warning and s.get("data_file") and s["status"] != "diverged":  # measured data
+            print(f"kanode: warning: {warning}", file=sys.stderr)
     if s["reason"]:
         print(f"  reason: {s['reason']}")
     if result.run_dir is not None:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import FitConfig
-from .data import FitData, sample_windows
+from .data import FitData, observed_mse, sample_windows, take_windows, window_times
 from .ode import SolverError, VectorField, backward_guarded, solve
 from .optim import BatchedAdam, BatchedLBFGS
 
@@ -142,7 +142,8 @@ def training_loss(field: VectorField, data: FitData, config: FitConfig, full: bo
     """The training objective the :class:`Trainer` minimises: MSE of the solved
     trajectories against the training window (``full``, or with
     ``config.batch_time`` 0) or against ``config.batch_size`` random windows
-    of ``batch_time`` points drawn with ``generator``.
+    of ``batch_time`` points drawn with ``generator``, over the observed
+    values only (:func:`kanode.data.observed_mse`; missing ones are NaN).
 
     ``adjoint`` overrides ``config.adjoint`` (the loss is the same function
     either way; only how its gradient is computed differs). ``solver``: the
@@ -155,13 +156,13 @@ def training_loss(field: VectorField, data: FitData, config: FitConfig, full: bo
     adjoint = c.adjoint if adjoint is None else adjoint
     if full or not c.batch_time:
         pred = solve(field, d.y_train[:, 0], d.t_train, adjoint=adjoint, **options)  # (n_train, n_traj, dim)
-        return torch.mean((pred - d.y_train.transpose(0, 1)) ** 2)
+        return observed_mse(pred, d.y_train.transpose(0, 1))
     if generator is None:
         raise ValueError("random windows (config.batch_time > 0, full=False) need a generator")
-    y0, target = sample_windows(d.y_train, c.batch_time, c.batch_size, generator)
-    t = d.t_train[: c.batch_time] - d.t_train[0]
-    pred = solve(field, y0, t, adjoint=adjoint, **options)                     # (batch_time, batch, dim)
-    return torch.mean((pred - target) ** 2)
+    y0, target, start = sample_windows(d.y_train, c.batch_time, c.batch_size, generator)
+    t, index = window_times(d.t_train, start, c.batch_time)
+    pred = solve(field, y0, t, adjoint=adjoint, **options)                     # (n_out, batch, dim)
+    return observed_mse(take_windows(pred, index), target)                     # (batch_time, batch, dim)
 
 
 def lr_at(config: FitConfig, step: int) -> float:
@@ -289,18 +290,19 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> Evaluation:
-        """Whole-window training, held-out and extrapolation MSE (no gradients)."""
+        """Whole-window training, held-out and extrapolation MSE over the observed values
+        (no gradients)."""
         d = self.data
         saved = self.field.nfe
         try:
             pred = self._solve(d.y[:, 0], d.t, adjoint=False).transpose(0, 1)  # (n_traj, n_t, dim)
-            train = torch.mean((pred[:, : d.n_train] - d.y_train) ** 2).item()
-            extrap = (torch.mean((pred[:, d.n_train:] - d.y[:, d.n_train:]) ** 2).item()
+            train = observed_mse(pred[:, : d.n_train], d.y_train).item()
+            extrap = (observed_mse(pred[:, d.n_train:], d.y[:, d.n_train:]).item()
                       if d.has_extrapolation else None)
             val = None
             if d.y_held_out.shape[0]:
                 held = self._solve(d.y_held_out[:, 0], d.t_train, adjoint=False).transpose(0, 1)
-                val = torch.mean((held - d.y_held_out[:, : d.n_train]) ** 2).item()
+                val = observed_mse(held, d.y_held_out[:, : d.n_train]).item()
         except SolverError:
             train, val, extrap = float("inf"), float("inf"), float("inf")
         finally:

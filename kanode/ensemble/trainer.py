@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from kanode.config import FitConfig
-from kanode.data import FitData, sample_windows
+from kanode.data import FitData, sample_windows, take_windows, window_times
 from kanode.ensemble.data import StackedData
 from kanode.ensemble.field import EnsembleVectorField
 from kanode.ensemble.packing import check_packable
@@ -126,7 +126,8 @@ class EnsembleTrainer:
             raise _SharedSolverError(str(exc)) from exc
 
     def _losses(self, full: bool) -> Tensor:
-        """(M,) training MSE of each member (whole window, or its own random windows)."""
+        """(M,) training MSE of each member over its observed values (whole window, or its own
+        random windows)."""
         c, d = self.config, self.data
         if full or not c.batch_time:
             pred = self._solve(d.y_train[:, :, 0], d.t_train, c.adjoint)      # (n_train, M, n_traj, dim)
@@ -136,7 +137,8 @@ class EnsembleTrainer:
                        for m in range(self.n_members)]
             y0 = torch.stack([w[0] for w in windows])                           # (M, batch, dim)
             target = torch.stack([w[1] for w in windows], dim=1)                # (batch_time, M, batch, dim)
-            pred = self._solve(y0, d.t_train[: c.batch_time] - d.t_train[0], c.adjoint)
+            t, index = window_times(d.t_train, torch.stack([w[2] for w in windows]), c.batch_time)
+            pred = take_windows(self._solve(y0, t, c.adjoint), index)            # (batch_time, M, batch, dim)
         return _member_mse(pred, target)
 
     def _loss_and_grad(self, counters: _Counters, full: bool) -> Tensor:
@@ -184,20 +186,22 @@ class EnsembleTrainer:
     # ------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> list[Evaluation]:
-        """Each member's whole-window training, held-out and extrapolation MSE
-        (inf for a member whose solve is not finite)."""
+        """Each member's whole-window training, held-out and extrapolation MSE over its
+        observed values (inf for a member whose solve is not finite)."""
         d = self.data
         saved = self.field.nfe
         try:
-            pred = self._solve(d.y[:, :, 0], d.t, adjoint=False).permute(1, 2, 0, 3)  # (M, n_traj, n_t, dim)
-            err = (pred - d.y) ** 2
-            train = err[:, :, : d.n_train].mean(dim=(1, 2, 3)).tolist()
-            extrap = (err[:, :, d.n_train:].mean(dim=(1, 2, 3)).tolist() if d.has_extrapolation
+            # (n_traj, M, n_t, dim): a member's row in the single evaluation's order
+            pred = self._solve(d.y[:, :, 0], d.t, adjoint=False).permute(2, 1, 0, 3)
+            target = d.y.transpose(0, 1)
+            n = d.n_train
+            train = _member_mse(pred[:, :, :n], target[:, :, :n]).tolist()
+            extrap = (_member_mse(pred[:, :, n:], target[:, :, n:]).tolist() if d.has_extrapolation
                       else [None] * self.n_members)
             val: list[float | None] = [None] * self.n_members
             if d.y_held_out.shape[1]:
-                held = self._solve(d.y_held_out[:, :, 0], d.t_train, adjoint=False).permute(1, 2, 0, 3)
-                val = ((held - d.y_held_out[:, :, : d.n_train]) ** 2).mean(dim=(1, 2, 3)).tolist()
+                held = self._solve(d.y_held_out[:, :, 0], d.t_train, adjoint=False).permute(2, 1, 0, 3)
+                val = _member_mse(held, d.y_held_out[:, :, :n].transpose(0, 1)).tolist()
         except _SharedSolverError:
             return [self.member_trainer(m).evaluate() for m in range(self.n_members)]
         finally:
@@ -347,10 +351,17 @@ class EnsembleTrainer:
 
 
 def _member_mse(pred: Tensor, target: Tensor) -> Tensor:
-    """(M,) MSE per member of (n_t, M, ...) tensors, each member's squared errors summed as one
-    contiguous row (so a member's loss does not depend on how many companions it has)."""
-    err = (pred - target).movedim(1, 0)
-    return (err.reshape(err.shape[0], -1) ** 2).mean(dim=1)
+    """(M,) MSE per member of (n_t, M, ...) tensors over the observed (non-NaN) entries of
+    ``target``, each member's squared errors summed as one contiguous row (so a member's loss
+    does not depend on how many companions it has); :func:`kanode.data.observed_mse` per member."""
+    observed = ~torch.isnan(target)
+    if bool(observed.all()):
+        err = (pred - target).movedim(1, 0)
+        return (err.reshape(err.shape[0], -1) ** 2).mean(dim=1)
+    zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
+    err = torch.where(observed, pred - torch.nan_to_num(target), zero).movedim(1, 0)
+    count = observed.movedim(1, 0).reshape(err.shape[0], -1).sum(dim=1)
+    return (err.reshape(err.shape[0], -1) ** 2).sum(dim=1) / count
 
 
 def _why(loss: float, grad_norm: float) -> str:

@@ -25,7 +25,7 @@ from kanode.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED
 from .pipeline import DiscoveryError, SymbolicConfig, discover
 
 DATA_FLAGS = ("system", "data", "n_traj", "n_test_traj", "noise", "y0_spread", "train_fraction",
-              "data_seed", "seed", "threads", "method", "step_size")
+              "holdout_last", "data_seed", "seed", "threads", "method", "step_size")
 RECIPE_HELP = {
     "hidden": "hidden width of the KAN the recipe starts from",
     "first_layer": "first layer at the start: linear (trainable affine symbolic edges) or spline",
