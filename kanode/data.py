@@ -101,6 +101,14 @@ class FitData:
                    + (~torch.isnan(self.y_held_out)).sum())
 
     @property
+    def loss_scale(self) -> float:
+        """Mean square of the observed training values: the data's unit of squared error.
+        The fit scales Adam's ``eps`` by it, so that a fit of c·y is the fit of y with its
+        losses times c² (README "Fitting")."""
+        values = self.y_train[~torch.isnan(self.y_train)]
+        return float(values.pow(2).mean()) or 1.0
+
+    @property
     def has_extrapolation(self) -> bool:
         """Whether anything is observed after the training window."""
         return self.n_train < self.t.shape[0] and bool((~torch.isnan(self.y[:, self.n_train:])).any())

@@ -314,6 +314,12 @@ def _postfix(record: StepRecord) -> str:
     return text
 
 
+# What summary.json's final_* losses are, next to metrics.csv's rows (issue 20, item 7).
+LOSSES_AT = ("final_*: at the parameters after the last step (the saved model); metrics.csv row k "
+             "holds the losses at the parameters step k started from, so its last row is one step "
+             "earlier (a run that did not finish reports its last evaluated row)")
+
+
 def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
              reason: str, final: Evaluation | None = None) -> dict[str, Any]:
     """A run's ``summary.json``; ``final`` is the finished model's evaluation when the
@@ -340,6 +346,7 @@ def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
         "widths": config.resolved_widths(trainer.data.dim),
         "grid_size": getattr(net, "grid_size", None),
         "seed": config.seed,
+        "losses_at": LOSSES_AT,
         "final_train_loss": final.train_loss if final else (losses[-1] if losses else None),
         "best_train_loss": min(losses) if losses else None,
         "final_val_loss": final.val_loss if final else (last_eval or {}).get("val_loss"),

@@ -17,7 +17,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,12 +81,25 @@ def solver_options(config: FitConfig, data: FitData) -> dict[str, Any]:
                 max_num_steps=config.max_num_steps)
 
 
+# Adam's eps in units of the data's squared values (FitData.loss_scale): torch's 1e-8 for
+# data whose mean square is 1. An absolute eps made a fit depend on the units of the file.
+ADAM_EPS = 1e-8
+
+
 def make_optimizer(phase: str, named: Iterator[tuple[str, Tensor]], n_members: int | None,
-                   config: FitConfig) -> BatchedAdam | BatchedLBFGS:
+                   config: FitConfig, loss_scale: float | Sequence[float] = 1.0) -> BatchedAdam | BatchedLBFGS:
     """The optimiser of ``phase`` ("adam" or "lbfgs") with ``config``'s settings, over a
-    single model's parameters (``n_members`` None) or an ensemble's (M, ...)."""
+    single model's parameters (``n_members`` None) or an ensemble's (M, ...).
+
+    ``loss_scale`` (one value, or one per member): the data's
+    :attr:`~kanode.data.FitData.loss_scale`; Adam's eps is ``ADAM_EPS * loss_scale``, as the
+    gradients scale with the loss. (L-BFGS's first step ``min(1, 1/|g|₁)·lr`` and its
+    curvature threshold ``yᵀs > 1e-10`` stay absolute, as torch's.)
+    """
     if phase == "adam":
-        return BatchedAdam(named, n_members)
+        eps = (ADAM_EPS * loss_scale if isinstance(loss_scale, (int, float))
+               else [ADAM_EPS * s for s in loss_scale])
+        return BatchedAdam(named, n_members, eps=eps)
     if phase == "lbfgs":
         # max_eval bounds the objective evaluations of one step, line search included
         return BatchedLBFGS(named, n_members, history_size=config.lbfgs_history,
@@ -233,7 +246,8 @@ class Trainer:
     def _make_optimizer(self, phase: str) -> BatchedAdam | BatchedLBFGS:
         """The phase's optimiser: kanode.optim's, the algorithm ensemble members run too
         (a single model is an ensemble of one)."""
-        return make_optimizer(phase, self.field.named_parameters(), None, self.config)
+        return make_optimizer(phase, self.field.named_parameters(), None, self.config,
+                              self.data.loss_scale)
 
     # ------------------------------------------------------------ objective
     def _solve(self, y0: Tensor, t: Tensor, adjoint: bool) -> Tensor:

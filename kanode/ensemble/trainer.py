@@ -97,7 +97,9 @@ class EnsembleTrainer:
         self.states = [TrainState() for _ in range(n)]
         self.frozen: dict[int, str] = {}
         self._phase = phase_at(self.config, 0)
-        self.optimizer = make_optimizer(self._phase, field.named_parameters(), n, self.config)
+        self._loss_scales = [d.loss_scale for d in datas]  # each member's Adam eps, as its single fit's
+        self.optimizer = make_optimizer(self._phase, field.named_parameters(), n, self.config,
+                                        self._loss_scales)
         self._grid_steps = set(self.config.grid_update_steps)
         self._extend_steps = {int(s): int(g) for s, g in self.config.grid_extend}
 
@@ -222,7 +224,7 @@ class EnsembleTrainer:
 
         if apply_grid_schedule(self.field.net, step, self._extend_steps, self._grid_steps, visited):
             self.optimizer = make_optimizer(self._phase, self.field.named_parameters(), self.n_members,
-                                            self.config)
+                                            self.config, self._loss_scales)
 
     # ------------------------------------------------------------- loop
     def steps(self) -> Iterator[EnsembleStep]:
@@ -235,7 +237,8 @@ class EnsembleTrainer:
             phase = phase_at(c, step)
             if phase != self._phase:
                 self._phase = phase
-                self.optimizer = make_optimizer(phase, self.field.named_parameters(), self.n_members, c)
+                self.optimizer = make_optimizer(phase, self.field.named_parameters(), self.n_members, c,
+                                                self._loss_scales)
             snapshot = copy.deepcopy(self.field.state_dict())
             diverged: dict[int, str] = {}
             try:
@@ -331,7 +334,7 @@ class EnsembleTrainer:
         self.step = steps.pop()
         self._phase = phases.pop()
         self.optimizer = make_optimizer(self._phase, self.field.named_parameters(), self.n_members,
-                                        self.config)
+                                        self.config, self._loss_scales)
         for m, state in enumerate(states):
             self.field.load_member(m, state["model"])
             self.states[m] = TrainState(step=self.step, wall_time=float(state["wall_time"]),

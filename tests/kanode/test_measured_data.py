@@ -203,3 +203,43 @@ def test_hare_lynx_holdout_last_command_line(tmp_path, capsys):
                    "--quiet", "--model", "mlp", "--widths", "2", "2", "2", "--steps", "2",
                    "--lbfgs-steps", "0", "--optimizer", "adam", "--no-plots"])
     assert status == 0 and capsys.readouterr().err == ""  # 12 parameters: no warning
+
+
+def scaled_copy(path: Path, c: float, out: Path) -> Path:
+    traj = systems.load(path)
+    return systems.Trajectories(traj.t, traj.y * c, state_names=traj.state_names).save(out)
+
+
+@pytest.mark.parametrize("c,schedule", [(2.0**-10, dict(optimizer="adam", steps=12, lbfgs_steps=0)),
+                                        (2.0**10, dict(optimizer="adam", steps=12, lbfgs_steps=0)),
+                                        (4.0, dict(optimizer="adam+lbfgs", steps=6, lbfgs_steps=6))])
+def test_a_fit_of_scaled_data_is_the_fit_with_losses_times_c_squared(tmp_path, c, schedule):
+    # powers of two scale every floating-point operation exactly, so the equality is exact
+    # unless something in the fit is absolute in the data's units (Adam's eps was: at
+    # c = 2^-10 its gradients are 1e-6 times smaller and eps = 1e-8 stopped the small ones)
+    from kanode.fit import fit
+
+    base = write_lv(tmp_path / "base.csv", "cell")
+    settings = dict(SMALL, **schedule, holdout_last=3, eval_every=3)
+    runs = {k: fit(FitConfig(data=str(p), **settings)) for k, p in
+            (("base", base), ("scaled", scaled_copy(base, c, tmp_path / "scaled.csv")))}
+    got = [h["train_loss"] / c**2 for h in runs["scaled"].history]
+    want = [h["train_loss"] for h in runs["base"].history]
+    assert got == pytest.approx(want, rel=1e-12, abs=0)
+    for key in ("final_train_loss", "final_extrap_loss"):
+        assert runs["scaled"].summary[key] / c**2 == pytest.approx(runs["base"].summary[key], rel=1e-12)
+    assert want[-1] < 0.9 * want[0]  # it trained
+
+
+def test_an_ensemble_of_scaled_data_is_the_ensemble_with_losses_times_c_squared(tmp_path):
+    from kanode.ensemble.fit import fit_ensemble
+
+    c = 2.0**-10
+    base = write_lv(tmp_path / "base.csv")
+    scaled = scaled_copy(base, c, tmp_path / "scaled.csv")
+    settings = dict(SMALL, optimizer="adam", steps=8, holdout_last=3)
+    runs = {name: fit_ensemble([FitConfig(data=str(p), seed=s, **settings) for s in (0, 1)])
+            for name, p in (("base", base), ("scaled", scaled))}
+    for a, b in zip(runs["scaled"], runs["base"]):
+        got = [h["train_loss"] / c**2 for h in a.history]
+        assert got == pytest.approx([h["train_loss"] for h in b.history], rel=1e-12, abs=0)
