@@ -78,11 +78,6 @@ class FitData:
         return self.y[:, : self.n_train]
 
     @property
-    def complete(self) -> bool:
-        """Whether no value is missing (training and held-out trajectories)."""
-        return not (bool(torch.isnan(self.y).any()) or bool(torch.isnan(self.y_held_out).any()))
-
-    @property
     def train_states(self) -> Tensor:
         """(N, dim) the fully observed states of the training window (for scales and
         regularisers that need whole states)."""
@@ -324,4 +319,4 @@ def overfit_warning(n_params: int, n_observed: int) -> str | None:
     if n_params <= n_observed:
         return None
     return (f"the model has {n_params} parameters for {n_observed} observed training values; it can "
-            "fit the noise (hold out points with --holdout-last to see, or use a smaller model)")
+            "fit the noise: judge it on held-out points (--holdout-last K) or use a smaller model")
