@@ -14,12 +14,20 @@ __all__ = ["build_parser", "overrides_from_args", "OneLineParser"]
 
 HELP = {
     "system": "dynamical system to simulate the data from (python -m systems list)",
-    "data": "a .npz/.csv trajectory file in the systems format, instead of simulating",
+    "data": "a .npz/.csv trajectory file instead of simulating: CSV header traj,t,NAME [UNIT],...; "
+            "an empty or nan cell is a missing value (left out of every loss); trajectories may "
+            "have their own times. States are mapped to the KAN grid range by their observed "
+            "min/max and the network output is scaled by the std of the observed dy/dt "
+            "(README 'Fitting')",
     "n_traj": "training trajectories (initial conditions around the canonical y0)",
-    "n_test_traj": "held-out initial conditions for the validation loss",
+    "n_test_traj": "held-out trajectories for the validation loss; -1 (default) = 1 for a simulated "
+                   "system, 0 for --data",
     "noise": "observation noise, as a fraction of each state's standard deviation",
     "y0_spread": "relative spread of the sampled initial conditions",
-    "train_fraction": "fraction of the time grid used for training; the rest is extrapolation",
+    "train_fraction": "fraction of the time grid used for training, the rest is extrapolation; "
+                      "0 (default) = 0.25 for a simulated system, all (1.0) for --data",
+    "holdout_last": "hold out the last K time points as the extrapolation window (instead of "
+                    "--train-fraction); 0 = none",
     "data_seed": "seed of the sampled initial conditions and noise",
     "model": "vector field network: kan (B-spline KAN), rswaf (RSWAF KAN) or mlp",
     "widths": "layer widths, e.g. 2 10 2 (default: dim 10 dim for KANs, dim 50 dim for MLPs)",

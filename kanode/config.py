@@ -76,6 +76,11 @@ SOLVER_DEFAULTS: dict[str, Any] = {"method": "rk4", "rtol": 1e-5, "atol": 1e-7,
 # not finite) ends the run (a member of an ensemble: freezes it) as diverged: kanode.divergence.
 DEFAULT_DIVERGENCE_FACTOR = 1e6
 DEFAULT_HIDDEN = {"kan": 10, "rswaf": 10, "mlp": 50}  # one hidden layer of this width
+# The split's automatic values (train_fraction = 0, n_test_traj = -1): simulated data follows
+# the KAN-ODE paper's protocol (train on the first quarter, one held-out initial condition);
+# a data file (measurements) is trained on in full, with nothing held out unless asked.
+AUTO_SPLIT = {"simulated": {"train_fraction": 0.25, "n_test_traj": 1},
+              "file": {"train_fraction": 1.0, "n_test_traj": 0}}
 
 MAX_SPLINE_ORDER = 7          # kanode.nn._native.MAX_WIDTH - 1 (tested to agree)
 MAX_GRID_SIZE = 1000
@@ -105,7 +110,8 @@ LIMIT_REASONS = {
 # Integer fields: name -> (lowest, highest) allowed value.
 INT_RANGES: dict[str, tuple[int, int]] = {
     "n_traj": (1, MAX_TRAJ),
-    "n_test_traj": (0, MAX_TRAJ),
+    "n_test_traj": (-1, MAX_TRAJ),
+    "holdout_last": (0, MAX_STEPS),
     "data_seed": (0, MAX_SEED),
     "grid_size": (1, MAX_GRID_SIZE),
     "spline_order": (1, MAX_SPLINE_ORDER),
@@ -126,7 +132,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "noise": (0.0, math.inf, False),
     "y0_spread": (0.0, math.inf, False),
-    "train_fraction": (0.0, 1.0, True),
+    "train_fraction": (0.0, 1.0, False),
     "rtol": (0.0, 1.0, True),
     "atol": (0.0, math.inf, True),
     "step_size": (0.0, math.inf, False),
@@ -158,7 +164,12 @@ class FitConfig:
         sampled around the canonical ``y0`` with relative spread
         ``y0_spread``; the first training trajectory starts at ``y0`` itself.
         The first ``train_fraction`` of the time grid is the training window,
-        the rest is the extrapolation window.
+        the rest is the extrapolation window; or, with ``holdout_last`` = K > 0,
+        all but the last K times (``train_fraction`` must then be left at 0).
+        The defaults depend on the data (:data:`AUTO_SPLIT`): ``train_fraction
+        = 0`` and ``n_test_traj = -1`` mean 0.25 and 1 for a simulated system,
+        1.0 (all of it) and 0 (none held out) for a ``data`` file; see
+        :attr:`training_fraction` and :attr:`held_out_trajectories`.
     Model
         ``model`` is ``kan``, ``mlp`` or ``rswaf``; ``widths`` defaults to
         ``[dim, 10, dim]`` for KANs and ``[dim, 50, dim]`` for MLPs (``dim + 1``
@@ -191,10 +202,11 @@ class FitConfig:
     system: str = "lotka_volterra"
     data: str = ""
     n_traj: int = 1
-    n_test_traj: int = 1
+    n_test_traj: int = -1          # -1: automatic (AUTO_SPLIT)
     noise: float = 0.0
     y0_spread: float = 0.1
-    train_fraction: float = 0.25
+    train_fraction: float = 0.0    # 0: automatic (AUTO_SPLIT)
+    holdout_last: int = 0
     data_seed: int = 0
     # --- model
     model: str = "kan"
@@ -272,6 +284,9 @@ class FitConfig:
             raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {_show(self.device)}")
         if not self.data:
             _check_system(self.system)
+        if self.holdout_last and self.train_fraction:
+            raise ConfigError(f"give train_fraction or holdout_last, not both (got train_fraction = "
+                              f"{self.train_fraction:g} and holdout_last = {self.holdout_last})")
         if self.batch_time == 1:
             raise ConfigError("batch_time must be 0 (whole window) or at least 2 time points")
         lo, hi = self.grid_range if len(self.grid_range) == 2 else (math.nan, math.nan)
@@ -334,6 +349,18 @@ class FitConfig:
             check_widths_for(self, _system_dim(self.system))
 
     # -------------------------------------------------------------- derived
+    @property
+    def training_fraction(self) -> float:
+        """``train_fraction``, or its automatic value when it is 0 (:data:`AUTO_SPLIT`)."""
+        kind = "file" if self.data else "simulated"
+        return self.train_fraction or AUTO_SPLIT[kind]["train_fraction"]
+
+    @property
+    def held_out_trajectories(self) -> int:
+        """``n_test_traj``, or its automatic value when it is -1 (:data:`AUTO_SPLIT`)."""
+        kind = "file" if self.data else "simulated"
+        return self.n_test_traj if self.n_test_traj >= 0 else AUTO_SPLIT[kind]["n_test_traj"]
+
     @property
     def total_steps(self) -> int:
         """Number of optimiser steps the schedule runs."""

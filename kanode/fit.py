@@ -17,7 +17,7 @@ from torch import nn
 
 from .cli_args import build_parser, overrides_from_args
 from .config import ConfigError, FitConfig, check_fixed_steps, check_widths_for, load_config
-from .data import FitData, load_data
+from .data import FitData, describe_split, load_data, overfit_warning, split_counts
 from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from .ode import VectorField
 from .outdirs import check_out_dir
@@ -180,7 +180,7 @@ def _make_trainer(config: FitConfig) -> Trainer:
     regularizer = None
     if config.sparsity or config.coef_l1:  # the KAN paper's sparsity penalty (kanode.symbolic)
         from .symbolic.regularize import sparsity_regularizer
-        regularizer = sparsity_regularizer(field_, data.y_train, config.sparsity, config.sparsity_l1,
+        regularizer = sparsity_regularizer(field_, data.train_states, config.sparsity, config.sparsity_l1,
                                            config.sparsity_entropy, config.coef_l1, seed=config.seed)
     return Trainer(field_, data, config, regularizer=regularizer)
 
@@ -327,6 +327,12 @@ def _postfix(record: StepRecord) -> str:
     return text
 
 
+# What summary.json's final_* losses are, next to metrics.csv's rows (issue 20, item 7).
+LOSSES_AT = ("final_*: at the parameters after the last step (the saved model); metrics.csv row k "
+             "holds the losses at the parameters step k started from, so its last row is one step "
+             "earlier (a run that did not finish reports its last evaluated row)")
+
+
 def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
              reason: str, final: Evaluation | None = None) -> dict[str, Any]:
     """A run's ``summary.json``; ``final`` is the finished model's evaluation when the
@@ -348,10 +354,12 @@ def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
         "status": status,
         "reason": reason,
         "system": config.system if not config.data else Path(config.data).stem,
+        "data_file": config.data or None,
         "model": config.model,
         "widths": config.resolved_widths(trainer.data.dim),
         "grid_size": getattr(net, "grid_size", None),
         "seed": config.seed,
+        "losses_at": LOSSES_AT,
         "final_train_loss": final.train_loss if final else (losses[-1] if losses else None),
         "best_train_loss": min(losses) if losses else None,
         "final_val_loss": final.val_loss if final else (last_eval or {}).get("val_loss"),
@@ -361,6 +369,7 @@ def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
         "wall_time_s": trainer.state.wall_time,
         "time_per_step_s": trainer.state.wall_time / steps if steps else None,
         "nfe_per_step": nfe / len(history) if history else None,
+        **split_counts(trainer.data),
     }
 
 
@@ -371,6 +380,11 @@ def print_summary(result: FitResult) -> None:
           f"{s['steps']} steps in {s['wall_time_s']:.1f} s")
     print(f"  train MSE {fmt(s['final_train_loss'])} (best {fmt(s['best_train_loss'])}), "
           f"held-out MSE {fmt(s['final_val_loss'])}, extrapolation MSE {fmt(s['final_extrap_loss'])}")
+    if "n_observed_train" in s:
+        print(f"  data: {describe_split(s)}")
+        warning = overfit_warning(s["n_params"], s["n_observed_train"])
+        if warning and s.get("data_file") and s["status"] != "diverged":  # measured data
+            print(f"kanode: warning: {warning}", file=sys.stderr)
     if s["reason"]:
         print(f"  reason: {s['reason']}")
     if result.run_dir is not None:

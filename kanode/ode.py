@@ -14,7 +14,7 @@ from .config import ADAPTIVE_METHODS, FIXED_STEP_METHODS, SOLVER_DEFAULTS
 from .solvers import SOLVERS
 
 __all__ = ["VectorField", "NormalisedField", "SolverError", "solve", "backward_guarded", "evaluation_budget",
-           "FIXED_STEP_METHODS", "ADAPTIVE_METHODS"]
+           "output_grid", "FIXED_STEP_METHODS", "ADAPTIVE_METHODS"]
 
 
 class SolverError(RuntimeError):
@@ -88,23 +88,34 @@ class VectorField(NormalisedField):
                   time_input: bool = False) -> "VectorField":
         """Normalisation from training data.
 
+        ``in_weight``, ``in_bias`` map each state's observed range [min, max]
+        onto ``grid_range``; ``out_scale`` is the standard deviation of each
+        state's finite-difference derivatives, ``Δy/Δt`` between consecutive
+        observed values of a trajectory (a constant state gets 1). Both are
+        computed over the observed (non-NaN) values only. Multiplying every
+        state by c > 0 divides ``in_weight`` by c and multiplies ``out_scale``
+        by c, so the fitted field of data ``c·y`` is ``c·f(y/c)``: the same
+        network, losses times c² (up to rounding, and to the optimiser's
+        absolute thresholds; README "Fitting").
+
         Parameters
         ----------
         t : (n_t,) observation times.
-        y : (n_traj, n_t, dim) observed states.
+        y : (n_traj, n_t, dim) observed states, NaN where missing.
         grid_range : the interval the training states are mapped onto.
         """
+        observed = ~torch.isnan(y)
         states = y.reshape(-1, y.shape[-1])                       # (n_traj * n_t, dim)
-        lo, hi = states.min(0).values, states.max(0).values
+        if bool(observed.all()):
+            lo, hi = states.min(0).values, states.max(0).values
+        else:
+            lo = torch.where(torch.isnan(states), torch.inf, states).amin(0)
+            hi = torch.where(torch.isnan(states), -torch.inf, states).amax(0)
         span = torch.where(hi - lo > 0, hi - lo, torch.ones_like(hi))
         g_lo, g_hi = float(grid_range[0]), float(grid_range[1])
         in_weight = (g_hi - g_lo) / span
         in_bias = g_lo - in_weight * lo
-        if y.shape[1] > 1:
-            dydt = torch.diff(y, dim=1) / torch.diff(t)[None, :, None]  # (n_traj, n_t-1, dim)
-            out_scale = dydt.reshape(-1, y.shape[-1]).std(0)
-        else:
-            out_scale = torch.ones_like(lo)
+        out_scale = _derivative_scale(t, y, observed)
         out_scale = torch.where(out_scale > 0, out_scale, torch.ones_like(out_scale))
         return cls(net, in_weight, in_bias, out_scale, time_input=time_input)
 
@@ -115,6 +126,28 @@ class VectorField(NormalisedField):
     def output_scale(self, y: Tensor) -> Tensor:
         """(dim,): the scale of the network output for states y (..., dim)."""
         return self.out_scale
+
+
+def _derivative_scale(t: Tensor, y: Tensor, observed: Tensor) -> Tensor:
+    """(dim,) std of the finite differences Δy/Δt between consecutive observed values of each
+    trajectory (t: (n_t,), y and observed: (n_traj, n_t, dim)); 1 where there are fewer than 2."""
+    dim = y.shape[-1]
+    if bool(observed.all()):
+        if y.shape[1] < 2:
+            return torch.ones(dim, dtype=y.dtype, device=y.device)
+        dydt = torch.diff(y, dim=1) / torch.diff(t)[None, :, None]     # (n_traj, n_t-1, dim)
+        return dydt.reshape(-1, dim).std(0)
+    scale = torch.ones(dim, dtype=y.dtype, device=y.device)
+    for d in range(dim):
+        slopes = []
+        for i in range(y.shape[0]):
+            seen = observed[i, :, d]
+            ti, yi = t[seen], y[i, seen, d]
+            slopes.append(torch.diff(yi) / torch.diff(ti))
+        slopes_d = torch.cat(slopes)
+        if slopes_d.numel() >= 2:
+            scale[d] = slopes_d.std()
+    return scale
 
 
 def evaluation_budget(method: str, max_num_steps: int, n_t: int) -> int:
@@ -159,9 +192,43 @@ class _Bounded(nn.Module):
         return self.field(t, y)
 
 
+# A gap within this relative amount above a multiple of the step takes no extra step
+# (rounding: 0.3 / 0.1 is 2.9999999999999996 and 0.7 / 0.1 is 7.000000000000001).
+_STEP_ROUNDING = 1e-9
+
+
+def _steps_per_gap(t: Tensor, step_size: float) -> Tensor:
+    """(n_t - 1,) equal steps a fixed-step solve takes across each interval of ``t``
+    (increasing or, as torchdiffeq hands a backward solve to the grid, decreasing)."""
+    ratio = torch.diff(t).detach().double().abs() / step_size
+    return torch.ceil(ratio * (1.0 - _STEP_ROUNDING)).clamp(min=1).long()
+
+
 def _fixed_steps(t: Tensor, step_size: float) -> int:
-    """Steps a fixed-step solve over ``t`` takes (torchdiffeq's grid)."""
-    return math.ceil(float(t[-1] - t[0]) / step_size)
+    """Steps a fixed-step solve over ``t`` takes (:func:`output_grid`)."""
+    return int(_steps_per_gap(t, step_size).sum())
+
+
+def output_grid(step_size: float) -> Callable[[Callable, Tensor, Tensor], Tensor]:
+    """torchdiffeq's ``grid_constructor`` for fixed-step methods: every output time is a
+    grid point, and each interval between output times is cut into the fewest equal
+    steps no longer than ``step_size``.
+
+    torchdiffeq's own ``step_size`` grid is ``t0 + k * step_size`` and it interpolates
+    the outputs that fall between steps linearly (first-order accurate, whatever the
+    method's order); on an irregular grid (measured data) that error dominates. Here
+    the solution at each output time is the method's own step result. On a uniform
+    grid whose interval is the step, the two grids hold the same points (to rounding).
+    """
+    def grid(func: Callable, y0: Tensor, t: Tensor) -> Tensor:  # t: (n_t,) monotonic
+        steps = _steps_per_gap(t, step_size).to(t.device)                # (n_t - 1,)
+        interval = torch.repeat_interleave(torch.arange(steps.numel(), device=t.device), steps)
+        first = torch.repeat_interleave(torch.cumsum(steps, 0) - steps, steps)
+        k = torch.arange(interval.numel(), device=t.device) - first      # step within its interval
+        inner = t[interval] + torch.diff(t)[interval] * (k.to(t.dtype) / steps[interval].to(t.dtype))
+        return torch.cat([inner, t[-1:]])                                # (total steps + 1,)
+    return grid
+
 
 
 def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS["method"],
@@ -177,9 +244,11 @@ def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS
     y0 : (dim,) or (batch, dim) initial states (a batch is solved in one call).
     t : (n_t,) strictly increasing output times; ``t[0]`` is the initial time.
     method : a torchdiffeq method (default, like ``FitConfig``'s: ``rk4``);
-        fixed-step ones (``rk4``, ``euler``, ...) step by ``step_size``,
+        fixed-step ones (``rk4``, ``euler``, ...) step at most ``step_size``,
         which defaults (None) to the smallest interval of ``t``, as
-        ``FitConfig.step_size = 0`` does. rtol/atol/max_num_steps default to
+        ``FitConfig.step_size = 0`` does; they step exactly to every output
+        time (:func:`output_grid`: an irregular ``t`` is solved at its own
+        times, not interpolated). rtol/atol/max_num_steps default to
         ``FitConfig``'s too (:data:`kanode.config.SOLVER_DEFAULTS`).
     adjoint : backpropagate with the adjoint method (memory O(1) in the number
         of steps) instead of through the solver's operations.
@@ -222,7 +291,7 @@ def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS
             raise SolverError(f"method {method!r} with step_size={step_size:g} needs {n_steps} "
                               f"steps over [{float(t[0]):g}, {float(t[-1]):g}], more than "
                               f"max_num_steps={max_num_steps}; raise step_size or max_num_steps")
-        options["step_size"] = step_size
+        options["grid_constructor"] = output_grid(step_size)
     elif method in ADAPTIVE_METHODS:
         options["max_num_steps"] = max_num_steps
         if norm is not None:

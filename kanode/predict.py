@@ -72,6 +72,7 @@ def vector_field_grid(field: nn.Module, data: FitData, n: int = 25, pad: float =
         raise ValueError(f"a vector-field grid needs 2-D data with a known system; this data has dim "
                          f"{data.dim} and {'a' if data.system is not None else 'no'} system")
     states = data.y.cpu().double().numpy().reshape(-1, 2)
+    states = states[~np.isnan(states).any(axis=1)]  # observed states (NaN: missing)
     x0, x1, y0, y1 = state_bounds(states, pad)
     xs, ys = np.linspace(x0, x1, n), np.linspace(y0, y1, n)
     gx, gy = np.meshgrid(xs, ys)

@@ -17,7 +17,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import FitConfig
-from .data import FitData, sample_windows
+from .data import FitData, observed_mse, sample_windows, take_windows, window_times
 from .divergence import divergence_reason
 from .ode import SolverError, VectorField, backward_guarded, solve
 from .optim import BatchedAdam, BatchedLBFGS
@@ -83,12 +83,25 @@ def solver_options(config: FitConfig, data: FitData) -> dict[str, Any]:
                 max_num_steps=config.max_num_steps)
 
 
+# Adam's eps in units of the data's squared values (FitData.loss_scale): torch's 1e-8 for
+# data whose mean square is 1. An absolute eps made a fit depend on the units of the file.
+ADAM_EPS = 1e-8
+
+
 def make_optimizer(phase: str, named: Iterator[tuple[str, Tensor]], n_members: int | None,
-                   config: FitConfig) -> BatchedAdam | BatchedLBFGS:
+                   config: FitConfig, loss_scale: float | Sequence[float] = 1.0) -> BatchedAdam | BatchedLBFGS:
     """The optimiser of ``phase`` ("adam" or "lbfgs") with ``config``'s settings, over a
-    single model's parameters (``n_members`` None) or an ensemble's (M, ...)."""
+    single model's parameters (``n_members`` None) or an ensemble's (M, ...).
+
+    ``loss_scale`` (one value, or one per member): the data's
+    :attr:`~kanode.data.FitData.loss_scale`; Adam's eps is ``ADAM_EPS * loss_scale``, as the
+    gradients scale with the loss. (L-BFGS's first step ``min(1, 1/|g|₁)·lr`` and its
+    curvature threshold ``yᵀs > 1e-10`` stay absolute, as torch's.)
+    """
     if phase == "adam":
-        return BatchedAdam(named, n_members)
+        eps = (ADAM_EPS * loss_scale if isinstance(loss_scale, (int, float))
+               else [ADAM_EPS * s for s in loss_scale])
+        return BatchedAdam(named, n_members, eps=eps)
     if phase == "lbfgs":
         # max_eval bounds the objective evaluations of one step, line search included
         return BatchedLBFGS(named, n_members, history_size=config.lbfgs_history,
@@ -144,7 +157,8 @@ def training_loss(field: VectorField, data: FitData, config: FitConfig, full: bo
     """The training objective the :class:`Trainer` minimises: MSE of the solved
     trajectories against the training window (``full``, or with
     ``config.batch_time`` 0) or against ``config.batch_size`` random windows
-    of ``batch_time`` points drawn with ``generator``.
+    of ``batch_time`` points drawn with ``generator``, over the observed
+    values only (:func:`kanode.data.observed_mse`; missing ones are NaN).
 
     ``adjoint`` overrides ``config.adjoint`` (the loss is the same function
     either way; only how its gradient is computed differs). ``solver``: the
@@ -157,13 +171,13 @@ def training_loss(field: VectorField, data: FitData, config: FitConfig, full: bo
     adjoint = c.adjoint if adjoint is None else adjoint
     if full or not c.batch_time:
         pred = solve(field, d.y_train[:, 0], d.t_train, adjoint=adjoint, **options)  # (n_train, n_traj, dim)
-        return torch.mean((pred - d.y_train.transpose(0, 1)) ** 2)
+        return observed_mse(pred, d.y_train.transpose(0, 1))
     if generator is None:
         raise ValueError("random windows (config.batch_time > 0, full=False) need a generator")
-    y0, target = sample_windows(d.y_train, c.batch_time, c.batch_size, generator)
-    t = d.t_train[: c.batch_time] - d.t_train[0]
-    pred = solve(field, y0, t, adjoint=adjoint, **options)                     # (batch_time, batch, dim)
-    return torch.mean((pred - target) ** 2)
+    y0, target, start = sample_windows(d.y_train, c.batch_time, c.batch_size, generator)
+    t, index = window_times(d.t_train, start, c.batch_time)
+    pred = solve(field, y0, t, adjoint=adjoint, **options)                     # (n_out, batch, dim)
+    return observed_mse(take_windows(pred, index), target)                     # (batch_time, batch, dim)
 
 
 def lr_at(config: FitConfig, step: int) -> float:
@@ -235,7 +249,8 @@ class Trainer:
     def _make_optimizer(self, phase: str) -> BatchedAdam | BatchedLBFGS:
         """The phase's optimiser: kanode.optim's, the algorithm ensemble members run too
         (a single model is an ensemble of one)."""
-        return make_optimizer(phase, self.field.named_parameters(), None, self.config)
+        return make_optimizer(phase, self.field.named_parameters(), None, self.config,
+                              self.data.loss_scale)
 
     # ------------------------------------------------------------ objective
     def _solve(self, y0: Tensor, t: Tensor, adjoint: bool) -> Tensor:
@@ -297,18 +312,19 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> Evaluation:
-        """Whole-window training, held-out and extrapolation MSE (no gradients)."""
+        """Whole-window training, held-out and extrapolation MSE over the observed values
+        (no gradients)."""
         d = self.data
         saved = self.field.nfe
         try:
             pred = self._solve(d.y[:, 0], d.t, adjoint=False).transpose(0, 1)  # (n_traj, n_t, dim)
-            train = torch.mean((pred[:, : d.n_train] - d.y_train) ** 2).item()
-            extrap = (torch.mean((pred[:, d.n_train:] - d.y[:, d.n_train:]) ** 2).item()
+            train = observed_mse(pred[:, : d.n_train], d.y_train).item()
+            extrap = (observed_mse(pred[:, d.n_train:], d.y[:, d.n_train:]).item()
                       if d.has_extrapolation else None)
             val = None
             if d.y_held_out.shape[0]:
                 held = self._solve(d.y_held_out[:, 0], d.t_train, adjoint=False).transpose(0, 1)
-                val = torch.mean((held - d.y_held_out[:, : d.n_train]) ** 2).item()
+                val = observed_mse(held, d.y_held_out[:, : d.n_train]).item()
         except SolverError:
             train, val, extrap = float("inf"), float("inf"), float("inf")
         finally:

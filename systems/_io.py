@@ -1,5 +1,15 @@
 """Read and write :class:`Trajectories` as ``.npz`` or ``.csv``.
 
+Measured data enters here. A CSV has one row per (trajectory, time) and a
+header ``traj,t,<state>,...``; a state column may carry its unit in square
+brackets, ``hare [thousands]`` (name ``hare``, unit ``thousands``; a header
+without brackets has no units, as before). A state cell that is empty or
+``nan`` is a missing observation (NaN in ``Trajectories.y`` and in a
+``.npz``'s ``y``); ``traj`` and ``t`` cells are never missing. Each
+trajectory has its own times (irregular, of different lengths); they are
+placed on the union of all trajectories' times, NaN where a trajectory has
+no row.
+
 Reading is the boundary where foreign bytes enter: :func:`load` validates
 everything and raises one exception type, :class:`TrajectoryFileError`, whose
 message is one line naming the file and the problem.
@@ -12,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 import stat
 import zipfile
 import zlib
@@ -27,6 +38,8 @@ from .trajectories import Trajectories
 __all__ = ["TrajectoryFileError", "load", "read_regular_file", "save"]
 
 _META_PREFIX = "# systems-metadata: "
+_UNIT_HEADER = re.compile(r"^(?P<name>.*?)\s*\[(?P<unit>[^\[\]]*)\]$")  # "hare [thousands]"
+_MISSING_CELLS = ("", "nan")  # a state cell that is one of these (stripped, any case) is missing
 _REAL_KINDS = "iuf"  # signed/unsigned integers and floats; not bool, complex, strings, objects
 # What numpy's .npz reader raises on damaged archives, found by fuzzing: bad zip structure,
 # CRC or deflate data, an unknown compression method (NotImplementedError), an "encrypted"
@@ -71,24 +84,31 @@ def save(traj: Trajectories, path: str | Path) -> Path:
     if _suffix(path) == ".npz":
         with path.open("wb") as handle:  # np.savez would append ".npz" to other names
             np.savez(handle, t=traj.t, y=traj.y, state_names=np.array(traj.state_names),
-                     metadata=np.array(_metadata(traj)))
+                     units=np.array(traj.units), metadata=np.array(_metadata(traj)))
         return path
-    rows = np.concatenate([
-        np.repeat(np.arange(traj.n_traj), traj.n_t)[:, None],  # (n_traj * n_t, 1)
-        np.tile(traj.t, traj.n_traj)[:, None],
-        traj.y.reshape(-1, traj.dim),  # (n_traj * n_t, dim)
-    ], axis=1)
-    header = _META_PREFIX + _metadata(traj) + "\n" + ",".join(("traj", "t") + traj.state_names)
-    np.savetxt(path, rows, fmt="%.17g", delimiter=",", header=header, comments="")
+    columns = [f"{name} [{unit}]" if unit else name
+               for name, unit in zip(traj.state_names, traj.units)]
+    lines = [_META_PREFIX + _metadata(traj), ",".join(["traj", "t"] + columns)]
+    observed = traj.observed.any(axis=2)                    # (n_traj, n_t): a trajectory's own times
+    nobody = ~observed.any(axis=0)                          # (n_t,) times no trajectory observed
+    for i in range(traj.n_traj):
+        for k in np.flatnonzero(observed[i] | nobody):      # a time nobody observed keeps its rows
+            cells = ["" if math.isnan(v) else f"{v:.17g}" for v in traj.y[i, k]]
+            lines.append(",".join([str(i), f"{traj.t[k]:.17g}"] + cells))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 def load(path: str | Path, system: str | System | None = None) -> Trajectories:
     """Read trajectories written by :meth:`Trajectories.save` or by hand.
 
-    A hand-written CSV (UTF-8) needs a header row ``traj,t,<state>,...`` and
-    one row per (trajectory, time); all trajectories must share the time grid
-    of at least 2 points. Lines starting with ``#`` are comments. ``system``
+    A hand-written CSV (UTF-8) needs a header row ``traj,t,<state>,...``
+    (a state may be written ``name [unit]``) and one row per (trajectory,
+    time), the rows of a trajectory sorted by strictly increasing time.
+    Trajectories may have their own times; the result holds them on the
+    union grid (at least 2 times), NaN where a trajectory has no row. An
+    empty or ``nan`` state cell is a missing value (NaN). Lines starting with
+    ``#`` are comments. ``system``
     (a name or a :class:`System`) checks the state dimension and fills in the
     system's name and parameters when the file does not carry them.
 
@@ -97,7 +117,8 @@ def load(path: str | Path, system: str | System | None = None) -> Trajectories:
     TrajectoryFileError
         (a ``ValueError``) for every problem with the file — missing, not a
         regular file, unreadable, not UTF-8, malformed, wrong shapes or
-        types, non-finite values — with a one-line message naming the file.
+        types, infinite values, a trajectory without any observation — with a
+        one-line message naming the file.
     """
     path = Path(path)
     try:
@@ -192,16 +213,27 @@ def _json_type(value: Any) -> str:
     return "null"
 
 
-def _real_array(data: Any, name: str) -> np.ndarray:
-    """A stored array as float64, refusing strings, booleans, complex and object arrays."""
+def _real_array(data: Any, name: str, missing: bool = False) -> np.ndarray:
+    """A stored array as float64, refusing strings, booleans, complex and object arrays;
+    NaN (a missing value) is allowed with ``missing``, inf never."""
     array = np.asarray(data)
     if array.dtype.kind not in _REAL_KINDS:
         raise ValueError(f"array {name!r} must hold real numbers, got dtype {array.dtype}")
     with np.errstate(all="ignore"):  # overflow to inf in the cast is reported just below
         out = array.astype(np.float64)
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"array {name!r} contains non-finite values (NaN or inf)")
+    if np.any(np.isinf(out)) or (not missing and np.any(np.isnan(out))):
+        allowed = " (NaN marks a missing value)" if missing else ""
+        raise ValueError(f"array {name!r} contains non-finite values{allowed}: "
+                         f"{'inf' if missing else 'NaN or inf'}")
     return out
+
+
+def _check_observed(y: np.ndarray, ids: list[Any]) -> None:
+    """Every trajectory (y: (n_traj, n_t, dim)) has at least one observed value."""
+    empty = np.isnan(y).all(axis=(1, 2))
+    if np.any(empty):
+        raise ValueError(f"trajectory {ids[int(np.argmax(empty))]} has no observed value "
+                         "(every state cell is missing)")
 
 
 def _read_npz(raw: bytes) -> dict[str, Any]:
@@ -216,12 +248,12 @@ def _read_npz(raw: bytes) -> dict[str, Any]:
         if missing:
             raise ValueError(f"missing arrays {sorted(missing)} (found {data.files})")
         try:
-            arrays = {name: data[name] for name in ("t", "y", "state_names", "metadata")
+            arrays = {name: data[name] for name in ("t", "y", "state_names", "units", "metadata")
                       if name in data.files}
         except _NPZ_ERRORS as error:
             raise ValueError(f"cannot read the arrays ({type(error).__name__}: {error})") from None
     fields: dict[str, Any] = {"t": _real_array(arrays["t"], "t"),
-                              "y": _real_array(arrays["y"], "y")}
+                              "y": _real_array(arrays["y"], "y", missing=True)}
     if fields["t"].ndim != 1:
         raise ValueError(f"'t' must be a 1-D array of times, got shape {fields['t'].shape}")
     if fields["y"].ndim != 3 or fields["y"].shape[1] != fields["t"].size:
@@ -233,6 +265,13 @@ def _read_npz(raw: bytes) -> dict[str, Any]:
             raise ValueError(f"'state_names' must be a 1-D array of strings, got shape "
                              f"{names.shape} and dtype {names.dtype}")
         fields["state_names"] = tuple(str(s) for s in names)
+    if "units" in arrays:
+        units = np.asarray(arrays["units"])
+        if units.ndim != 1 or units.dtype.kind != "U":
+            raise ValueError(f"'units' must be a 1-D array of strings, got shape "
+                             f"{units.shape} and dtype {units.dtype}")
+        fields["units"] = tuple(str(u) for u in units)
+    _check_observed(fields["y"], list(range(fields["y"].shape[0])))
     if "metadata" in arrays:
         meta = np.asarray(arrays["metadata"])
         if meta.ndim != 0 or meta.dtype.kind != "U":
@@ -262,10 +301,11 @@ def _read_csv(raw: bytes) -> dict[str, Any]:
     if not body:
         raise ValueError("empty file: expected a header row 'traj,t,<state>,...' and data rows")
     try:
-        header = [name.strip() for name in next(csv.reader([body[0][1]]))]
+        columns = [name.strip() for name in next(csv.reader([body[0][1]]))]
         rows = list(csv.reader([line for _, line in body[1:]]))
     except csv.Error as error:
         raise ValueError(f"malformed CSV: {error}") from None
+    header, units = _split_units(columns)
     missing = [c for c in ("traj", "t") if c not in header]
     if missing or len(header) < 3:
         raise ValueError(f"missing column(s) {missing or ['<state>']}: header is {header}; "
@@ -275,19 +315,24 @@ def _read_csv(raw: bytes) -> dict[str, Any]:
     if not rows:
         raise ValueError("empty file: header but no data rows")
     table = np.empty((len(rows), len(header)))
+    keys = {header.index("traj"), header.index("t")}  # never missing
     for row_index, (number, row) in enumerate(zip([n for n, _ in body[1:]], rows)):
         if len(row) != len(header):
             raise ValueError(f"ragged row at line {number}: {len(row)} fields, "
-                             f"expected {len(header)} ({','.join(header)})")
+                             f"expected {len(header)} ({','.join(columns)})")
         for col, cell in enumerate(row):
+            if col not in keys and cell.strip().lower() in _MISSING_CELLS:
+                table[row_index, col] = math.nan  # a missing observation
+                continue
             try:
                 value = float(cell)
             except ValueError:
                 raise ValueError(f"non-numeric value {cell!r:.40} at line {number}, "
                                  f"column {header[col]!r}") from None
             if not math.isfinite(value):
+                hint = "" if col in keys else "; leave the cell empty for a missing value"
                 raise ValueError(f"non-finite value {cell!r:.40} (NaN/inf) at line {number}, "
-                                 f"column {header[col]!r}")
+                                 f"column {header[col]!r}{hint}")
             table[row_index, col] = value
     traj_col, t_col = table[:, header.index("traj")], table[:, header.index("t")]
     state_cols = [i for i, name in enumerate(header) if name not in ("traj", "t")]
@@ -303,10 +348,20 @@ def _read_csv(raw: bytes) -> dict[str, Any]:
                              "trajectory must be sorted by strictly increasing t")
         times.append(t)
         states.append(table[rows_of][:, state_cols])
-    for traj_id, t in zip(ids, times):
-        if t.shape != times[0].shape or not np.array_equal(t, times[0]):
-            raise ValueError(f"trajectories have different time grids: trajectory "
-                             f"{traj_id:.17g} differs from trajectory {ids[0]:.17g}; "
-                             "resample onto one shared grid")
-    return {"t": times[0], "y": np.stack(states), **meta,
-            "state_names": tuple(header[i] for i in state_cols)}
+    grid = np.unique(np.concatenate(times))  # the union of the trajectories' own times
+    y = np.full((len(ids), grid.size, len(state_cols)), math.nan)
+    for i, (t, values) in enumerate(zip(times, states)):
+        y[i, np.searchsorted(grid, t)] = values
+    _check_observed(y, [f"{traj_id:.17g}" for traj_id in ids])
+    return {"t": grid, "y": y, **meta, "state_names": tuple(header[i] for i in state_cols),
+            "units": tuple(units[i] for i in state_cols)}
+
+
+def _split_units(columns: list[str]) -> tuple[list[str], list[str]]:
+    """Header cells ``name`` or ``name [unit]`` → names and units (``""`` without brackets)."""
+    names, units = [], []
+    for column in columns:
+        match = _UNIT_HEADER.match(column)
+        names.append(match["name"].strip() if match else column)
+        units.append(match["unit"].strip() if match else "")
+    return names, units

@@ -61,7 +61,14 @@ class Dataset:
         return self.observed.select(self.test_idx)
 
 
-def _n_train_times(n_t: int, train_fraction: float) -> int:
+def _n_train_times(n_t: int, train_fraction: float, holdout_last: int = 0) -> int:
+    if holdout_last:
+        holdout_last = _check_count("holdout_last", holdout_last, 0)
+        if n_t - holdout_last < 2:
+            raise ValueError(f"holdout_last={holdout_last} of {n_t} time points leaves "
+                             f"{max(n_t - holdout_last, 0)} training point(s); need at least 2 — "
+                             "hold out fewer points")
+        return n_t - holdout_last
     if not 0 < train_fraction <= 1:
         raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
     n_train_times = int(np.floor(train_fraction * n_t))
@@ -79,18 +86,20 @@ def _check_count(name: str, value: int, minimum: int) -> int:
 
 
 def split(trajectories: Trajectories, train_fraction: float = 0.75, n_test_traj: int = 0,
-          seed: int = 0) -> Dataset:
+          seed: int = 0, holdout_last: int = 0) -> Dataset:
     """Split existing (e.g. loaded) trajectories into a :class:`Dataset`.
 
     ``n_test_traj`` trajectories, chosen uniformly at random with ``seed``,
     are held out; the first ``floor(train_fraction * n_t)`` times form the
-    training window. ``clean`` is ``observed`` and ``noise_std`` is zero.
+    training window, or, with ``holdout_last`` > 0, all but the last
+    ``holdout_last`` times (of the union grid; ``train_fraction`` is then
+    ignored). ``clean`` is ``observed`` and ``noise_std`` is zero.
     """
     n_test_traj = _check_count("n_test_traj", n_test_traj, 0)
     if n_test_traj >= trajectories.n_traj:
         raise ValueError(f"n_test_traj={n_test_traj} leaves no training trajectory out of "
                          f"{trajectories.n_traj}; hold out fewer")
-    n_train_times = _n_train_times(trajectories.n_t, train_fraction)
+    n_train_times = _n_train_times(trajectories.n_t, train_fraction, holdout_last)
     rng = np.random.default_rng(seed)
     test_idx = np.sort(rng.choice(trajectories.n_traj, size=n_test_traj, replace=False))
     train_idx = np.setdiff1d(np.arange(trajectories.n_traj), test_idx)
@@ -101,7 +110,7 @@ def split(trajectories: Trajectories, train_fraction: float = 0.75, n_test_traj:
 def make_dataset(system: System, n_traj: int = 8, t: np.ndarray | None = None,
                  noise: float = 0.0, y0_spread: float = 0.1, seed: int = 0,
                  train_fraction: float = 0.75, n_test_traj: int = 0,
-                 include_nominal: bool = True) -> Dataset:
+                 include_nominal: bool = True, holdout_last: int = 0) -> Dataset:
     """Simulate ``n_traj + n_test_traj`` trajectories and add observation noise.
 
     Initial conditions come from ``system.sample_y0(rng, n, y0_spread)``:
@@ -109,7 +118,8 @@ def make_dataset(system: System, n_traj: int = 8, t: np.ndarray | None = None,
     per dimension (Lotka–Volterra: multiplicative ``y0 * exp(y0_spread * U(-1, 1))``).
     With ``include_nominal`` trajectory 0 starts exactly at ``system.y0``.
     Trajectories ``0 .. n_traj-1`` are for training, the last ``n_test_traj``
-    are held out. Noise is Gaussian with per-state standard deviation
+    are held out. ``holdout_last`` > 0 trains on all but the last
+    ``holdout_last`` times instead of ``train_fraction``. Noise is Gaussian with per-state standard deviation
     ``noise * std(clean[..., i])`` (std over all trajectories and times).
     One ``numpy.random.default_rng(seed)`` draws the initial conditions, then
     the noise.
@@ -121,7 +131,7 @@ def make_dataset(system: System, n_traj: int = 8, t: np.ndarray | None = None,
     if not y0_spread >= 0:
         raise ValueError(f"y0_spread must be >= 0, got {y0_spread}")
     t = system.default_t() if t is None else np.asarray(t, dtype=np.float64)
-    n_train_times = _n_train_times(t.size, train_fraction)
+    n_train_times = _n_train_times(t.size, train_fraction, holdout_last)
     rng = np.random.default_rng(seed)
     y0 = system.sample_y0(rng, n_traj + n_test_traj, y0_spread)  # (n_total, dim)
     if include_nominal:
@@ -131,6 +141,7 @@ def make_dataset(system: System, n_traj: int = 8, t: np.ndarray | None = None,
     observed = clean
     if noise > 0:
         noisy = clean.y + noise_std * rng.standard_normal(clean.y.shape)
-        observed = Trajectories(clean.t, noisy, clean.system, clean.params, clean.state_names)
+        observed = Trajectories(clean.t, noisy, clean.system, clean.params, clean.state_names,
+                                clean.units)
     return Dataset(observed, clean, np.arange(n_traj), np.arange(n_traj, n_traj + n_test_traj),
                    n_train_times, noise_std)

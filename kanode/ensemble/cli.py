@@ -17,6 +17,7 @@ from typing import Any
 
 from kanode.cli_args import parse_seeds
 from kanode.config import ConfigError, FitConfig, load_config
+from kanode.data import describe_split, overfit_warning
 from kanode.ensemble.fit import fit_ensemble, resume_dirs
 from kanode.exit_codes import EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from kanode.fit import FitResult
@@ -69,4 +70,9 @@ def _print_table(results: list[FitResult], parent: Path) -> None:
     if train:
         print(f"  median train MSE {statistics.median(train):.3e} [{min(train):.3e}, {max(train):.3e}] "
               f"over {len(train)} finished members")
+    if "n_observed_train" in first:
+        print(f"  data (each member): {describe_split(first)}")
+        warning = overfit_warning(first["n_params"], first["n_observed_train"])
+        if warning and first.get("data_file"):  # measured data
+            print(f"kanode: warning: {warning}", file=sys.stderr)
     print(f"  run directories: {parent}/seed-*")

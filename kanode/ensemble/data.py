@@ -21,7 +21,7 @@ class StackedData:
     Attributes
     ----------
     t : (n_t,) shared time grid.
-    y : (M, n_traj, n_t, dim) each member's observed states.
+    y : (M, n_traj, n_t, dim) each member's observed states, NaN where missing.
     y_held_out : (M, n_test, n_t, dim) each member's held-out trajectories.
     n_train : the shared training window length.
     members : the members' own :class:`kanode.data.FitData`.
@@ -59,4 +59,5 @@ class StackedData:
 
     @property
     def has_extrapolation(self) -> bool:
-        return self.n_train < self.t.shape[0]
+        """Whether any member observes anything after the training window."""
+        return self.n_train < self.t.shape[0] and bool((~torch.isnan(self.y[:, :, self.n_train:])).any())

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from kanode.config import FitConfig
-from kanode.data import FitData, sample_windows
+from kanode.data import FitData, sample_windows, take_windows, window_times
 from kanode.divergence import divergence_reason
 from kanode.ensemble.data import StackedData
 from kanode.ensemble.field import EnsembleVectorField
@@ -99,7 +99,9 @@ class EnsembleTrainer:
         self.states = [TrainState() for _ in range(n)]
         self.frozen: dict[int, str] = {}
         self._phase = phase_at(self.config, 0)
-        self.optimizer = make_optimizer(self._phase, field.named_parameters(), n, self.config)
+        self._loss_scales = [d.loss_scale for d in datas]  # each member's Adam eps, as its single fit's
+        self.optimizer = make_optimizer(self._phase, field.named_parameters(), n, self.config,
+                                        self._loss_scales)
         self._grid_steps = set(self.config.grid_update_steps)
         self._extend_steps = {int(s): int(g) for s, g in self.config.grid_extend}
 
@@ -128,7 +130,8 @@ class EnsembleTrainer:
             raise _SharedSolverError(str(exc)) from exc
 
     def _losses(self, full: bool) -> Tensor:
-        """(M,) training MSE of each member (whole window, or its own random windows)."""
+        """(M,) training MSE of each member over its observed values (whole window, or its own
+        random windows)."""
         c, d = self.config, self.data
         if full or not c.batch_time:
             pred = self._solve(d.y_train[:, :, 0], d.t_train, c.adjoint)      # (n_train, M, n_traj, dim)
@@ -138,7 +141,8 @@ class EnsembleTrainer:
                        for m in range(self.n_members)]
             y0 = torch.stack([w[0] for w in windows])                           # (M, batch, dim)
             target = torch.stack([w[1] for w in windows], dim=1)                # (batch_time, M, batch, dim)
-            pred = self._solve(y0, d.t_train[: c.batch_time] - d.t_train[0], c.adjoint)
+            t, index = window_times(d.t_train, torch.stack([w[2] for w in windows]), c.batch_time)
+            pred = take_windows(self._solve(y0, t, c.adjoint), index)            # (batch_time, M, batch, dim)
         return _member_mse(pred, target)
 
     def _loss_and_grad(self, counters: _Counters, full: bool) -> Tensor:
@@ -186,20 +190,22 @@ class EnsembleTrainer:
     # ------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> list[Evaluation]:
-        """Each member's whole-window training, held-out and extrapolation MSE
-        (inf for a member whose solve is not finite)."""
+        """Each member's whole-window training, held-out and extrapolation MSE over its
+        observed values (inf for a member whose solve is not finite)."""
         d = self.data
         saved = self.field.nfe
         try:
-            pred = self._solve(d.y[:, :, 0], d.t, adjoint=False).permute(1, 2, 0, 3)  # (M, n_traj, n_t, dim)
-            err = (pred - d.y) ** 2
-            train = err[:, :, : d.n_train].mean(dim=(1, 2, 3)).tolist()
-            extrap = (err[:, :, d.n_train:].mean(dim=(1, 2, 3)).tolist() if d.has_extrapolation
+            # (n_traj, M, n_t, dim): a member's row in the single evaluation's order
+            pred = self._solve(d.y[:, :, 0], d.t, adjoint=False).permute(2, 1, 0, 3)
+            target = d.y.transpose(0, 1)
+            n = d.n_train
+            train = _member_mse(pred[:, :, :n], target[:, :, :n]).tolist()
+            extrap = (_member_mse(pred[:, :, n:], target[:, :, n:]).tolist() if d.has_extrapolation
                       else [None] * self.n_members)
             val: list[float | None] = [None] * self.n_members
             if d.y_held_out.shape[1]:
-                held = self._solve(d.y_held_out[:, :, 0], d.t_train, adjoint=False).permute(1, 2, 0, 3)
-                val = ((held - d.y_held_out[:, :, : d.n_train]) ** 2).mean(dim=(1, 2, 3)).tolist()
+                held = self._solve(d.y_held_out[:, :, 0], d.t_train, adjoint=False).permute(2, 1, 0, 3)
+                val = _member_mse(held, d.y_held_out[:, :, :n].transpose(0, 1)).tolist()
         except _SharedSolverError:
             return [self.member_trainer(m).evaluate() for m in range(self.n_members)]
         finally:
@@ -221,7 +227,7 @@ class EnsembleTrainer:
 
         if apply_grid_schedule(self.field.net, step, self._extend_steps, self._grid_steps, visited):
             self.optimizer = make_optimizer(self._phase, self.field.named_parameters(), self.n_members,
-                                            self.config)
+                                            self.config, self._loss_scales)
             return True
         return False
 
@@ -236,7 +242,8 @@ class EnsembleTrainer:
             phase = phase_at(c, step)
             if phase != self._phase:
                 self._phase = phase
-                self.optimizer = make_optimizer(phase, self.field.named_parameters(), self.n_members, c)
+                self.optimizer = make_optimizer(phase, self.field.named_parameters(), self.n_members, c,
+                                                self._loss_scales)
             snapshot = copy.deepcopy(self.field.state_dict())
             diverged: dict[int, str] = {}
             try:
@@ -351,7 +358,7 @@ class EnsembleTrainer:
         self.step = steps.pop()
         self._phase = phases.pop()
         self.optimizer = make_optimizer(self._phase, self.field.named_parameters(), self.n_members,
-                                        self.config)
+                                        self.config, self._loss_scales)
         for m, state in enumerate(states):
             self.field.load_member(m, state["model"])
             first = state.get("first_loss")
@@ -376,8 +383,15 @@ class EnsembleTrainer:
 
 
 def _member_mse(pred: Tensor, target: Tensor) -> Tensor:
-    """(M,) MSE per member of (n_t, M, ...) tensors, each member's squared errors summed as one
-    contiguous row (so a member's loss does not depend on how many companions it has)."""
-    err = (pred - target).movedim(1, 0)
-    return (err.reshape(err.shape[0], -1) ** 2).mean(dim=1)
+    """(M,) MSE per member of (n_t, M, ...) tensors over the observed (non-NaN) entries of
+    ``target``, each member's squared errors summed as one contiguous row (so a member's loss
+    does not depend on how many companions it has); :func:`kanode.data.observed_mse` per member."""
+    observed = ~torch.isnan(target)
+    if bool(observed.all()):
+        err = (pred - target).movedim(1, 0)
+        return (err.reshape(err.shape[0], -1) ** 2).mean(dim=1)
+    zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
+    err = torch.where(observed, pred - torch.nan_to_num(target), zero).movedim(1, 0)
+    count = observed.movedim(1, 0).reshape(err.shape[0], -1).sum(dim=1)
+    return (err.reshape(err.shape[0], -1) ** 2).sum(dim=1) / count
 

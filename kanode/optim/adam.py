@@ -27,7 +27,9 @@ class BatchedAdam(MemberOptimizer):
     ----------
     named : ``module.named_parameters()``.
     n_members : M for an ensemble (parameters (M, ...)); None for a single model.
-    betas, eps : Adam's constants (torch's defaults), shared by all members.
+    betas, eps : Adam's constants (torch's defaults), shared by all members; ``eps`` may
+        instead be M values, one per member (a fit scales it with its data, see
+        :func:`kanode.train.make_optimizer`).
 
     Attributes
     ----------
@@ -37,9 +39,14 @@ class BatchedAdam(MemberOptimizer):
     kind = "adam"
 
     def __init__(self, named: Iterable[tuple[str, Tensor]], n_members: int | None = None,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float | Sequence[float] = 1e-8) -> None:
         self.params = MemberParams(named, n_members)
-        self.betas, self.eps = betas, eps
+        self.betas, self.eps = betas, float(eps) if isinstance(eps, (int, float)) else eps
+        if not isinstance(eps, (int, float)):
+            if len(eps) != self.params.n_members:
+                raise ValueError(f"eps needs one value per member ({self.params.n_members}), got {len(eps)}")
+            self.eps = torch.tensor([float(e) for e in eps], dtype=self.params.dtype,
+                                    device=self.params.device)                   # (M,)
         views = self.params.views()
         self.exp_avg = [torch.zeros_like(v) for v in views]        # (M, ...) each
         self.exp_avg_sq = [torch.zeros_like(v) for v in views]     # (M, ...) each
@@ -73,7 +80,8 @@ class BatchedAdam(MemberOptimizer):
             shape = (-1,) + (1,) * (p.ndim - 1)
             new_m1 = m1.lerp(g, 1 - beta1)
             new_m2 = (m2 * beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (new_m2.sqrt() / bias2_sqrt.view(shape)).add_(self.eps)
+            eps = self.eps if isinstance(self.eps, float) else self.eps.view(shape)
+            denom = (new_m2.sqrt() / bias2_sqrt.view(shape)).add_(eps)
             update = (new_m1 * neg_step.view(shape)) / denom
             if everyone:
                 m1.copy_(new_m1)

@@ -37,9 +37,7 @@ from .polish import holdout_points
 from .settings import SymbolicConfig
 
 DATA_FLAGS = ("system", "data", "n_traj", "n_test_traj", "noise", "y0_spread", "train_fraction",
-              "data_seed", "seed", "threads", "method", "step_size")
-FILE_DEFAULTS = {"n_test_traj": 0, "train_fraction": 1.0}
-"""With --data, what the flags not given default to: every trajectory of the file, trained on whole."""
+              "holdout_last", "data_seed", "seed", "threads", "method", "step_size")
 RUN_DIR_FLAGS = ("threads",)
 """The data flags that apply with RUN_DIR (the run fixes its data, model and solver)."""
 SPARSIFY_FLAGS = ("hidden", "first_layer", "grid_size", "sparsity", "sparsity_l1", "sparsity_entropy",
@@ -142,8 +140,6 @@ def _settings(args) -> tuple[SymbolicConfig, dict]:
             flags = ", ".join("--" + n.replace("_", "-") for n in ignored)
             raise ConfigError(f"{flags}: RUN_DIR fixes its data and its trained KAN; give these "
                               "with --system/--data instead of RUN_DIR")
-    elif given.get("data"):
-        given = {**FILE_DEFAULTS, **given}
     return sym, given
 
 

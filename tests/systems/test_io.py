@@ -53,11 +53,11 @@ BAD_CSV = {
     "no_state": ("traj,t\n0,0\n", "missing column"),
     "ragged": ("traj,t,x,y\n0,0,1,1\n0,1,1\n", "ragged"),
     "non_numeric": ("traj,t,x,y\n0,0,1,1\n0,1,abc,1\n", "non-numeric"),
-    "nan": ("traj,t,x,y\n0,0,1,1\n0,1,nan,1\n", "non-finite"),
+    "all_missing": ("traj,t,x,y\n0,0,,\n0,1,nan,\n", "no observed value"),
+    "missing_time": ("traj,t,x,y\n0,0,1,1\n0,,1,1\n", "non-numeric"),
+    "nan_time": ("traj,t,x,y\n0,0,1,1\n0,nan,1,1\n", "non-finite"),
     "inf": ("traj,t,x,y\n0,0,1,1\n0,1,1,-inf\n", "non-finite"),
     "non_increasing": ("traj,t,x,y\n0,0,1,1\n0,1,1,1\n0,1,2,2\n", "non-increasing"),
-    "different_grids": ("traj,t,x,y\n0,0,1,1\n0,1,1,1\n1,0,1,1\n1,2,1,1\n", "different time grids"),
-    "different_lengths": ("traj,t,x,y\n0,0,1,1\n0,1,1,1\n1,0,1,1\n", "different time grids"),
     "fractional_traj": ("traj,t,x,y\n0.5,0,1,1\n", "integer"),
 }
 
@@ -93,7 +93,7 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> Path:
 
 @pytest.mark.parametrize("arrays, word", [
     ({"t": np.arange(3.0)}, "missing"),
-    ({"t": np.arange(3.0), "y": np.full((1, 3, 2), np.nan)}, "non-finite"),
+    ({"t": np.arange(3.0), "y": np.full((1, 3, 2), np.nan)}, "no observed value"),
     ({"t": np.array([0.0, 2.0, 1.0]), "y": np.zeros((1, 3, 2))}, "increasing"),
     ({"t": np.arange(3.0), "y": np.zeros((1, 4, 2))}, "shape"),
 ])

@@ -61,7 +61,8 @@ def check_load(path: Path) -> str:
             return "refused with one line"
     assert traj.t.ndim == 1 and traj.n_t >= 2 and np.all(traj.t[1:] > traj.t[:-1])
     assert traj.y.shape == (traj.n_traj, traj.n_t, len(traj.state_names))
-    assert np.all(np.isfinite(traj.t)) and np.all(np.isfinite(traj.y))
+    assert np.all(np.isfinite(traj.t)) and not np.any(np.isinf(traj.y))  # NaN: missing
+    assert np.all(traj.observed.any(axis=(1, 2)))  # every trajectory has an observation
     assert isinstance(traj.params, dict) and (traj.system is None or isinstance(traj.system, str))
     return "loaded"
 
@@ -252,7 +253,7 @@ NAMED_NPZ = {
     "y_complex": ({"t": T3, "y": Y3 + 1j}, "must hold real numbers, got dtype complex128"),
     "y_2d": ({"t": T3, "y": np.zeros((3, 2))}, "must have shape (n_traj, n_t=3, dim)"),
     "t_2d": ({"t": T3[:, None], "y": Y3}, "'t' must be a 1-D array"),
-    "nan": ({"t": T3, "y": np.full((1, 3, 2), np.nan)}, "non-finite"),
+    "nan": ({"t": T3, "y": np.full((1, 3, 2), np.nan)}, "no observed value"),
     "inf_time": ({"t": np.array([0.0, 1.0, np.inf]), "y": Y3}, "non-finite"),
     "overflow_to_inf": ({"t": T3, "y": np.full((1, 3, 2), np.finfo(np.longdouble).max)},
                         "non-finite"),
