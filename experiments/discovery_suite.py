@@ -29,7 +29,9 @@ The baselines need pysindy (``pip install -e '.[experiments]'``); the test suite
 
 Appends one row per system and method to ``results.csv`` (in ``--results``, default
 experiments/results/discovery_suite) and rewrites ``table.md`` from the latest row of each
-system, method and noise level; a system a method has not run on is listed as not run.
+system, method and noise level; a system a method has not run on is listed as not run, and a
+row whose status starts with "stopped" (a run ended from outside, added by hand with its times)
+as not finished.
 """
 
 from __future__ import annotations
@@ -213,6 +215,11 @@ def latest_rows(csv_path: Path) -> dict[tuple[str, str, float], dict[str, str]]:
         return {(r["system"], r["method"], float(r["noise"])): r for r in csv.DictReader(fh)}
 
 
+def _stopped(row: dict[str, str]) -> bool:
+    """A run stopped from outside before it finished (recorded by hand, with its wall and CPU time)."""
+    return row["status"].startswith("stopped")
+
+
 def write_table(csv_path: Path, out: Path, names: list[str]) -> str:
     """table.md: headline fractions per method and noise, then every system (not-run cells listed)."""
     latest = latest_rows(csv_path)
@@ -230,18 +237,21 @@ def write_table(csv_path: Path, out: Path, names: list[str]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for noise in noises:
         for method in methods:
-            rows = [latest[(n, method, noise)] for n in names if (n, method, noise) in latest]
-            if not rows:
+            present = [latest[(n, method, noise)] for n in names if (n, method, noise) in latest]
+            if not present:
                 continue
-            total = len(names)
+            rows = [r for r in present if not _stopped(r)]
+            total, stopped = len(names), len(present) - len(rows)
             recon = sum(float(r["recon_r2"]) > 0.9 for r in rows)
             gen = sum(float(r["gen_r2"]) > 0.9 for r in rows)
             exact = sum(r["exact_support"] == "True" for r in rows)
-            median = statistics.median(float(r["seconds"]) for r in rows)
-            cpu = statistics.median(float(r["cpu_seconds"]) for r in rows)
-            lines.append(f"| {method} | {noise:g} | {len(rows)}/{total} | {recon}/{total} | {gen}/{total} | "
-                         f"{exact}/{total} | {median:.1f} | {cpu:.1f} |")
-    lines += ["", "Fractions are over all systems: a system a method did not run on counts as a miss.", ""]
+            median = f"{statistics.median(float(r['seconds']) for r in rows):.1f}" if rows else "—"
+            cpu = f"{statistics.median(float(r['cpu_seconds']) for r in rows):.1f}" if rows else "—"
+            run = f"{len(rows)}/{total}" + (f" ({stopped} stopped)" if stopped else "")
+            lines.append(f"| {method} | {noise:g} | {run} | {recon}/{total} | {gen}/{total} | "
+                         f"{exact}/{total} | {median} | {cpu} |")
+    lines += ["", "run: finished runs (a formula or a failure). Fractions are over all systems: a system a "
+              "method did not run on, or did not finish, counts as a miss.", ""]
     for noise in noises:
         lines += [f"## noise {noise:g}", "",
                   "| system | dim | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
@@ -251,6 +261,9 @@ def write_table(csv_path: Path, out: Path, names: list[str]) -> str:
                 row = latest.get((name, method, noise))
                 if row is None:
                     cells.append("not run")
+                elif _stopped(row):
+                    cells.append(f"not finished: stopped after {float(row['seconds']):.0f} s "
+                                 f"({float(row['cpu_seconds']):.0f} CPU s)")
                 elif row["status"] != "ok":
                     cells.append(f"failed ({row['seconds']} s)")
                 else:
