@@ -39,7 +39,8 @@ def main() -> None:
             result = fit(config)
             runs[c] = (np.array([h["train_loss"] for h in result.history]) / c**2, result.summary)
     base, summary = runs[1.0]
-    print("c | max rel. diff of train loss / c² | first step > 1e-6 | final train / c² | final extrap / c²")
+    print("c | max rel. diff of train loss / c² | first step > 1e-6 | final train / c² | "
+          "final extrap / c²")
     for c in SCALES[1:]:
         losses, s = runs[c]
         rel = np.abs(losses - base) / np.abs(base)
