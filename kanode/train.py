@@ -89,7 +89,8 @@ ADAM_EPS = 1e-8
 
 
 def make_optimizer(phase: str, named: Iterator[tuple[str, Tensor]], n_members: int | None,
-                   config: FitConfig, loss_scale: float | Sequence[float] = 1.0) -> BatchedAdam | BatchedLBFGS:
+                   config: FitConfig,
+                   loss_scale: float | Sequence[float] = 1.0) -> BatchedAdam | BatchedLBFGS:
     """The optimiser of ``phase`` ("adam" or "lbfgs") with ``config``'s settings, over a
     single model's parameters (``n_members`` None) or an ensemble's (M, ...).
 
