@@ -63,7 +63,7 @@ def load_run_field(run_dir: str | Path, checkpoint: str = "last") -> tuple[nn.Mo
     ConfigError : not a kanode run, or no such checkpoint.
     """
     from kanode.data import load_data
-    from kanode.fit import build_field
+    from kanode.build import build_field
     from kanode.runs import RunDir
 
     run = RunDir(run_dir)
