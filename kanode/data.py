@@ -13,7 +13,7 @@ import systems
 
 from .config import ConfigError, FitConfig
 
-__all__ = ["FitData", "load_data", "sample_windows", "DATA_FIELDS", "data_key"]
+__all__ = ["FitData", "load_data", "recorded_system", "sample_windows", "DATA_FIELDS", "data_key"]
 
 # The config fields that decide what load_data returns (and its dtype and device).
 DATA_FIELDS = ("system", "data", "n_traj", "n_test_traj", "noise", "y0_spread", "train_fraction",
@@ -97,8 +97,7 @@ def load_data(config: FitConfig) -> FitData:
                                     n_test_traj=config.n_test_traj, seed=config.data_seed)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if system is not None and system.dim != observed.dim:
-            system = None  # the named system does not describe this file
+        system = recorded_system(observed)  # the truth only where the file says what made it
     else:
         assert system is not None
         try:
@@ -116,6 +115,18 @@ def load_data(config: FitConfig) -> FitData:
     return FitData(t=t, y=y_all[train_idx], y_held_out=y_all[test_idx],
                    n_train=int(dataset.n_train_times), system=system,
                    state_names=tuple(observed.state_names))
+
+
+def recorded_system(observed: systems.Trajectories) -> systems.System | None:
+    """The system (with its parameters) a trajectory file records as having generated it
+    (:meth:`systems.Trajectories.save` writes it), or None: measured data has no known truth."""
+    if not observed.system:
+        return None
+    try:
+        system = systems.get(observed.system, **dict(observed.params))
+    except (KeyError, ValueError, TypeError):  # unknown here, or parameters it does not take
+        return None
+    return system if system.dim == observed.dim else None
 
 
 def _system_or_none(name: str, required: bool) -> systems.System | None:
