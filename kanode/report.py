@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from .fit import FitResult
 
-__all__ = ["PlotsSkipped", "save_run_plots"]
+__all__ = ["PlotsSkipped", "run_figures", "save_run_plots"]
 
 
 class PlotsSkipped(RuntimeError):
@@ -41,21 +41,14 @@ class PlotsSkipped(RuntimeError):
         super().__init__("; ".join(f"{name}: {why}" for name, why in skipped.items()))
 
 
-def save_run_plots(result: "FitResult", directory: str | Path) -> list[Path]:
-    """Write the run's figures into ``directory``; returns their paths.
-
-    Raises
-    ------
-    PlotsSkipped : a figure could not be drawn (e.g. a phase portrait of
-        1-dimensional data); every other figure has been written.
-    """
+def run_figures(result: "FitResult") -> dict[str, Callable[[], "Figure"]]:
+    """The run's figures by file name, each drawn when called (the trajectories are solved
+    here, once): what :func:`save_run_plots` writes."""
     from .train import solver_options
 
     data = result.data
     if data is None:
-        raise ValueError("save_run_plots needs the FitResult of a fit (its data is None)")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+        raise ValueError("the figures of a run need the FitResult of a fit (its data is None)")
     settings = solver_options(result.config, data) if result.config is not None else None  # the losses' solver
     t_dense = dense_times(float(data.t[0]), float(data.t[-1]), like=data.t)
     dense = dense_solver(settings, t_dense) if settings is not None else None
@@ -77,6 +70,20 @@ def save_run_plots(result: "FitResult", directory: str | Path) -> list[Path]:
             return vector_field_error(grid.xs, grid.ys, grid.learned, grid.true, grid.states, data.state_names)
 
         figures["vector_field.png"] = vector_field
+    return figures
+
+
+def save_run_plots(result: "FitResult", directory: str | Path) -> list[Path]:
+    """Write the run's figures (:func:`run_figures`) into ``directory``; returns their paths.
+
+    Raises
+    ------
+    PlotsSkipped : a figure could not be drawn (e.g. a phase portrait of
+        1-dimensional data); every other figure has been written.
+    """
+    figures = run_figures(result)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     skipped: dict[str, str] = {}
     for filename, draw in figures.items():

@@ -95,7 +95,7 @@ def phase_portrait(y_true: np.ndarray, y_pred: np.ndarray, state_names: Sequence
         ax.set(xlabel="x", ylabel="y", title="Pleiades orbits (data solid, model dashed)")
     else:
         for k in range(y_true.shape[0]):
-            ax.plot(y_true[k, :, 0], y_true[k, :, 1], "k.", ms=2 if y_true.shape[1] > 60 else 6,
+            ax.plot(y_true[k, :, 0], y_true[k, :, 1], "k.", ms=2 if y_true.shape[1] > 60 else 6, zorder=3,
                     label="data" if k == 0 else None)
             ax.plot(y_pred[k, :, 0], y_pred[k, :, 1], "C0-", lw=1.2,
                     label="neural ODE" if k == 0 else None)
