@@ -14,7 +14,7 @@ from kanode.symbolic.__main__ import main as symbolic_main
 HARE = [30.0, 47.2, 70.2, 77.4, 36.3, 20.6, 18.1, 21.4, 22.0, 25.4, 27.1, 40.3, 57.0, 76.6, 52.3, 19.5]
 LYNX = [4.0, 6.1, 9.8, 35.2, 59.4, 41.7, 19.0, 13.0, 8.3, 9.1, 7.4, 8.0, 12.3, 19.5, 45.7, 51.1]
 CHEAP = ["--retrain-steps", "2", "--retrain-lbfgs-steps", "2", "--finetune-steps", "2",
-         "--finetune-lbfgs-steps", "2", "--polish-rounds", "1"]
+         "--finetune-lbfgs-steps", "2", "--polish-rounds", "0"]
 
 
 def test_symbolic_on_a_user_data_kan_run_has_no_traceback(tmp_path: Path, capsys) -> None:
