@@ -1,10 +1,12 @@
 """kanode: neural ODEs with KAN and MLP vector fields.
 
 Layers live in :mod:`kanode.nn`, solving in :mod:`kanode.ode`, the training
-loop in :mod:`kanode.train`; :func:`kanode.fit` runs one complete fit::
+loop in :mod:`kanode.train`; :func:`kanode.fit` runs one complete fit and
+:func:`kanode.load_run` reloads a finished one (field, data, config)::
 
     from kanode import fit            # the function (so is kanode.fit.fit)
     result = fit(model="mlp", steps=200)
+    run = kanode.load_run("runs/lotka_volterra-kan-20261122-101500")
 
 ``kanode.fit`` is also the name of the command-line module (``python -m
 kanode.fit``, ``from kanode.fit import main, FitResult``). A package
@@ -23,11 +25,12 @@ import types as _types
 from .config import ConfigError, FitConfig, load_config
 from .nn import KAN, MLP, RSWAF, KANLayer
 from .ode import SolverError, VectorField, solve
+from .predict import load_run
 
 __version__ = "0.1.0"
 
 __all__ = ["ConfigError", "FitConfig", "KAN", "KANLayer", "MLP", "RSWAF", "SolverError",
-           "VectorField", "fit", "load_config", "solve"]
+           "VectorField", "fit", "load_config", "load_run", "solve"]
 
 
 class _Package(_types.ModuleType):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import ConfigError, FitConfig
@@ -171,4 +172,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
                           "own config.toml")
     names = {f.name for f in fields(FitConfig)}
     # validated by FitConfig once merged with --config / the resumed run's config
-    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if overrides.get("data"):  # config.toml names the file wherever the run is reloaded from
+        overrides["data"] = str(Path(overrides["data"]).absolute())
+    return overrides

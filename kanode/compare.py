@@ -60,6 +60,10 @@ class RunData:
 
     @property
     def system(self) -> str:
+        """The simulated system's name, or a data file's stem (as ``summary.json`` names it)."""
+        data = self.config.get("data")
+        if isinstance(data, str) and data:
+            return Path(data).stem
         return str(self.config.get("system", "?"))
 
     @property

@@ -157,9 +157,10 @@ class FitConfig:
     """Everything that defines one neural-ODE fit.
 
     Data
-        ``system`` names a :mod:`systems` system (ignored for the ground truth
-        when ``data`` points at a ``.npz``/``.csv`` file, but still used for
-        plots of the true vector field when it matches). ``n_traj`` training
+        ``system`` names a :mod:`systems` system to simulate; with ``data``
+        (a ``.npz``/``.csv`` file) it is ``""``: the data's truth is the
+        system the file itself records (one saved by
+        :meth:`systems.Trajectories.save`); measured data has none. ``n_traj`` training
         trajectories and ``n_test_traj`` held-out initial conditions are
         sampled around the canonical ``y0`` with relative spread
         ``y0_spread``; the first training trajectory starts at ``y0`` itself.
@@ -259,6 +260,8 @@ class FitConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             setattr(self, f.name, _normalise(f.name, getattr(self, f.name), f.type))
+        if self.data:
+            self.system = ""  # a file's data is not the default system's (see the class docstring)
         self.validate()
 
     # ------------------------------------------------------------------ checks

@@ -22,8 +22,8 @@ import systems
 
 from .config import ConfigError, FitConfig
 
-__all__ = ["FitData", "load_data", "sample_windows", "window_times", "take_windows", "observed_mse",
-           "split_counts", "describe_split", "overfit_warning", "DATA_FIELDS", "data_key"]
+__all__ = ["FitData", "load_data", "recorded_system", "sample_windows", "window_times", "take_windows",
+           "observed_mse", "split_counts", "describe_split", "overfit_warning", "DATA_FIELDS", "data_key"]
 
 # The config fields that decide what load_data returns (and its dtype and device).
 DATA_FIELDS = ("system", "data", "n_traj", "n_test_traj", "noise", "y0_spread", "train_fraction",
@@ -162,8 +162,7 @@ def load_data(config: FitConfig) -> FitData:
             dataset = systems.split(observed, seed=config.data_seed, **split)
         except ValueError as exc:
             raise ConfigError(f"data file {path}: {exc}") from None
-        if system is not None and system.dim != observed.dim:
-            system = None  # the named system does not describe this file
+        system = recorded_system(observed)  # the truth only where the file says what made it
         _check_initial_states(observed, path)
     else:
         assert system is not None
@@ -193,6 +192,18 @@ def _check_initial_states(observed: systems.Trajectories, path: Path) -> None:
                           f"at the first time t = {observed.t[0]:g}; a fit starts every trajectory "
                           "from its full state at the file's first time: give that value, or drop "
                           "the trajectory's rows (or the file's rows) before its first complete one")
+
+
+def recorded_system(observed: systems.Trajectories) -> systems.System | None:
+    """The system (with its parameters) a trajectory file records as having generated it
+    (:meth:`systems.Trajectories.save` writes it), or None: measured data has no known truth."""
+    if not observed.system:
+        return None
+    try:
+        system = systems.get(observed.system, **dict(observed.params))
+    except (KeyError, ValueError, TypeError):  # unknown here, or parameters it does not take
+        return None
+    return system if system.dim == observed.dim else None
 
 
 def _system_or_none(name: str, required: bool) -> systems.System | None:

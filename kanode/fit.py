@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from .build import build_field, build_model
 from .cli_args import build_parser, overrides_from_args
 from .config import ConfigError, FitConfig, check_fixed_steps, check_widths_for, load_config
 from .data import FitData, describe_split, load_data, overfit_warning, split_counts
@@ -42,40 +42,6 @@ class FitResult:
 def default_widths(config: FitConfig, dim: int) -> list[int]:
     """The widths the fit builds (kept for callers; see :meth:`FitConfig.resolved_widths`)."""
     return config.resolved_widths(dim)
-
-
-def build_model(config: FitConfig, dim: int) -> nn.Module:
-    """The network a config names, mapping (..., dim [+1 time]) → (..., dim)."""
-    from . import nn as knn
-
-    widths = check_widths_for(config, dim)  # ConfigError: wrong dimensions or too large
-    if config.model == "mlp":
-        return knn.MLP(widths, activation=config.activation)
-    if config.model == "kan":
-        return knn.KAN(widths, grid_size=config.grid_size, spline_order=config.spline_order,
-                       grid_range=tuple(config.grid_range),
-                       base_activation=config.base_activation)
-    if config.model == "rswaf":
-        return knn.KAN(widths, basis="rswaf", grid_size=config.grid_size,
-                       grid_range=tuple(config.grid_range),
-                       base_activation=config.base_activation)
-    raise AssertionError(f"unhandled model {config.model!r}")  # FitConfig.validate allows no other
-
-
-def build_field(config: FitConfig, data: FitData) -> VectorField:
-    """Seeded model wrapped with the data's normalisation, on the config's dtype/device."""
-    torch.manual_seed(config.seed)
-    # initial weights depend on the config only, not on the caller's default dtype
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
-        net = build_model(config, data.dim)
-    finally:
-        torch.set_default_dtype(default)
-    dtype = getattr(torch, config.dtype)
-    field_ = VectorField.from_data(net, data.t_train, data.y_train,
-                                   grid_range=config.grid_range, time_input=config.time_input)
-    return field_.to(dtype=dtype, device=config.device)
 
 
 def _set_threads(config: FitConfig) -> None:

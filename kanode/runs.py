@@ -41,7 +41,7 @@ from .lock import RUN_LOCK_NAME, DirectoryLock
 
 __all__ = ["RunDir", "METRIC_COLUMNS", "read_metrics", "read_summary", "atomic_torch_save",
            "load_checkpoint", "check_trainer_state", "default_run_dir", "CHECKPOINT_FORMAT",
-           "ENSEMBLE_FILE", "is_ensemble_dir"]
+           "ENSEMBLE_FILE", "is_ensemble_dir", "ensemble_member_dirs"]
 
 
 METRIC_COLUMNS = ("step", "phase", "train_loss", "val_loss", "extrap_loss", "lr",
@@ -216,6 +216,22 @@ def _has_type(value: Any, types: tuple[type, ...]) -> bool:
         return False
     return not isinstance(value, list) or all(
         isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+def ensemble_member_dirs(path: str | Path) -> list[Path]:
+    """The member run directories an ensemble directory's ``ensemble.json`` lists.
+
+    Raises ConfigError (one line) when the listing is missing or malformed.
+    """
+    path = Path(path)
+    listing = path / ENSEMBLE_FILE
+    try:
+        names = json.loads(listing.read_text(encoding="utf-8"))["members"]
+        if not isinstance(names, list) or not all(isinstance(n, str) and "/" not in n for n in names):
+            raise ValueError("members is not a list of directory names")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{listing} cannot be read ({exc}); {path} is not an ensemble directory") from None
+    return [path / name for name in names]
 
 
 class RunDir:

@@ -56,32 +56,20 @@ def objective_of(field: nn.Module, data, config) -> tuple[Callable[[Tensor], Ten
 
 def load_run_field(run_dir: str | Path, checkpoint: str = "last") -> tuple[nn.Module, Any, Any]:
     """``(field, data, config)`` of a run: its vector field at ``checkpoints/<checkpoint>.pt``
-    ("last" or "best"), its data and config, all in float64 on the CPU.
+    ("last" or "best"), its data and config, all in float64 on the CPU
+    (:func:`kanode.load_run`, with the config's dtype and device set to those).
 
     Raises
     ------
-    ConfigError : not a kanode run, or no such checkpoint.
+    ConfigError : not a kanode run (an ensemble directory: give one member), or no such checkpoint.
     """
-    from kanode.data import load_data
-    from kanode.fit import build_field
-    from kanode.runs import RunDir
+    from kanode.predict import LoadedEnsemble, load_run
 
-    run = RunDir(run_dir)
-    config = run.load_config().replace(dtype="float64", device="cpu")
-    if checkpoint not in ("last", "best"):
-        raise ConfigError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
-    state = run.load_last() if checkpoint == "last" else run.load_best()
-    data = load_data(config).to(torch.float64, "cpu")
-    field = build_field(config, data)
-    grid_size = state.get("grid_size")
-    if grid_size and grid_size != getattr(field.net, "grid_size", None):
-        field.net.extend_grid(int(grid_size))
-    try:
-        field.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as exc:
-        raise ConfigError(f"{run_dir}/checkpoints/{checkpoint}.pt does not hold this run's model ({exc}); "
-                          "was the run directory edited?") from None
-    return field.double(), data, config
+    run = load_run(run_dir, checkpoint)
+    if isinstance(run, LoadedEnsemble):
+        raise ConfigError(f"{run_dir} is an ensemble directory; give one member's run directory "
+                          f"(e.g. {run.members[0].path})")
+    return run.field, run.data, run.config.replace(dtype="float64", device="cpu")
 
 
 def load_objective(run_dir: str | Path) -> tuple[Callable[[Tensor], Tensor], Tensor]:

@@ -69,7 +69,7 @@ def _field(system: str, model: str, hidden: int, adjoint: bool, device: str, dty
            n_traj: int) -> tuple[nn.Module, Any, Any]:
     from kanode.config import FitConfig
     from kanode.data import load_data
-    from kanode.fit import build_field
+    from kanode.build import build_field
 
     import systems
 

@@ -33,7 +33,7 @@ from kanode.ensemble.packing import check_packable
 from kanode.ensemble.trainer import EnsembleTrainer
 from kanode.fit import (FitResult, diverged_summary, draw_plots, prepare, read_checkpoint, remove_if_bare,
                         resumed_config, save_best, summarize)
-from kanode.runs import ENSEMBLE_FILE, RunDir, read_metrics
+from kanode.runs import ENSEMBLE_FILE, RunDir, ensemble_member_dirs, read_metrics
 from kanode.train import Evaluation
 
 __all__ = ["fit_ensemble", "resume_dirs", "write_listing", "ENSEMBLE_FILE"]
@@ -41,16 +41,9 @@ __all__ = ["fit_ensemble", "resume_dirs", "write_listing", "ENSEMBLE_FILE"]
 
 
 def resume_dirs(path: str | Path) -> list[Path]:
-    """The member run directories of an ensemble directory written by ``kanode.fit --seeds``."""
-    path = Path(path)
-    listing = path / ENSEMBLE_FILE
-    try:
-        names = json.loads(listing.read_text(encoding="utf-8"))["members"]
-        if not isinstance(names, list) or not all(isinstance(n, str) and "/" not in n for n in names):
-            raise ValueError("members is not a list of directory names")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{listing} cannot be read ({exc}); {path} is not an ensemble directory") from None
-    return [path / name for name in names]
+    """The member run directories of an ensemble directory written by ``kanode.fit --seeds``
+    (:func:`kanode.runs.ensemble_member_dirs`)."""
+    return ensemble_member_dirs(path)
 
 
 def write_listing(path: str | Path, members: Sequence[Path]) -> None:

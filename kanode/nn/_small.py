@@ -106,9 +106,10 @@ def small_constants(knots: torch.Tensor, order: int) -> SmallConstants:
 
 def small_basis(x: torch.Tensor, const: SmallConstants) -> tuple[torch.Tensor, torch.Tensor]:
     """All bases (batch, in, n_coef) and the powers ``r^(k-1)`` (batch, in, n_coef, k+2)
-    of their x-derivatives (``r^(k-1) @ const.slope``) by plain ops from x (batch, in);
-    see :func:`power_terms`."""
+    of their x-derivatives (``r^(k-1) @ const.slope``) by plain ops from x (batch, in)
+    of any strides; see :func:`power_terms`."""
     batch, n_in = x.shape
+    x = x.contiguous()  # strided x gives strided terms, which the callers' views cannot flatten
     s = torch.addcmul(const.shift, x.view(batch, n_in, 1, 1), const.inv_h)  # (batch, in, 1, 1) in cells
     terms, r_low = power_terms(s, const)
     return terms @ const.weight, r_low
@@ -119,10 +120,11 @@ def small_layer(x: torch.Tensor, coef: torch.Tensor, scale: torch.Tensor, base_w
     """KAN layer by plain autograd ops. x: (batch, in) → (batch, out).
 
     coef: (out, in, n_coef); scale, base_weight: (out, in); ``act`` the base
-    activation.
+    activation. x may have any strides (a transposed or sliced input).
     """
     batch, n_in = x.shape
     out_f, _, n_coef = coef.shape
+    x = x.contiguous()  # strided x gives strided terms, which terms.view cannot flatten
     s = torch.addcmul(const.shift, x.view(batch, n_in, 1, 1), const.inv_h)  # (batch, in, 1, 1) in cells
     terms, _ = power_terms(s, const)  # (batch, in, n_coef, k+2)
     # Σ_i w_i terms, contracted with the table: weights (out, in·n_coef·(k+2))

@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["loss_curves", "trajectory_fit", "phase_portrait", "vector_field_error"]
+__all__ = ["loss_curves", "trajectory_fit", "phase_portrait", "learned_vector_field", "vector_field_error"]
 
 _LOSSES = (("train_loss", "train"), ("val_loss", "held-out ICs"), ("extrap_loss", "extrapolation"))
 
@@ -48,22 +48,29 @@ def loss_curves(history: Sequence[dict[str, Any]], title: str = "") -> "Figure":
 
 
 def trajectory_fit(t: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, n_train: int,
-                   state_names: Sequence[str], max_states: int = 6) -> "Figure":
-    """Observed vs predicted states over the training and extrapolation windows.
+                   state_names: Sequence[str], max_states: int = 6,
+                   t_pred: np.ndarray | None = None) -> "Figure":
+    """Observed states (markers) and the model's trajectory (a line) over the training and
+    extrapolation windows.
 
     Parameters
     ----------
-    t : (n_t,); y_true, y_pred : (n_traj, n_t, dim); the first trajectory is drawn.
+    t : (n_t,) observation times; y_true : (n_traj, n_t, dim) observations (NaN
+        where missing); the first trajectory is drawn.
+    y_pred : (n_traj, n_pred, dim) the model's trajectories at ``t_pred`` (n_pred,),
+        a dense grid for a curve between the observations (default: at ``t``).
     n_train : points in the training window (shaded).
     """
+    t_pred = t if t_pred is None else t_pred
     dim = min(y_true.shape[-1], max_states)
     fig, subplots = _figure(figsize=(7, 1.6 * dim + 0.6), layout="constrained")
     axes = np.atleast_1d(subplots(dim, 1, sharex=True))
     for d, ax in enumerate(axes):
         ax.axvspan(t[0], t[n_train - 1], color="C2", alpha=0.08,
                    label="training window" if d == 0 else None)
-        ax.plot(t, y_true[0, :, d], "k.", ms=3, label="data" if d == 0 else None)
-        ax.plot(t, y_pred[0, :, d], "C0-", lw=1.5, label="neural ODE" if d == 0 else None)
+        ax.plot(t_pred, y_pred[0, :, d], "C0-", lw=1.5, label="neural ODE" if d == 0 else None)
+        ax.plot(t, y_true[0, :, d], "ko", ms=2.5 if t.size > 60 else 4, mfc="none" if t.size <= 60 else "k",
+                label="data" if d == 0 else None)
         ax.set_ylabel(state_names[d])
     fig.legend(loc="outside upper center", ncols=3, fontsize=8)
     axes[-1].set_xlabel("t")
@@ -74,7 +81,8 @@ def phase_portrait(y_true: np.ndarray, y_pred: np.ndarray, state_names: Sequence
                    system: str | None = None) -> "Figure":
     """First two states against each other; for Pleiades the seven planar orbits.
 
-    y_true, y_pred : (n_traj, n_t, dim), dim >= 2.
+    y_true : (n_traj, n_t, dim) observations (markers); y_pred : (n_traj, n_pred,
+    dim) the model's trajectories (lines; a dense grid draws a smooth orbit), dim >= 2.
     """
     if y_true.shape[-1] < 2:
         raise ValueError(f"a phase portrait needs at least 2 state dimensions, got {y_true.shape[-1]}")
@@ -87,7 +95,7 @@ def phase_portrait(y_true: np.ndarray, y_pred: np.ndarray, state_names: Sequence
         ax.set(xlabel="x", ylabel="y", title="Pleiades orbits (data solid, model dashed)")
     else:
         for k in range(y_true.shape[0]):
-            ax.plot(y_true[k, :, 0], y_true[k, :, 1], "k.", ms=2,
+            ax.plot(y_true[k, :, 0], y_true[k, :, 1], "k.", ms=2 if y_true.shape[1] > 60 else 6, zorder=3,
                     label="data" if k == 0 else None)
             ax.plot(y_pred[k, :, 0], y_pred[k, :, 1], "C0-", lw=1.2,
                     label="neural ODE" if k == 0 else None)
@@ -119,4 +127,26 @@ def vector_field_error(xs: np.ndarray, ys: np.ndarray, learned: np.ndarray, true
     if states is not None:
         for ax in axes:
             ax.plot(states[:, 0], states[:, 1], "w." if ax is axes[2] else "k.", ms=2)
+    return fig
+
+
+def learned_vector_field(xs: np.ndarray, ys: np.ndarray, learned: np.ndarray,
+                         states: np.ndarray | None = None,
+                         state_names: Sequence[str] = ("x", "y")) -> "Figure":
+    """The learned 2-D vector field alone (the data's true field is not known: measured data).
+
+    xs : (n_x,), ys : (n_y,) increasing grid lines; learned : (n_y, n_x, 2) the
+    derivatives at ``(xs[j], ys[i])``, drawn as streamlines coloured by speed;
+    states : (m, 2) observed states to overlay.
+    """
+    fig, subplots = _figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = subplots()
+    speed = np.linalg.norm(learned, axis=-1)  # (n_y, n_x)
+    stream = ax.streamplot(xs, ys, learned[..., 0], learned[..., 1], density=0.9, linewidth=0.8,
+                           color=speed, cmap="viridis")
+    fig.colorbar(stream.lines, ax=ax, label="speed |f_learned|")
+    if states is not None:
+        ax.plot(states[:, 0], states[:, 1], "ko", ms=3, label="data")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set(title="learned vector field", xlabel=state_names[0], ylabel=state_names[1])
     return fig

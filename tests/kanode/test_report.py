@@ -14,8 +14,8 @@ import systems
 from kanode.data import FitData
 from kanode.fit import FitResult
 from kanode.plots.run import phase_portrait, vector_field_error
-from kanode.predict import predict_trajectories, state_bounds, vector_field_grid
-from kanode.report import PlotsSkipped, save_run_plots
+from kanode.predict import DENSE_POINTS, predict_trajectories, state_bounds, vector_field_grid
+from kanode.report import PlotsSkipped, run_figures, save_run_plots
 from tests.kanode.drawn import panels, record_figures
 
 
@@ -78,11 +78,21 @@ def test_vector_field_grid_of_the_true_field_has_zero_error() -> None:
     assert grid.ys[-1] == pytest.approx(states[:, 1].max() + 0.15 * span[1])
 
 
-def test_vector_field_grid_needs_2d_data_with_a_system() -> None:
+def test_vector_field_grid_without_a_known_system_has_the_learned_field_only() -> None:
     data = lv_data()
-    no_system = FitData(data.t, data.y, data.y_held_out, data.n_train, None, data.state_names)
-    with pytest.raises(ValueError, match="needs 2-D data with a known system"):
-        vector_field_grid(TrueField(), no_system)
+    measured = FitData(data.t, data.y, data.y_held_out, data.n_train, None, data.state_names)
+    grid = vector_field_grid(TrueField(), measured, n=5)
+    assert grid.true is None
+    gx, gy = np.meshgrid(grid.xs, grid.ys)
+    want = data.system.rhs(0.0, np.stack([gx, gy], -1))  # TrueField is Lotka–Volterra
+    assert np.abs(grid.learned - want).max() < 1e-12
+
+
+def test_vector_field_grid_needs_2d_data() -> None:
+    data = lv_data()
+    one_d = FitData(data.t, data.y[..., :1], data.y_held_out[..., :1], data.n_train, None, ("x",))
+    with pytest.raises(ValueError, match="needs 2-D data; this data has dim 1"):
+        vector_field_grid(TrueField(), one_d)
 
 
 def test_state_bounds_widen_ranges_without_spread() -> None:
@@ -184,3 +194,55 @@ def test_run_plots_module_imports_no_solver_and_no_cli() -> None:
         elif isinstance(node, ast.ImportFrom):
             imported.add("." * node.level + (node.module or ""))
     assert imported <= {"__future__", "collections.abc", "typing", "numpy", "matplotlib.figure"}, imported
+
+
+def _texts(fig) -> list[str]:
+    """Every title, axis label and legend entry of a figure."""
+    texts = []
+    for ax in fig.axes:
+        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+    for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]:
+        texts += [t.get_text() for t in legend.get_texts()]
+    return [t for t in texts if t]
+
+
+def _panels(fig) -> list:
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def test_measured_data_draws_the_learned_field_alone_and_nothing_true() -> None:
+    data = lv_data()
+    measured = FitData(data.t, data.y, data.y_held_out, data.n_train, None, data.state_names)
+    figures = {name: draw() for name, draw in run_figures(result_for(measured, TrueField())).items()}
+    assert list(figures) == ["loss_curves.png", "trajectory_fit.png", "phase_portrait.png", "vector_field.png"]
+    field = figures["vector_field.png"]
+    assert [ax.get_title() for ax in _panels(field)] == ["learned vector field"]
+    assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in _panels(field)] == [("x", "y")]
+    for name, fig in figures.items():
+        assert not [t for t in _texts(fig) if "true" in t.lower() or "error" in t.lower()], name
+
+
+def test_simulated_data_compares_learned_and_true_fields() -> None:
+    fig = run_figures(result_for(lv_data(), TrueField()))["vector_field.png"]()
+    assert [ax.get_title() for ax in _panels(fig)] == ["learned vector field", "true vector field", "error"]
+
+
+def test_trajectory_plot_is_the_solution_between_observations_with_data_as_markers() -> None:
+    """Yearly-like data (11 points): the model's curve is the ODE solution on a dense grid,
+    not straight segments between the observations."""
+    data = lv_data(n_t=11)
+    fig = run_figures(result_for(data, TrueField()))["trajectory_fit.png"]()
+    panels = _panels(fig)
+    assert [ax.get_ylabel() for ax in panels] == ["x", "y"]
+    for d, ax in enumerate(panels):
+        curve, markers = ax.lines
+        assert markers.get_linestyle() == "None" and markers.get_marker() == "o"
+        assert np.array_equal(markers.get_xdata(), data.t.numpy())
+        assert np.array_equal(markers.get_ydata(), data.y[0, :, d].numpy())
+        t_dense = np.asarray(curve.get_xdata())
+        assert t_dense.shape == (DENSE_POINTS,) and t_dense[0] == 0.0 and t_dense[-1] == 4.0
+        want = systems.simulate(systems.get("lotka_volterra"), t_dense, y0=data.y[0, 0].numpy()).y[0, :, d]
+        assert np.abs(np.asarray(curve.get_ydata()) - want).max() < 1e-6
+        halfway = np.interp(0.5 * (data.t[1] + data.t[2]), t_dense, want)
+        chord = 0.5 * (data.y[0, 1, d] + data.y[0, 2, d])
+        assert abs(halfway - float(chord)) > 1e-3  # a straight segment would be this far off

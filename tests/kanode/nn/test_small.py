@@ -99,3 +99,47 @@ def test_tiny_batch_node_keeps_nothing_parameter_sized():
     per_eval = (peak_bytes(evaluations(60)) - peak_bytes(evaluations(10))) / 50
     table_bytes = layer.spline_coef.numel() * 8
     assert per_eval < table_bytes / 4, (per_eval, table_bytes)
+
+
+def strided_inputs(batch):
+    """(batch, 3) inputs that are not row-major: a transpose and a column slice (values of make_input)."""
+    x = make_input(batch).detach()
+    transposed = x.t().contiguous().t()  # strides (1, batch)
+    sliced = torch.cat([x, x], dim=1)[:, ::2]  # strides (6, 2)
+    sliced.copy_(x)
+    return {"transposed": transposed, "sliced": sliced}
+
+
+@pytest.mark.parametrize("layout", ["transposed", "sliced"])
+@pytest.mark.parametrize("batch", [2, 7])
+def test_strided_input_matches_dense_with_and_without_graph(layout, batch):
+    """Regression: a strided x (a symbolic layer's column slice, a transposed state) made the
+    no-grad path's ``terms.view`` fail ("view size is not compatible with input tensor's
+    size and stride"). Values and every gradient must equal the dense oracle's."""
+    from kanode.nn._small import small_layer
+
+    layer, dense = make_pair(3)
+    x = strided_inputs(batch)[layout]
+    assert not x.is_contiguous() and layer.contraction_for(batch, x, grad=False) == "small"
+    with torch.no_grad():
+        plain, ref = layer(x), dense(x)
+    assert (plain - ref).abs().max() <= 1e-12
+    weight = torch.randn(batch, 4, generator=torch.Generator().manual_seed(2))
+    ref_x = x.detach().clone().requires_grad_()
+    want = torch.autograd.grad((dense(ref_x) * weight).sum(), [ref_x, *(getattr(dense, p) for p in PARAMS)])
+    for name, run in (("node", layer), ("plain ops", lambda z: small_layer(
+            z, layer.spline_coef, layer.spline_scale, layer.base_weight, layer._small, layer._act))):
+        xs = x.detach().requires_grad_()  # same strides as x
+        out = run(xs)
+        assert is_fast(out) == (name == "node")
+        got = torch.autograd.grad((out * weight).sum(), [xs, *(getattr(layer, p) for p in PARAMS)])
+        for what, a, b in zip(("x", *PARAMS), got, want):
+            assert (a - b).abs().max() <= 1e-12, (name, what)
+
+
+def test_strided_input_second_derivatives():
+    layer, _ = make_pair(3)
+    x = strided_inputs(3)["transposed"].requires_grad_()
+    args = (x, *(getattr(layer, p) for p in PARAMS))
+    assert not x.is_contiguous() and is_fast(layer_fn(layer)(*args))
+    assert torch.autograd.gradgradcheck(layer_fn(layer), args)
