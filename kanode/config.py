@@ -136,6 +136,7 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "sparsity_l1": (0.0, math.inf, False),
     "sparsity_entropy": (0.0, math.inf, False),
     "coef_l1": (0.0, math.inf, False),
+    "l2": (0.0, math.inf, False),
 }
 
 
@@ -163,6 +164,12 @@ class FitConfig:
         ``activation`` is the MLP's activation; ``base_activation`` is the
         KAN's base path (``silu`` by default). Setting the one that does not
         belong to ``model`` is an error.
+    Priors for measured data
+        ``positive`` learns the field in log coordinates (``dlog y/dt``), so
+        solutions stay > 0 exactly (populations, concentrations; every
+        observed value must be > 0). ``fit_initial_state`` makes each
+        training trajectory's initial state a trainable parameter (started at
+        its first observation, which is noisy); it needs ``batch_time = 0``.
     Default recipe (measured on Lotka–Volterra, see experiments/bench_ode.py)
         100 Adam steps at lr 3e-2 (cosine), then 200 L-BFGS steps; classic
         RK4 with the data's sampling interval as step (on the true
@@ -197,6 +204,8 @@ class FitConfig:
     activation: str = "tanh"
     base_activation: str = "silu"
     time_input: bool = False
+    positive: bool = False
+    fit_initial_state: bool = False
     # --- solver
     method: str = SOLVER_DEFAULTS["method"]
     rtol: float = SOLVER_DEFAULTS["rtol"]
@@ -224,6 +233,7 @@ class FitConfig:
     sparsity_l1: float = 1.0
     sparsity_entropy: float = 2.0
     coef_l1: float = 0.0
+    l2: float = 0.0
     grid_update_steps: list[int] = field(default_factory=list)
     grid_extend: list[list[int]] = field(default_factory=list)
     # --- bookkeeping
@@ -262,6 +272,9 @@ class FitConfig:
             _check_system(self.system)
         if self.batch_time == 1:
             raise ConfigError("batch_time must be 0 (whole window) or at least 2 time points")
+        if self.fit_initial_state and self.batch_time:
+            raise ConfigError("fit_initial_state fits where each whole training trajectory starts; "
+                              "it needs batch_time = 0 (random windows start from observations)")
         lo, hi = self.grid_range if len(self.grid_range) == 2 else (math.nan, math.nan)
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ConfigError(f"grid_range must be two finite numbers [low, high] with "

@@ -21,7 +21,7 @@ from .data import FitData, load_data
 from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from .ode import VectorField
 from .runs import RunDir, default_run_dir, is_ensemble_dir, read_metrics
-from .train import Diverged, Evaluation, StepRecord, Trainer, TrainState, count_parameters
+from .train import Diverged, Evaluation, StepRecord, Trainer, TrainState, count_parameters, l2_penalty
 
 __all__ = ["fit", "FitResult", "build_model", "build_field", "main"]
 
@@ -72,8 +72,15 @@ def build_field(config: FitConfig, data: FitData) -> VectorField:
     finally:
         torch.set_default_dtype(default)
     dtype = getattr(torch, config.dtype)
-    field_ = VectorField.from_data(net, data.t_train, data.y_train,
-                                   grid_range=config.grid_range, time_input=config.time_input)
+    if config.positive:
+        for name, values in (("training", data.y), ("held-out", data.y_held_out)):
+            if values.numel() and not bool((values > 0).all()):
+                raise ConfigError(f"positive = true needs every observed value > 0 (the field works on "
+                                  f"log y), but the {name} data has min {float(values.min()):.4g}; use "
+                                  "positive = false for states that can be <= 0")
+    field_ = VectorField.from_data(net, data.t_train, data.y_train, grid_range=config.grid_range,
+                                   time_input=config.time_input, positive=config.positive,
+                                   fit_initial_state=config.fit_initial_state)
     return field_.to(dtype=dtype, device=config.device)
 
 
@@ -176,7 +183,17 @@ def _make_trainer(config: FitConfig) -> Trainer:
         from .symbolic.regularize import sparsity_regularizer
         regularizer = sparsity_regularizer(field_, data.y_train, config.sparsity, config.sparsity_l1,
                                            config.sparsity_entropy, config.coef_l1, seed=config.seed)
+    if config.l2:
+        regularizer = _with_l2(regularizer, config.l2)
     return Trainer(field_, data, config, regularizer=regularizer)
+
+
+def _with_l2(regularizer: Any, weight: float) -> Any:
+    """``regularizer`` (or nothing) plus the L2 penalty on the network's parameters."""
+    def penalty(field_: VectorField) -> torch.Tensor:
+        l2 = l2_penalty(field_.net, weight)
+        return l2 if regularizer is None else regularizer(field_) + l2
+    return penalty
 
 
 def read_checkpoint(run: RunDir, config: FitConfig) -> dict[str, Any]:
@@ -348,7 +365,23 @@ def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
         "wall_time_s": trainer.state.wall_time,
         "time_per_step_s": trainer.state.wall_time / steps if steps else None,
         "nfe_per_step": nfe / len(history) if history else None,
+        "fitted_initial_state": fitted_initial_state(trainer.field, trainer.data),
     }
+
+
+def fitted_initial_state(field: VectorField, data: FitData) -> dict[str, Any] | None:
+    """The training trajectories' fitted initial states in the data's units, with the first
+    observations they replace (None when the field does not fit them)::
+
+        {"t0": 1900.0, "state_names": ["hare", "lynx"],
+         "fitted": [[31.2, 3.9]], "observed": [[30.0, 4.0]]}      # one row per trajectory
+    """
+    if field.initial_state is None:
+        return None
+    with torch.no_grad():
+        fitted = field.initial_values(data.y[:, 0].to(field.in_weight))
+    return {"t0": float(data.t[0]), "state_names": list(data.state_names),
+            "fitted": fitted.tolist(), "observed": data.y[:, 0].tolist()}
 
 
 def print_summary(result: FitResult) -> None:
@@ -358,6 +391,11 @@ def print_summary(result: FitResult) -> None:
           f"{s['steps']} steps in {s['wall_time_s']:.1f} s")
     print(f"  train MSE {fmt(s['final_train_loss'])} (best {fmt(s['best_train_loss'])}), "
           f"held-out MSE {fmt(s['final_val_loss'])}, extrapolation MSE {fmt(s['final_extrap_loss'])}")
+    start = s.get("fitted_initial_state")
+    if start is not None:
+        shown = "; ".join(", ".join(f"{n} {v:.4g}" for n, v in zip(start["state_names"], row))
+                          for row in start["fitted"])
+        print(f"  fitted initial state at t = {start['t0']:g}: {shown} (summary.json)")
     if s["reason"]:
         print(f"  reason: {s['reason']}")
     if result.run_dir is not None:

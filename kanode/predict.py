@@ -21,7 +21,8 @@ __all__ = ["VectorFieldGrid", "predict_trajectories", "state_bounds", "vector_fi
 
 
 def predict_trajectories(field: nn.Module, data: FitData, solver: dict[str, Any] | None = None) -> np.ndarray:
-    """The field's trajectories from the data's initial states, over the whole time grid.
+    """The field's trajectories from the data's initial states (the field's fitted ones when it
+    has them), over the whole time grid.
 
     ``solver``: keywords of :func:`kanode.ode.solve` (``kanode.train.solver_options``
     gives those of a fit); None: ``solve``'s defaults. A solve that fails
@@ -31,7 +32,8 @@ def predict_trajectories(field: nn.Module, data: FitData, solver: dict[str, Any]
     """
     with torch.no_grad():
         try:
-            pred = solve(field, data.y[:, 0], data.t, adjoint=False, **(solver or {}))  # (n_t, n_traj, dim)
+            y0 = field.initial_values(data.y[:, 0]) if hasattr(field, "initial_values") else data.y[:, 0]
+            pred = solve(field, y0, data.t, adjoint=False, **(solver or {}))  # (n_t, n_traj, dim)
         except SolverError:
             return np.full(tuple(data.y.shape), np.nan)
     return pred.transpose(0, 1).cpu().double().numpy()

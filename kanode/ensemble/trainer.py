@@ -42,7 +42,7 @@ from kanode.ensemble.field import EnsembleVectorField
 from kanode.ensemble.packing import check_packable
 from kanode.ensemble.solve import solve_ensemble
 from kanode.ode import SolverError, backward_guarded
-from kanode.train import (Evaluation, StepRecord, Trainer, TrainState, apply_grid_schedule, lr_at,
+from kanode.train import (Evaluation, StepRecord, Trainer, TrainState, apply_grid_schedule, l2_penalty, lr_at,
                           make_optimizer, phase_at, solver_options, state_swapped)
 
 __all__ = ["EnsembleTrainer", "EnsembleStep"]
@@ -63,6 +63,7 @@ class _Counters:
     backward: int = 0
     first_losses: list[float] | None = None
     grad_norms: list[float] | None = None
+    first_regs: list[float] | None = None
 
 
 class _SharedSolverError(RuntimeError):
@@ -129,7 +130,8 @@ class EnsembleTrainer:
         """(M,) training MSE of each member (whole window, or its own random windows)."""
         c, d = self.config, self.data
         if full or not c.batch_time:
-            pred = self._solve(d.y_train[:, :, 0], d.t_train, c.adjoint)      # (n_train, M, n_traj, dim)
+            y0 = self.field.initial_values(d.y_train[:, :, 0])                # (M, n_traj, dim)
+            pred = self._solve(y0, d.t_train, c.adjoint)                         # (n_train, M, n_traj, dim)
             target = d.y_train.permute(2, 0, 1, 3)
         else:
             windows = [sample_windows(d.y_train[m], c.batch_time, c.batch_size, self.generators[m])
@@ -144,8 +146,14 @@ class EnsembleTrainer:
         not finite (raises _SharedSolverError when the solve fails as a whole)."""
         self.optimizer.zero_grad()
         self.field.reset_nfe()
-        losses = self._losses(full)
+        data_losses = self._losses(full)
         counters.forward += self.field.reset_nfe()
+        losses = data_losses
+        if self.config.l2:  # each member's own penalty, as its single fit adds it
+            penalty = l2_penalty(self.field.net, self.config.l2, self.n_members)         # (M,)
+            losses = data_losses + penalty
+            if counters.first_regs is None:
+                counters.first_regs = penalty.detach().tolist()
         ok = torch.isfinite(losses) & torch.tensor(self.active, device=losses.device)
         try:
             backward_guarded(torch.where(ok, losses, torch.zeros_like(losses)).sum(), self.config.max_num_steps)
@@ -157,7 +165,7 @@ class EnsembleTrainer:
         ok = ok & torch.isfinite(norms)
         self._clip(norms)
         if counters.first_losses is None:
-            counters.first_losses = losses.detach().tolist()
+            counters.first_losses = data_losses.detach().tolist()
             counters.grad_norms = norms.tolist()
         return torch.where(ok, losses.detach(), torch.full_like(losses, math.inf))
 
@@ -189,7 +197,8 @@ class EnsembleTrainer:
         d = self.data
         saved = self.field.nfe
         try:
-            pred = self._solve(d.y[:, :, 0], d.t, adjoint=False).permute(1, 2, 0, 3)  # (M, n_traj, n_t, dim)
+            y0 = self.field.initial_values(d.y[:, :, 0])
+            pred = self._solve(y0, d.t, adjoint=False).permute(1, 2, 0, 3)  # (M, n_traj, n_t, dim)
             err = (pred - d.y) ** 2
             train = err[:, :, : d.n_train].mean(dim=(1, 2, 3)).tolist()
             extrap = (err[:, :, d.n_train:].mean(dim=(1, 2, 3)).tolist() if d.has_extrapolation
@@ -212,7 +221,8 @@ class EnsembleTrainer:
     # ------------------------------------------------------------ grids
     def _adapt_grid(self, step: int) -> None:
         def visited() -> Tensor:
-            pred = self._solve(self.data.y_train[:, :, 0], self.data.t_train, adjoint=False)
+            y0 = self.field.initial_values(self.data.y_train[:, :, 0])
+            pred = self._solve(y0, self.data.t_train, adjoint=False)
             states = pred.permute(1, 0, 2, 3).reshape(self.n_members, -1, pred.shape[-1])  # (M, N, dim)
             return self.field.normalize(states)
 
@@ -283,7 +293,8 @@ class EnsembleTrainer:
                                         val_loss=ev.val_loss if ev else None,
                                         extrap_loss=ev.extrap_loss if ev else None, lr=lrs[m],
                                         nfe_forward=counters.forward, nfe_backward=counters.backward,
-                                        wall_time=state.wall_time, grad_norm=counters.grad_norms[m])
+                                        wall_time=state.wall_time, grad_norm=counters.grad_norms[m],
+                                        reg_loss=counters.first_regs[m] if counters.first_regs else None)
             yield EnsembleStep(records, bad)
 
     def _culprits(self, reason: str) -> dict[int, str]:

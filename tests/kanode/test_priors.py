@@ -1,0 +1,223 @@
+"""Priors for measured data: positive fields (log coordinates) and fitted initial states,
+in single fits and ensembles."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kanode.config import ConfigError, FitConfig
+from kanode.ensemble.field import EnsembleVectorField
+from kanode.ensemble.fit import fit_ensemble
+from kanode.ensemble.solve import solve_ensemble
+from kanode.fit import _make_trainer, fit
+from kanode.nn import KAN, MLP
+from kanode.ode import VectorField, solve
+from kanode.train import training_loss
+
+
+@pytest.fixture(autouse=True)
+def float64_one_thread():
+    old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(old_dtype)
+    torch.set_num_threads(old_threads)
+
+
+class Constant(nn.Module):
+    """A network whose output is a constant vector (dz/dt for a positive field)."""
+
+    def __init__(self, value: list[float]) -> None:
+        super().__init__()
+        self.value = nn.Parameter(torch.tensor(value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(*x.shape[:-1], -1)
+
+
+def unit_field(net: nn.Module, dim: int = 2, **kwargs) -> VectorField:
+    return VectorField(net, torch.ones(dim), torch.zeros(dim), torch.ones(dim), **kwargs)
+
+
+def random_field(seed: int, positive: bool = True, **kwargs) -> VectorField:
+    """A random KAN [2, 4, 2] field on states around (1, 1) (log coordinates when positive)."""
+    torch.manual_seed(seed)
+    net = KAN([2, 4, 2], grid_size=4)
+    t = torch.linspace(0.0, 2.0, 11)
+    y = 1.0 + 0.5 * torch.stack([torch.sin(t), torch.cos(2 * t)], -1)[None]   # (1, 11, 2)
+    return VectorField.from_data(net, t, y, positive=positive, **kwargs)
+
+
+# ------------------------------------------------------------------ positivity
+def test_a_positive_field_stays_positive_where_the_plain_solve_goes_negative() -> None:
+    """dy/dt = -1.5 y with Euler at step 1: in y each step multiplies by 1 - 1.5 = -0.5, so
+    the solution changes sign; in log y the rate is constant, Euler is exact and the
+    solution is y0 exp(-1.5 t) (to rounding)."""
+    t = torch.arange(0.0, 6.0)
+    y0 = torch.tensor([[2.0, 0.5]])
+    positive = unit_field(Constant([-1.5, -1.5]), positive=True)
+    got = solve(positive, y0, t, method="euler", step_size=1.0, adjoint=False)[:, 0]   # (6, 2)
+    assert bool((got > 0).all())
+    want = y0 * torch.exp(-1.5 * t)[:, None]
+    torch.testing.assert_close(got.detach(), want, rtol=1e-12, atol=0)
+
+    def plain(t_: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # the same ODE, integrated in y
+        return positive(t_, y)
+
+    naive = solve(plain, y0, t, method="euler", step_size=1.0, adjoint=False).detach()
+    torch.testing.assert_close(naive[:, 0], y0 * (-0.5) ** t[:, None], rtol=1e-12, atol=0)
+    assert float(naive.min()) < 0
+
+
+@pytest.mark.parametrize("adjoint", [False, True], ids=["direct", "adjoint"])
+def test_the_log_solve_integrates_dy_dt_of_the_field(adjoint: bool) -> None:
+    """The solution exp(z(t)) of the log-coordinate solve satisfies dy/dt = field(t, y):
+    central differences of a dense dopri5 solution against the field, and the same ODE
+    integrated in y by dopri5 agrees to the tolerance."""
+    field = random_field(0)
+    y0 = torch.tensor([[1.2, 0.8], [0.9, 1.4]])
+    t = torch.linspace(0.0, 1.0, 201)
+    y = solve(field, y0, t, method="dopri5", rtol=1e-11, atol=1e-12, adjoint=adjoint)   # (201, 2, 2)
+    h = float(t[1] - t[0])
+    dydt = (y[2:] - y[:-2]) / (2 * h)
+    with torch.no_grad():
+        f = field(t[0], y[1:-1])
+    torch.testing.assert_close(dydt, f.detach(), rtol=1e-4, atol=1e-6)
+    in_y = solve(lambda t_, s: field(t_, s), y0, t, method="dopri5", rtol=1e-11, atol=1e-12, adjoint=False)
+    torch.testing.assert_close(y.detach(), in_y, rtol=1e-8, atol=1e-10)
+    # the field is y ⊙ g(log y) with g the network in log coordinates
+    z = torch.log(y0)
+    torch.testing.assert_close(field(t[0], y0), y0 * field.log_rate(t[0], z))
+
+
+def test_an_ensemble_of_positive_fields_solves_as_its_members() -> None:
+    fields = [random_field(seed) for seed in range(3)]
+    ensemble = EnsembleVectorField.from_fields(fields)
+    assert ensemble.positive
+    y0 = torch.tensor([[1.2, 0.8], [0.9, 1.4]])
+    t = torch.linspace(0.0, 3.0, 13)
+    got = solve_ensemble(ensemble, y0.expand(3, 2, 2), t, method="rk4", adjoint=False)   # (13, 3, 2, 2)
+    for m, field in enumerate(fields):
+        want = solve(field, y0, t, method="rk4", adjoint=False)
+        torch.testing.assert_close(got[:, m], want, rtol=1e-12, atol=1e-14)
+        assert ensemble.member(m).positive
+
+
+def test_positive_refuses_non_positive_states() -> None:
+    field = random_field(0)
+    with pytest.raises(ValueError, match="> 0"):
+        solve(field, torch.tensor([[1.0, -0.1]]), torch.linspace(0, 1, 3))
+    with pytest.raises(ConfigError, match="positive = true needs every observed value > 0"):
+        fit(FitConfig(system="fitzhugh_nagumo", positive=True, steps=1, lbfgs_steps=0, plots=False))
+
+
+def test_fit_initial_state_needs_whole_trajectories() -> None:
+    with pytest.raises(ConfigError, match="fit_initial_state .* needs batch_time = 0"):
+        FitConfig(fit_initial_state=True, batch_time=5)
+
+
+# ------------------------------------------------------------- initial states
+def test_initial_states_start_at_the_first_observations() -> None:
+    field = random_field(1, fit_initial_state=True)
+    observed = torch.tensor([[1.0, 1.5]])
+    torch.testing.assert_close(field.initial_values(observed), observed, rtol=1e-14, atol=0)
+    plain = random_field(1, positive=False, fit_initial_state=True)
+    torch.testing.assert_close(plain.initial_values(observed), observed, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("positive", [True, False], ids=["positive", "plain"])
+def test_the_initial_state_gradient_matches_finite_differences(positive: bool) -> None:
+    config = FitConfig(n_test_traj=0, n_traj=2, train_fraction=0.1, model="mlp", widths=[2, 6, 2],
+                       positive=positive, fit_initial_state=True, noise=0.01, plots=False)
+    trainer = _make_trainer(config)
+    field, data = trainer.field, trainer.data
+    assert field.initial_state.shape == (2, 2)
+    with torch.no_grad():
+        field.initial_state.add_(0.05 * torch.randn(2, 2, generator=torch.Generator().manual_seed(3)))
+    loss = training_loss(field, data, config)
+    (grad,) = torch.autograd.grad(loss, field.initial_state)
+    eps = 1e-6
+    numeric = torch.zeros_like(grad)
+    with torch.no_grad():
+        for index in np.ndindex(*grad.shape):
+            field.initial_state[index] += eps
+            up = training_loss(field, data, config).item()
+            field.initial_state[index] -= 2 * eps
+            down = training_loss(field, data, config).item()
+            field.initial_state[index] += eps
+            numeric[index] = (up - down) / (2 * eps)
+    torch.testing.assert_close(grad, numeric, rtol=1e-6, atol=1e-9)
+    assert float(grad.abs().max()) > 1e-3  # the loss really depends on where trajectories start
+
+
+TINY = dict(system="lotka_volterra", n_traj=2, n_test_traj=1, train_fraction=0.1, noise=0.01,
+            widths=[2, 4, 2], grid_size=3, optimizer="adam+lbfgs", steps=6, lbfgs_steps=4,
+            eval_every=2, checkpoint_every=100, plots=False)
+
+
+@pytest.mark.parametrize("positive", [True, False], ids=["positive", "plain"])
+def test_fitted_initial_states_move_and_are_reported(tmp_path: Path, positive: bool) -> None:
+    config = FitConfig(positive=positive, fit_initial_state=True, **TINY)
+    result = fit(config, out=tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    start = summary["fitted_initial_state"]
+    assert start["state_names"] == ["x", "y"] and len(start["fitted"]) == 2
+    observed = np.array(start["observed"])
+    fitted = np.array(start["fitted"])
+    np.testing.assert_allclose(observed, result.data.y[:, 0].numpy())
+    assert 1e-4 < np.abs(fitted - observed).max() < 0.5
+    # the reported states are the field's, and the evaluation starts from them
+    with torch.no_grad():
+        y0 = result.field.initial_values(result.data.y[:, 0])
+    np.testing.assert_allclose(fitted, y0.numpy(), rtol=1e-12)
+    pred = solve(result.field, y0, result.data.t, method="rk4", adjoint=False).transpose(0, 1)
+    n = result.data.n_train
+    train = torch.mean((pred[:, :n] - result.data.y[:, :n]) ** 2).item()
+    assert train == pytest.approx(summary["final_train_loss"], rel=1e-10)
+    # without fitted states the same settings report none
+    assert fit(FitConfig(positive=positive, **TINY)).summary["fitted_initial_state"] is None
+
+
+@pytest.mark.parametrize("stop_at", [3, 8], ids=["adam-phase", "lbfgs-phase"])
+def test_a_resumed_fit_continues_its_initial_states(tmp_path: Path, stop_at: int) -> None:
+    config = FitConfig(positive=True, fit_initial_state=True, **TINY)
+    whole = fit(config, out=tmp_path / "whole")
+    fit(config, out=tmp_path / "part", stop_at=stop_at)
+    resumed = fit(resume=tmp_path / "part")
+    assert resumed.summary["fitted_initial_state"] == whole.summary["fitted_initial_state"]
+    assert resumed.summary["final_train_loss"] == whole.summary["final_train_loss"]
+
+
+@pytest.mark.parametrize("model", ["kan", "mlp"])
+def test_ensemble_members_fit_initial_states_as_their_single_fits(tmp_path: Path, model: str) -> None:
+    settings = {**TINY, "model": model, "widths": [2, 4, 2]}
+    configs = [FitConfig(seed=s, positive=True, fit_initial_state=True, **settings) for s in range(3)]
+    members = fit_ensemble(configs, outs=[tmp_path / f"seed-{s}" for s in range(3)])
+    for m, config in enumerate(configs):
+        single = fit(config)
+        got, want = members[m].summary, single.summary
+        assert got["status"] == want["status"] == "finished"
+        np.testing.assert_allclose(got["fitted_initial_state"]["fitted"],
+                                   want["fitted_initial_state"]["fitted"], rtol=1e-8)
+        assert got["final_train_loss"] == pytest.approx(want["final_train_loss"], rel=1e-8)
+        assert got["final_extrap_loss"] == pytest.approx(want["final_extrap_loss"], rel=1e-8)
+        saved = json.loads((tmp_path / f"seed-{m}" / "summary.json").read_text())
+        assert saved["fitted_initial_state"] == got["fitted_initial_state"]
+    starts = [tuple(r.summary["fitted_initial_state"]["fitted"][0]) for r in members]
+    assert len(set(starts)) == 3  # members are their own fits
+    assert all(math.isfinite(r.summary["final_train_loss"]) for r in members)
+
+
+def test_stacking_refuses_mixed_priors() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        EnsembleVectorField.from_fields([random_field(0), random_field(1, positive=False)])
+    with pytest.raises(ValueError, match="initial states"):
+        EnsembleVectorField.from_fields([random_field(0), random_field(1, fit_initial_state=True)])
