@@ -67,6 +67,9 @@ HELP = {
           "(KANs and MLPs, single fits and ensembles); 0 disables",
     "grid_update_steps": "steps at which KAN grids are refit to the visited states (KANs only)",
     "grid_extend": "KAN grid extensions as STEP:GRID_SIZE pairs, e.g. 100:10 200:20 (KANs only)",
+    "recipe": "settings derived from the data: none, or short-series (few, noisy measurements: a "
+              "model sized to the data, --positive when all values are > 0, fitted initial states, an "
+              "L2 penalty, whole-trajectory loss; table in kanode/recipes.py); flags you give are kept",
     "eval_every": "steps between validation/extrapolation evaluations",
     "checkpoint_every": "steps between checkpoints",
     "seed": "seed of the model initialisation and the window sampling",

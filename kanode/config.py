@@ -59,6 +59,7 @@ OPTIMIZERS = ("adam", "lbfgs", "adam+lbfgs")
 SCHEDULES = ("none", "cosine", "step")
 DTYPES = ("float32", "float64")
 LOSSES = ("mse",)
+RECIPE_NAMES = ("none", "short-series")  # kanode.recipes.RECIPES' keys (a test keeps them equal)
 
 # torchdiffeq's own name → solver table, split by kind. scipy_solver is left out:
 # it does not backpropagate and needs options of its own.
@@ -170,6 +171,8 @@ class FitConfig:
         observed value must be > 0). ``fit_initial_state`` makes each
         training trajectory's initial state a trainable parameter (started at
         its first observation, which is noisy); it needs ``batch_time = 0``.
+        ``recipe = "short-series"`` derives the model size, these priors, a
+        penalty and the schedule from the data (:mod:`kanode.recipes`).
     Default recipe (measured on Lotka–Volterra, see experiments/bench_ode.py)
         100 Adam steps at lr 3e-2 (cosine), then 200 L-BFGS steps; classic
         RK4 with the data's sampling interval as step (on the true
@@ -236,6 +239,8 @@ class FitConfig:
     l2: float = 0.0
     grid_update_steps: list[int] = field(default_factory=list)
     grid_extend: list[list[int]] = field(default_factory=list)
+    # --- settings derived from the data (kanode.recipes)
+    recipe: str = "none"
     # --- bookkeeping
     eval_every: int = 10
     checkpoint_every: int = 25
@@ -264,6 +269,7 @@ class FitConfig:
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
         _choice("dtype", self.dtype, DTYPES)
         _choice("loss", self.loss, LOSSES)
+        _choice("recipe", self.recipe, RECIPE_NAMES)
         _choice("method", self.method, METHODS,
                 hint=" (torchdiffeq's solvers; fixed-step ones use step_size)")
         if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", self.device):

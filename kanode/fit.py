@@ -20,6 +20,7 @@ from .config import ConfigError, FitConfig, check_fixed_steps, check_widths_for,
 from .data import FitData, load_data
 from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from .ode import VectorField
+from .recipes import resolve_recipe
 from .runs import RunDir, default_run_dir, is_ensemble_dir, read_metrics
 from .train import Diverged, Evaluation, StepRecord, Trainer, TrainState, count_parameters, l2_penalty
 
@@ -102,7 +103,8 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
     Parameters
     ----------
     config : the settings (defaults: :class:`FitConfig`'s); ``overrides``
-        replace single fields, e.g. ``fit(model="mlp", steps=200)``.
+        replace single fields, e.g. ``fit(model="mlp", steps=200)``. A
+        ``recipe`` is resolved on the data first (:mod:`kanode.recipes`).
     out : run directory to write (config, metrics, checkpoints, plots,
         summary); None keeps everything in memory.
     quiet : no progress bar.
@@ -124,7 +126,7 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
         run = RunDir(resume)
         config = resumed_config(run.load_config(), overrides)
     else:
-        config = (config or FitConfig()).replace(**overrides)
+        config = resolve_recipe((config or FitConfig()).replace(**overrides)).config
         if out is not None:
             run = RunDir(out)
     if run is None:
@@ -415,7 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = fit(resume=args.resume, quiet=args.quiet, **overrides)
         else:
             config = load_config(args.config) if args.config is not None else FitConfig()
-            config = config.replace(**overrides)
+            recipe = resolve_recipe(config.replace(**overrides))
+            config = recipe.config
+            if recipe.applied:
+                print(recipe.describe())
             out = Path(args.out) if args.out is not None else default_run_dir(config)
             result = fit(config, out=out, quiet=args.quiet)
     except ConfigError as exc:

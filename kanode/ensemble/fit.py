@@ -20,6 +20,7 @@ from kanode.data import FitData, data_key
 from kanode.ensemble.field import EnsembleVectorField
 from kanode.ensemble.packing import check_packable
 from kanode.ensemble.trainer import EnsembleTrainer
+from kanode.recipes import resolve_recipe
 from kanode.fit import (FitResult, draw_plots, prepare, read_checkpoint, remove_if_bare, resumed_config, save_best,
                         summarize)
 from kanode.runs import ENSEMBLE_FILE, RunDir, read_metrics
@@ -87,7 +88,7 @@ def fit_ensemble(configs: Sequence[FitConfig] | None = None, outs: Sequence[str 
             raise ConfigError("overrides are for resuming; put the settings into the configs")
         if not configs:
             raise ConfigError("fit_ensemble needs at least one config")
-        configs = list(configs)
+        configs = [resolve_recipe(config).config for config in configs]
         runs = [RunDir(path) for path in outs] if outs is not None else None
         if runs is not None and len(runs) != len(configs):
             raise ConfigError(f"{len(configs)} configs but {len(runs)} run directories")
