@@ -11,8 +11,8 @@ the ones whose run directories exist)::
 
     python -m kanode.fit --data experiments/data/hare_lynx_1900_1915.csv \
         --n-test-traj 0 --train-fraction 1 --recipe short-series --model kan \
-        --seeds 0-4 --out experiments/results/hare_lynx/runs/kan --quiet
-    python -m kanode.fit ... --model mlp ... --out experiments/results/hare_lynx/runs/mlp
+        --seeds 0-4 --out experiments/results/hare_lynx/runs/hare_lynx-kan --quiet --no-plots
+    python -m kanode.fit ... --model mlp ... --out experiments/results/hare_lynx/runs/hare_lynx-mlp
 
 then, for every member, solves its field from its fitted 1900 state to 1920
 (rk4 at the recipe's step) and scores 1916–1920 against the held-back years.
@@ -95,9 +95,9 @@ def run_ensemble(train_file: Path, model: str, seeds: str, out: Path) -> None:
     if (out / "ensemble.json").exists():
         print(f"  {out} exists; reusing it")
         return
-    cmd = [sys.executable, "-m", "kanode.fit", "--data", str(train_file), "--n-test-traj", "0",
+    cmd = [sys.executable, "-m", "kanode.fit", "--data", str(train_file.relative_to(ROOT)), "--n-test-traj", "0",
            "--train-fraction", "1", "--recipe", "short-series", "--model", model, "--seeds", seeds,
-           "--out", str(out), "--quiet", "--no-plots"]
+           "--out", str(out.relative_to(ROOT)), "--quiet", "--no-plots"]
     print("  " + " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=False, cwd=ROOT)
 
@@ -146,11 +146,13 @@ def score(pred_at_obs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def evaluate_case(name: str, t: np.ndarray, y: np.ndarray, names: tuple[str, str], seeds: str,
-                  lv_guess: np.ndarray, results: Path) -> tuple[list[Scored], dict]:
-    """Fit LV, KAN and MLP ensembles to the first N_TRAIN points of (t, y); score the rest."""
+                  lv_guess: np.ndarray, results: Path,
+                  train_file: Path | None = None) -> tuple[list[Scored], dict]:
+    """Fit LV, KAN and MLP ensembles to the first N_TRAIN points of (t, y) (``train_file``, or
+    a CSV of them written under ``results``); score the rest."""
     results.mkdir(parents=True, exist_ok=True)
-    train_file = results / f"{name}_train.csv"
-    if not train_file.exists():
+    if train_file is None:
+        train_file = results / f"{name}_train.csv"
         write_series(train_file, t[:N_TRAIN], y[:N_TRAIN], names)
     p = fit_lv(t[:N_TRAIN], y[:N_TRAIN], lv_guess)
     rows = [Scored("LV least squares", "-", *score(lv_trajectory(p, t), y))]
@@ -248,7 +250,8 @@ def main() -> int:
         (OUT / stale).unlink(missing_ok=True)
     t, y = read_series(DATA / "hare_lynx.csv")
     rows, curves = evaluate_case("hare_lynx", t, y, ("hare", "lynx"), args.seeds,
-                                 np.array([0.5, 0.02, 1.0, 0.03, 30.0, 4.0]), OUT)
+                                 np.array([0.5, 0.02, 1.0, 0.03, 30.0, 4.0]), OUT,
+                                 train_file=DATA / "hare_lynx_1900_1915.csv")
     write_table(rows, OUT / "forecast.csv", "hare_lynx")
     text = ["# Hare and lynx: train 1900–1915, forecast 1916–1920", "", markdown(rows, "hare_lynx")]
     a, b, c, d, x0, y0 = curves["lv_params"]
