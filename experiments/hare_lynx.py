@@ -155,7 +155,7 @@ def evaluate_case(name: str, t: np.ndarray, y: np.ndarray, names: tuple[str, str
         train_file = results / f"{name}_train.csv"
         write_series(train_file, t[:N_TRAIN], y[:N_TRAIN], names)
     p = fit_lv(t[:N_TRAIN], y[:N_TRAIN], lv_guess)
-    rows = [Scored("LV least squares", "-", *score(lv_trajectory(p, t), y))]
+    rows = [Scored("mechanistic least squares", "-", *score(lv_trajectory(p, t), y))]
     t_dense = np.linspace(t[0], t[-1], 20 * (t.size - 1) + 1)
     curves = {"lv": lv_trajectory(p, t_dense), "lv_params": p}
     for model in ("kan", "mlp"):
@@ -189,9 +189,9 @@ def write_table(rows: list[Scored], path: Path, case: str) -> None:
 
 
 def markdown(rows: list[Scored], case: str) -> str:
-    lv = next(r for r in rows if r.label == "LV least squares")
-    lines = [f"### {case}", "", f"LV least squares: train MSE {lv.train_mse:.3g}, forecast MSE {lv.forecast_mse:.3g}",
-             "", "| fit | forecast MSE per seed | median of seeds | × LV | median trajectory | train MSE (median) |",
+    lv = next(r for r in rows if r.label == "mechanistic least squares")
+    lines = [f"### {case}", "", f"mechanistic least squares (LV; Brusselator for the Brusselator), 6 parameters: train MSE {lv.train_mse:.3g}, forecast MSE {lv.forecast_mse:.3g}",
+             "", "| fit | forecast MSE per seed | median of seeds | × baseline | median trajectory | train MSE (median) |",
              "|---|---|---|---|---|---|"]
     for label in ("KAN short-series", "MLP short-series"):
         seeds = [r for r in rows if r.label == label]
@@ -218,7 +218,7 @@ def plot(t: np.ndarray, y: np.ndarray, curves: dict, names: tuple[str, str], pat
             ax.axvspan(t[N_TRAIN - 1], t[-1], color="0.92", lw=0)
             ax.fill_between(td, lo[:, row], hi[:, row], color="C0", alpha=0.25, lw=0, label="members (min–max)")
             ax.plot(td, median[:, row], color="C0", label=f"{model.upper()} median")
-            ax.plot(td, curves["lv"][:, row], color="C3", ls="--", label="LV least squares")
+            ax.plot(td, curves["lv"][:, row], color="C3", ls="--", label="mechanistic least squares")
             ax.plot(t[:N_TRAIN], y[:N_TRAIN, row], "ko", ms=4, label="training data")
             ax.plot(t[N_TRAIN:], y[N_TRAIN:, row], "o", mfc="white", mec="k", ms=5, label="held back")
             top = 1.3 * float(np.nanmax(y[:, row]))
@@ -298,7 +298,7 @@ def brusselator_case(y: np.ndarray, seeds: str) -> str:
         return (sol.y.T - y[:N_TRAIN]).ravel()
 
     p = least_squares(residual, np.array([1.0, 4.0, 3.0, 1.0, y[0, 0], y[0, 1]]), bounds=(1e-6, np.inf)).x
-    rows = [Scored("LV least squares", "-", *score(traj(p, t), y))]  # here: the Brusselator's own refit
+    rows = [Scored("mechanistic least squares", "-", *score(traj(p, t), y))]  # here: the Brusselator's own refit
     OUT.mkdir(parents=True, exist_ok=True)
     train_file = OUT / "brusselator_train.csv"
     write_series(train_file, t[:N_TRAIN], y[:N_TRAIN], names)
