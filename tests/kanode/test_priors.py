@@ -296,3 +296,17 @@ def test_the_recipe_keeps_the_users_settings_and_resolves_once() -> None:
     assert again.config == result.config and again.kept == result.kept
     assert result.describe().endswith("; kept yours: widths = [2, 3, 2], lr = 0.07")
     assert apply_recipe(config.replace(recipe="none"), data).config == config.replace(recipe="none")
+
+
+def test_positivity_holds_on_the_hare_lynx_forecast() -> None:
+    """A short short-series fit on the 16 training years; its forecast to 1940 (dense,
+    from the fitted 1900 state) stays > 0 and finite."""
+    data_file = Path(__file__).resolve().parents[2] / "experiments" / "data" / "hare_lynx_1900_1915.csv"
+    result = fit(FitConfig(data=str(data_file), n_test_traj=0, train_fraction=1.0, recipe="short-series",
+                           steps=15, lbfgs_steps=0, plots=False))
+    assert result.config.positive and result.field.positive
+    with torch.no_grad():
+        y0 = result.field.initial_values(result.data.y[:, 0])
+        t = torch.linspace(1900.0, 1940.0, 401)
+        pred = solve(result.field, y0, t, method="rk4", step_size=0.25, adjoint=False)
+    assert bool(torch.isfinite(pred).all()) and bool((pred > 0).all())
