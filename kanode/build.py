@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import FitConfig, check_widths_for
+from .config import ConfigError, FitConfig, check_widths_for
 from .data import FitData
 from .ode import VectorField
 
@@ -45,6 +45,14 @@ def build_field(config: FitConfig, data: FitData) -> VectorField:
     finally:
         torch.set_default_dtype(default)
     dtype = getattr(torch, config.dtype)
-    field_ = VectorField.from_data(net, data.t_train, data.y_train,
-                                   grid_range=config.grid_range, time_input=config.time_input)
+    if config.positive:
+        for name, values in (("training", data.y), ("held-out", data.y_held_out)):
+            seen = values[~torch.isnan(values)]
+            if seen.numel() and not bool((seen > 0).all()):
+                raise ConfigError(f"positive = true needs every observed value > 0 (the field works on "
+                                  f"log y), but the {name} data has min {float(seen.min()):.4g}; use "
+                                  "positive = false for states that can be <= 0")
+    field_ = VectorField.from_data(net, data.t_train, data.y_train, grid_range=config.grid_range,
+                                   time_input=config.time_input, positive=config.positive,
+                                   fit_initial_state=config.fit_initial_state)
     return field_.to(dtype=dtype, device=config.device)

@@ -39,6 +39,10 @@ HELP = {
     "base_activation": "KAN base-path activation: silu, tanh, relu, gelu, softplus or "
                        "identity (KANs only)",
     "time_input": "feed t to the network (non-autonomous vector field)",
+    "positive": "states are positive (populations, concentrations): learn dlog(y)/dt, so forecasts "
+                "stay > 0; every observed value must be > 0",
+    "fit_initial_state": "fit each training trajectory's initial state with the field (the first "
+                         "observation is noisy); needs --batch-time 0",
     "method": "torchdiffeq solver: fixed-step rk4, euler, midpoint, heun2, heun3, "
               "explicit_adams, implicit_adams, or adaptive dopri5, dopri8, bosh3, "
               "fehlberg2, adaptive_heun",
@@ -70,8 +74,13 @@ HELP = {
     "sparsity_l1": "weight of the L1 term inside the sparsity penalty",
     "sparsity_entropy": "weight of the entropy term inside the sparsity penalty",
     "coef_l1": "L1 penalty on the KAN's spline coefficients (mean |coef| per layer); 0 disables",
+    "l2": "L2 penalty l2 * sum(p^2) over the network's parameters, added to the training MSE "
+          "(KANs and MLPs, single fits and ensembles); 0 disables",
     "grid_update_steps": "steps at which KAN grids are refit to the visited states (KANs only)",
     "grid_extend": "KAN grid extensions as STEP:GRID_SIZE pairs, e.g. 100:10 200:20 (KANs only)",
+    "recipe": "settings derived from the data: none, or short-series (few, noisy measurements: a "
+              "model sized to the data, --positive when all values are > 0, fitted initial states, an "
+              "L2 penalty, whole-trajectory loss; table in kanode/recipes.py); flags you give are kept",
     "eval_every": "steps between validation/extrapolation evaluations",
     "checkpoint_every": "steps between checkpoints",
     "seed": "seed of the model initialisation and the window sampling",

@@ -60,6 +60,7 @@ OPTIMIZERS = ("adam", "lbfgs", "adam+lbfgs")
 SCHEDULES = ("none", "cosine", "step")
 DTYPES = ("float32", "float64")
 LOSSES = ("mse",)
+RECIPE_NAMES = ("none", "short-series")  # kanode.recipes.RECIPES' keys (a test keeps them equal)
 
 # torchdiffeq's own name → solver table, split by kind: the methods whose cost per step
 # kanode knows (kanode.solvers; the others are refused with the reason).
@@ -145,6 +146,7 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "sparsity_l1": (0.0, math.inf, False),
     "sparsity_entropy": (0.0, math.inf, False),
     "coef_l1": (0.0, math.inf, False),
+    "l2": (0.0, math.inf, False),
 }
 
 
@@ -178,6 +180,14 @@ class FitConfig:
         ``activation`` is the MLP's activation; ``base_activation`` is the
         KAN's base path (``silu`` by default). Setting the one that does not
         belong to ``model`` is an error.
+    Priors for measured data
+        ``positive`` learns the field in log coordinates (``dlog y/dt``), so
+        solutions stay > 0 exactly (populations, concentrations; every
+        observed value must be > 0). ``fit_initial_state`` makes each
+        training trajectory's initial state a trainable parameter (started at
+        its first observation, which is noisy); it needs ``batch_time = 0``.
+        ``recipe = "short-series"`` derives the model size, these priors, a
+        penalty and the schedule from the data (:mod:`kanode.recipes`).
     Default recipe (measured on Lotka–Volterra, see experiments/bench_ode.py)
         100 Adam steps at lr 3e-2 (cosine), then 200 L-BFGS steps; classic
         RK4 with the data's sampling interval as step (on the true
@@ -218,6 +228,8 @@ class FitConfig:
     activation: str = "tanh"
     base_activation: str = "silu"
     time_input: bool = False
+    positive: bool = False
+    fit_initial_state: bool = False
     # --- solver
     method: str = SOLVER_DEFAULTS["method"]
     rtol: float = SOLVER_DEFAULTS["rtol"]
@@ -246,8 +258,11 @@ class FitConfig:
     sparsity_l1: float = 1.0
     sparsity_entropy: float = 2.0
     coef_l1: float = 0.0
+    l2: float = 0.0
     grid_update_steps: list[int] = field(default_factory=list)
     grid_extend: list[list[int]] = field(default_factory=list)
+    # --- settings derived from the data (kanode.recipes)
+    recipe: str = "none"
     # --- bookkeeping
     eval_every: int = 10
     checkpoint_every: int = 25
@@ -281,6 +296,7 @@ class FitConfig:
         if self.method in REFUSED_METHODS:
             raise ConfigError(f"method {self.method!r} is torchdiffeq's but kanode cannot use it: "
                               f"{REFUSED_METHODS[self.method]}; use one of {', '.join(METHODS)}")
+        _choice("recipe", self.recipe, RECIPE_NAMES)
         _choice("method", self.method, METHODS,
                 hint=" (torchdiffeq's solvers; fixed-step ones use step_size)")
         if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", self.device):
@@ -292,6 +308,9 @@ class FitConfig:
                               f"{self.train_fraction:g} and holdout_last = {self.holdout_last})")
         if self.batch_time == 1:
             raise ConfigError("batch_time must be 0 (whole window) or at least 2 time points")
+        if self.fit_initial_state and self.batch_time:
+            raise ConfigError("fit_initial_state fits where each whole training trajectory starts; "
+                              "it needs batch_time = 0 (random windows start from observations)")
         lo, hi = self.grid_range if len(self.grid_range) == 2 else (math.nan, math.nan)
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ConfigError(f"grid_range must be two finite numbers [low, high] with "

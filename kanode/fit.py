@@ -21,8 +21,9 @@ from .data import FitData, describe_split, load_data, overfit_warning, split_cou
 from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from .ode import VectorField
 from .outdirs import check_out_dir
+from .recipes import resolve_recipe
 from .runs import RunDir, default_run_dir, is_ensemble_dir, read_metrics
-from .train import Diverged, Evaluation, StepRecord, Trainer, TrainState, count_parameters
+from .train import Diverged, Evaluation, StepRecord, Trainer, TrainState, count_parameters, l2_penalty
 
 __all__ = ["fit", "FitResult", "build_model", "build_field", "main"]
 
@@ -62,7 +63,8 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
     Parameters
     ----------
     config : the settings (defaults: :class:`FitConfig`'s); ``overrides``
-        replace single fields, e.g. ``fit(model="mlp", steps=200)``.
+        replace single fields, e.g. ``fit(model="mlp", steps=200)``. A
+        ``recipe`` is resolved on the data first (:mod:`kanode.recipes`).
     out : run directory to write (config, metrics, checkpoints, plots,
         summary); None keeps everything in memory.
     quiet : no progress bar.
@@ -84,7 +86,7 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
         run = RunDir(resume)
         config = resumed_config(run.load_config(), overrides)
     else:
-        config = (config or FitConfig()).replace(**overrides)
+        config = resolve_recipe((config or FitConfig()).replace(**overrides)).config
         if out is not None:
             run = RunDir(out)
     if run is None:
@@ -148,7 +150,17 @@ def _make_trainer(config: FitConfig) -> Trainer:
         from .symbolic.regularize import sparsity_regularizer
         regularizer = sparsity_regularizer(field_, data.train_states, config.sparsity, config.sparsity_l1,
                                            config.sparsity_entropy, config.coef_l1, seed=config.seed)
+    if config.l2:
+        regularizer = _with_l2(regularizer, config.l2)
     return Trainer(field_, data, config, regularizer=regularizer)
+
+
+def _with_l2(regularizer: Any, weight: float) -> Any:
+    """``regularizer`` (or nothing) plus the L2 penalty on the network's parameters."""
+    def penalty(field_: VectorField) -> torch.Tensor:
+        l2 = l2_penalty(field_.net, weight)
+        return l2 if regularizer is None else regularizer(field_) + l2
+    return penalty
 
 
 def diverged_summary(run: RunDir) -> dict[str, Any] | None:
@@ -336,7 +348,23 @@ def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
         "time_per_step_s": trainer.state.wall_time / steps if steps else None,
         "nfe_per_step": nfe / len(history) if history else None,
         **split_counts(trainer.data),
+        "fitted_initial_state": fitted_initial_state(trainer.field, trainer.data),
     }
+
+
+def fitted_initial_state(field: VectorField, data: FitData) -> dict[str, Any] | None:
+    """The training trajectories' fitted initial states in the data's units, with the first
+    observations they replace (None when the field does not fit them)::
+
+        {"t0": 1900.0, "state_names": ["hare", "lynx"],
+         "fitted": [[31.2, 3.9]], "observed": [[30.0, 4.0]]}      # one row per trajectory
+    """
+    if field.initial_state is None:
+        return None
+    with torch.no_grad():
+        fitted = field.initial_values(data.y[:, 0].to(field.in_weight))
+    return {"t0": float(data.t[0]), "state_names": list(data.state_names),
+            "fitted": fitted.tolist(), "observed": data.y[:, 0].tolist()}
 
 
 def print_summary(result: FitResult) -> None:
@@ -351,6 +379,11 @@ def print_summary(result: FitResult) -> None:
         warning = overfit_warning(s["n_params"], s["n_observed_train"])
         if warning and s.get("data_file") and s["status"] != "diverged":  # measured data
             print(f"kanode: warning: {warning}", file=sys.stderr)
+    start = s.get("fitted_initial_state")
+    if start is not None:
+        shown = "; ".join(", ".join(f"{n} {v:.4g}" for n, v in zip(start["state_names"], row))
+                          for row in start["fitted"])
+        print(f"  fitted initial state at t = {start['t0']:g}: {shown} (summary.json)")
     if s["reason"]:
         print(f"  reason: {s['reason']}")
     if result.run_dir is not None:
@@ -372,7 +405,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = fit(resume=args.resume, quiet=args.quiet, **overrides)
         else:
             config = load_config(args.config) if args.config is not None else FitConfig()
-            config = config.replace(**overrides)
+            recipe = resolve_recipe(config.replace(**overrides))
+            config = recipe.config
+            if recipe.applied:
+                print(recipe.describe())
             out = Path(args.out) if args.out is not None else check_out_dir(default_run_dir(config), "run")
             result = fit(config, out=out, quiet=args.quiet)
     except ConfigError as exc:

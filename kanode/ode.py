@@ -25,40 +25,109 @@ class NormalisedField(nn.Module):
     """``f(t, y) = out_scale * net(in_weight * y + in_bias [, t])``: what
     :class:`VectorField` and :class:`kanode.ensemble.EnsembleVectorField` share.
 
-    Holds ``net``, ``time_input``, the buffers ``in_weight``, ``in_bias``,
-    ``out_scale`` and the evaluation count ``nfe``; a subclass defines
-    :meth:`normalize` and :meth:`output_scale` (how the buffers broadcast
+    Holds ``net``, ``time_input``, ``positive``, the buffers ``in_weight``,
+    ``in_bias``, ``out_scale``, the optional parameter ``initial_state`` and the
+    evaluation count ``nfe``; a subclass defines :meth:`affine`,
+    :meth:`affine_inverse` and :meth:`output_scale` (how the buffers broadcast
     against a state).
+
+    Positive fields (``positive=True``, for populations and concentrations)
+    learn the field in log coordinates ``z = log y``::
+
+        dz/dt = g(z) = out_scale * net(in_weight * z + in_bias [, t])
+        f(t, y) = y * g(log y)                               # dy/dt, every caller's view
+
+    :func:`solve` integrates ``z`` and returns ``exp(z)``, so a solution stays
+    exactly positive (it may underflow to 0 or overflow to inf, never cross 0).
+
+    Fitted initial states (``initial_state``, shape (n_traj, dim), or
+    (M, n_traj, dim) in an ensemble) are trainable parameters in the network's
+    input coordinates (``normalize`` of the state, scale ~1 like the network's
+    own parameters); :meth:`initial_values` maps them back to states. They
+    live in the field so that checkpoints, resume, best-model tracking and
+    ensemble stacking carry them with the network.
     """
 
     def __init__(self, net: nn.Module, in_weight: Tensor, in_bias: Tensor, out_scale: Tensor,
-                 time_input: bool = False) -> None:
+                 time_input: bool = False, positive: bool = False,
+                 initial_state: Tensor | None = None) -> None:
         super().__init__()
         self.net = net
         self.time_input = time_input
+        self.positive = positive
         self.register_buffer("in_weight", in_weight.clone())
         self.register_buffer("in_bias", in_bias.clone())
         self.register_buffer("out_scale", out_scale.clone())
+        self.initial_state = (None if initial_state is None
+                              else nn.Parameter(initial_state.detach().clone()))
         self.nfe = 0
 
-    def normalize(self, y: Tensor) -> Tensor:
+    def affine(self, u: Tensor) -> Tensor:
+        """Coordinates (y, or log y when positive) → network inputs, same shape."""
+        raise NotImplementedError
+
+    def affine_inverse(self, x: Tensor) -> Tensor:
+        """Network inputs → coordinates: the inverse of :meth:`affine`."""
         raise NotImplementedError
 
     def output_scale(self, y: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        """``f(t, y)``: t scalar tensor, y a state → the same shape."""
-        self.nfe += 1
-        z = self.normalize(y)
+    def normalize(self, y: Tensor) -> Tensor:
+        """States (..., dim) → network inputs (..., dim) (through log y when positive)."""
+        return self.affine(torch.log(y) if self.positive else y)
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Network inputs (..., dim) → states: the inverse of :meth:`normalize`."""
+        u = self.affine_inverse(x)
+        return torch.exp(u) if self.positive else u
+
+    def initial_values(self, observed: Tensor) -> Tensor:
+        """The training trajectories' initial states: the fitted ones
+        (``initial_state``) when the field has them, else ``observed``
+        (the first observations, (n_traj, dim) or (M, n_traj, dim))."""
+        if self.initial_state is None:
+            return observed
+        if self.initial_state.shape != observed.shape:
+            raise ValueError(f"the field fits initial states of shape {tuple(self.initial_state.shape)} "
+                             f"but the data's first observations have shape {tuple(observed.shape)}")
+        return self.denormalize(self.initial_state)
+
+    def _rate(self, t: Tensor, u: Tensor) -> Tensor:
+        """Network output at coordinates u (..., dim): dy/dt, or dz/dt when positive."""
+        x = self.affine(u)
         if self.time_input:
-            z = torch.cat([z, t.expand(*z.shape[:-1], 1).to(z)], dim=-1)
-        return self.net(z) * self.output_scale(y)
+            x = torch.cat([x, t.expand(*x.shape[:-1], 1).to(x)], dim=-1)
+        return self.net(x) * self.output_scale(u)
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        """``f(t, y)`` = dy/dt: t scalar tensor, y a state → the same shape."""
+        self.nfe += 1
+        if self.positive:
+            return y * self._rate(t, torch.log(y))
+        return self._rate(t, y)
+
+    def log_rate(self, t: Tensor, z: Tensor) -> Tensor:
+        """dz/dt at z = log y (positive fields): what :func:`solve` integrates."""
+        assert self.positive, "log_rate is the field of a positive NormalisedField"
+        self.nfe += 1
+        return self._rate(t, z)
 
     def reset_nfe(self) -> int:
         """Return the evaluation count and set it to zero."""
         count, self.nfe = self.nfe, 0
         return count
+
+
+class _LogCoordinates(nn.Module):
+    """A positive field in log coordinates: ``forward(t, z) = dz/dt`` (what solve integrates)."""
+
+    def __init__(self, field: NormalisedField) -> None:
+        super().__init__()
+        self.field = field
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        return self.field.log_rate(t, z)
 
 
 class VectorField(NormalisedField):
@@ -71,11 +140,17 @@ class VectorField(NormalisedField):
         z = in_weight * y + in_bias                      # (..., dim)
         f(t, y) = out_scale * net(z [, t])               # (..., dim)
 
+    With ``positive`` the same holds for ``log y`` and ``dlog y/dt`` (see
+    :class:`NormalisedField`).
+
     Parameters
     ----------
     net : nn.Module mapping (..., dim [+1]) to (..., dim).
     in_weight, in_bias, out_scale : tensors of shape (dim,).
     time_input : if True, ``t`` is appended to the network input.
+    positive : learn the field in log coordinates (states stay > 0).
+    initial_state : (n_traj, dim) fitted initial states in network-input
+        coordinates (a trainable parameter), or None.
 
     Attributes
     ----------
@@ -85,7 +160,8 @@ class VectorField(NormalisedField):
     @classmethod
     def from_data(cls, net: nn.Module, t: Tensor, y: Tensor,
                   grid_range: Sequence[float] = (-1.0, 1.0),
-                  time_input: bool = False) -> "VectorField":
+                  time_input: bool = False, positive: bool = False,
+                  fit_initial_state: bool = False) -> "VectorField":
         """Normalisation from training data.
 
         ``in_weight``, ``in_bias`` map each state's observed range [min, max]
@@ -101,11 +177,18 @@ class VectorField(NormalisedField):
         Parameters
         ----------
         t : (n_t,) observation times.
-        y : (n_traj, n_t, dim) observed states, NaN where missing.
+        y : (n_traj, n_t, dim) observed states, NaN where missing (all observed > 0 when
+            ``positive``).
         grid_range : the interval the training states are mapped onto.
+        positive : normalise ``log y`` and its derivative instead of ``y``.
+        fit_initial_state : give the field an ``initial_state`` parameter,
+            started at the first observations ``y[:, 0]``.
         """
         observed = ~torch.isnan(y)
-        states = y.reshape(-1, y.shape[-1])                       # (n_traj * n_t, dim)
+        if positive and not bool((y[observed] > 0).all()):
+            raise ValueError("a positive field needs every observed value > 0 (it works on log y)")
+        u = torch.log(y) if positive else y
+        states = u.reshape(-1, u.shape[-1])                       # (n_traj * n_t, dim)
         if bool(observed.all()):
             lo, hi = states.min(0).values, states.max(0).values
         else:
@@ -115,13 +198,19 @@ class VectorField(NormalisedField):
         g_lo, g_hi = float(grid_range[0]), float(grid_range[1])
         in_weight = (g_hi - g_lo) / span
         in_bias = g_lo - in_weight * lo
-        out_scale = _derivative_scale(t, y, observed)
+        out_scale = _derivative_scale(t, u, observed)
         out_scale = torch.where(out_scale > 0, out_scale, torch.ones_like(out_scale))
-        return cls(net, in_weight, in_bias, out_scale, time_input=time_input)
+        start = u[:, 0] * in_weight + in_bias if fit_initial_state else None  # (n_traj, dim)
+        return cls(net, in_weight, in_bias, out_scale, time_input=time_input, positive=positive,
+                   initial_state=start)
 
-    def normalize(self, y: Tensor) -> Tensor:
-        """States (..., dim) → network inputs (..., dim) in the grid range."""
-        return y * self.in_weight + self.in_bias
+    def affine(self, u: Tensor) -> Tensor:
+        """Coordinates (..., dim) → network inputs (..., dim) in the grid range."""
+        return u * self.in_weight + self.in_bias
+
+    def affine_inverse(self, x: Tensor) -> Tensor:
+        """Network inputs (..., dim) → coordinates (..., dim)."""
+        return (x - self.in_bias) / self.in_weight
 
     def output_scale(self, y: Tensor) -> Tensor:
         """(dim,): the scale of the network output for states y (..., dim)."""
@@ -266,6 +355,11 @@ def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS
     check_finite : raise :class:`SolverError` on a non-finite result (False:
         return it, for callers that check parts of it themselves).
 
+    A field with ``positive = True`` (:class:`NormalisedField`) is integrated
+    in log coordinates (``z = log y``, its :meth:`~NormalisedField.log_rate`)
+    and the result returned as ``exp(z)``: exactly positive; rtol/atol then
+    apply to log y. Its ``y0`` must be > 0 (ValueError otherwise).
+
     Returns
     -------
     (n_t, batch, dim) tensor, or (n_t, dim) for an unbatched ``y0``.
@@ -299,6 +393,12 @@ def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS
     else:
         raise ValueError(f"unknown method {method!r}; choose one of "
                          f"{', '.join(ADAPTIVE_METHODS + FIXED_STEP_METHODS)}")
+    positive = bool(getattr(field, "positive", False))
+    if positive:  # integrate z = log y; exp keeps the solution > 0
+        if not bool((y0 > 0).all()):
+            raise ValueError("a positive field's initial states must all be > 0 (it integrates log y)")
+        field = _LogCoordinates(field)
+        y0 = torch.log(y0)
     bounded = _Bounded(field, evaluation_budget(method, max_num_steps, t.numel()), max_num_steps)
     try:
         if adjoint:
@@ -316,6 +416,8 @@ def solve(field: nn.Module, y0: Tensor, t: Tensor, method: str = SOLVER_DEFAULTS
             y = odeint(bounded, y0, t, rtol=rtol, atol=atol, method=method, options=options)
     except AssertionError as exc:  # torchdiffeq signals failures with assert
         raise SolverError(_explain(str(exc), max_num_steps)) from exc
+    if positive:
+        y = torch.exp(y)
     if check_finite and not torch.isfinite(y).all():
         raise SolverError("the solution became non-finite (the vector field blew up); "
                           "lower the learning rate or tighten the tolerances")

@@ -31,7 +31,8 @@ from .ode import SolverError, VectorField, backward_guarded, solve
 from .optim import BatchedAdam, BatchedLBFGS
 
 __all__ = ["Trainer", "TrainState", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at", "training_loss",
-           "solver_options", "count_parameters", "make_optimizer", "apply_grid_schedule", "state_swapped"]
+           "solver_options", "count_parameters", "make_optimizer", "apply_grid_schedule", "state_swapped",
+           "l2_penalty"]
 
 
 class Diverged(RuntimeError):
@@ -159,7 +160,9 @@ def training_loss(field: VectorField, data: FitData, config: FitConfig, full: bo
     trajectories against the training window (``full``, or with
     ``config.batch_time`` 0) or against ``config.batch_size`` random windows
     of ``batch_time`` points drawn with ``generator``, over the observed
-    values only (:func:`kanode.data.observed_mse`; missing ones are NaN).
+    values only (:func:`kanode.data.observed_mse`; missing ones are NaN). The
+    whole-window trajectories start from the field's fitted initial states when
+    it has them (``fit_initial_state``; :meth:`kanode.ode.NormalisedField.initial_values`).
 
     ``adjoint`` overrides ``config.adjoint`` (the loss is the same function
     either way; only how its gradient is computed differs). ``solver``: the
@@ -171,7 +174,8 @@ def training_loss(field: VectorField, data: FitData, config: FitConfig, full: bo
     options = solver_options(config, data) if solver is None else solver
     adjoint = c.adjoint if adjoint is None else adjoint
     if full or not c.batch_time:
-        pred = solve(field, d.y_train[:, 0], d.t_train, adjoint=adjoint, **options)  # (n_train, n_traj, dim)
+        y0 = field.initial_values(d.y_train[:, 0])          # fitted initial states, or the first observations
+        pred = solve(field, y0, d.t_train, adjoint=adjoint, **options)  # (n_train, n_traj, dim)
         return observed_mse(pred, d.y_train.transpose(0, 1))
     if generator is None:
         raise ValueError("random windows (config.batch_time > 0, full=False) need a generator")
@@ -179,6 +183,19 @@ def training_loss(field: VectorField, data: FitData, config: FitConfig, full: bo
     t, index = window_times(d.t_train, start, c.batch_time)
     pred = solve(field, y0, t, adjoint=adjoint, **options)                     # (n_out, batch, dim)
     return observed_mse(take_windows(pred, index), target)                     # (batch_time, batch, dim)
+
+
+def l2_penalty(net: nn.Module, weight: float, n_members: int | None = None) -> Tensor:
+    """``weight · Σ p²`` over the network's parameters (``config.l2``; the fitted initial
+    states live outside ``net`` and are not penalised).
+
+    ``n_members`` None: a single network, returns a scalar; else an ensemble network
+    whose parameters are (M, ...), returns (M,), member m's penalty (that of its single fit).
+    """
+    params = list(net.parameters())
+    if n_members is None:
+        return weight * sum(p.pow(2).sum() for p in params)
+    return weight * sum(p.pow(2).reshape(n_members, -1).sum(1) for p in params)     # (M,)
 
 
 def lr_at(config: FitConfig, step: int) -> float:
@@ -318,6 +335,7 @@ class Trainer:
         d = self.data
         saved = self.field.nfe
         try:
+            y0 = self.field.initial_values(d.y[:, 0])
             pred = self._solve(d.y[:, 0], d.t, adjoint=False).transpose(0, 1)  # (n_traj, n_t, dim)
             train = observed_mse(pred[:, : d.n_train], d.y_train).item()
             extrap = (observed_mse(pred[:, d.n_train:], d.y[:, d.n_train:]).item()
@@ -336,7 +354,8 @@ class Trainer:
     def _adapt_grid(self, step: int) -> None:
         """Grid update / extension scheduled at ``step``; rebuilds the optimiser."""
         def visited() -> Tensor:
-            pred = self._solve(self.data.y_train[:, 0], self.data.t_train, adjoint=False)
+            y0 = self.field.initial_values(self.data.y_train[:, 0])
+            pred = self._solve(y0, self.data.t_train, adjoint=False)
             return self.field.normalize(pred.reshape(-1, pred.shape[-1]))               # (N, dim)
 
         if apply_grid_schedule(self.field.net, step, self._extend_steps, self._grid_steps, visited):

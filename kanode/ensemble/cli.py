@@ -21,6 +21,7 @@ from kanode.data import describe_split, overfit_warning
 from kanode.ensemble.fit import fit_ensemble, resume_dirs
 from kanode.exit_codes import EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from kanode.fit import FitResult
+from kanode.recipes import resolve_recipe
 from kanode.runs import ENSEMBLE_FILE, default_run_dir
 
 __all__ = ["run_ensemble"]
@@ -36,7 +37,10 @@ def run_ensemble(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     else:
         seeds = parse_seeds(args.seeds)
         config = load_config(args.config) if args.config is not None else FitConfig()
-        config = config.replace(**overrides)
+        recipe = resolve_recipe(config.replace(**overrides))
+        config = recipe.config
+        if recipe.applied:
+            print(recipe.describe())
         parent = Path(args.out) if args.out is not None else default_run_dir(config)
         if (parent / ENSEMBLE_FILE).exists():
             raise ConfigError(f"{parent} already holds an ensemble ({ENSEMBLE_FILE}); continue it with "

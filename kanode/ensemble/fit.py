@@ -34,6 +34,7 @@ from kanode.ensemble.trainer import EnsembleTrainer
 from kanode.fit import (FitResult, diverged_summary, draw_plots, prepare, read_checkpoint, remove_if_bare,
                         resumed_config, save_best, summarize)
 from kanode.runs import ENSEMBLE_FILE, RunDir, ensemble_member_dirs, read_metrics
+from kanode.recipes import resolve_recipe
 from kanode.train import Evaluation
 
 __all__ = ["fit_ensemble", "resume_dirs", "write_listing", "ENSEMBLE_FILE"]
@@ -95,7 +96,7 @@ def fit_ensemble(configs: Sequence[FitConfig] | None = None, outs: Sequence[str 
             raise ConfigError("overrides are for resuming; put the settings into the configs")
         if not configs:
             raise ConfigError("fit_ensemble needs at least one config")
-        configs = list(configs)
+        configs = [resolve_recipe(config).config for config in configs]
         runs = [RunDir(path) for path in outs] if outs is not None else None
         if runs is not None and len(runs) != len(configs):
             raise ConfigError(f"{len(configs)} configs but {len(runs)} run directories")

@@ -44,7 +44,7 @@ from kanode.ensemble.field import EnsembleVectorField
 from kanode.ensemble.packing import check_packable
 from kanode.ensemble.solve import solve_ensemble
 from kanode.ode import SolverError, backward_guarded
-from kanode.train import (Evaluation, StepRecord, Trainer, TrainState, apply_grid_schedule, lr_at,
+from kanode.train import (Evaluation, StepRecord, Trainer, TrainState, apply_grid_schedule, l2_penalty, lr_at,
                           make_optimizer, phase_at, solver_options, state_swapped)
 
 __all__ = ["EnsembleTrainer", "EnsembleStep"]
@@ -65,6 +65,7 @@ class _Counters:
     backward: int = 0
     first_losses: list[float] | None = None
     grad_norms: list[float] | None = None
+    first_regs: list[float] | None = None
 
 
 class _SharedSolverError(RuntimeError):
@@ -134,7 +135,8 @@ class EnsembleTrainer:
         random windows)."""
         c, d = self.config, self.data
         if full or not c.batch_time:
-            pred = self._solve(d.y_train[:, :, 0], d.t_train, c.adjoint)      # (n_train, M, n_traj, dim)
+            y0 = self.field.initial_values(d.y_train[:, :, 0])                # (M, n_traj, dim)
+            pred = self._solve(y0, d.t_train, c.adjoint)                         # (n_train, M, n_traj, dim)
             target = d.y_train.permute(2, 0, 1, 3)
         else:
             windows = [sample_windows(d.y_train[m], c.batch_time, c.batch_size, self.generators[m])
@@ -150,8 +152,14 @@ class EnsembleTrainer:
         not finite (raises _SharedSolverError when the solve fails as a whole)."""
         self.optimizer.zero_grad()
         self.field.reset_nfe()
-        losses = self._losses(full)
+        data_losses = self._losses(full)
         counters.forward += self.field.reset_nfe()
+        losses = data_losses
+        if self.config.l2:  # each member's own penalty, as its single fit adds it
+            penalty = l2_penalty(self.field.net, self.config.l2, self.n_members)         # (M,)
+            losses = data_losses + penalty
+            if counters.first_regs is None:
+                counters.first_regs = penalty.detach().tolist()
         ok = torch.isfinite(losses) & torch.tensor(self.active, device=losses.device)
         try:
             backward_guarded(torch.where(ok, losses, torch.zeros_like(losses)).sum(), self.config.max_num_steps)
@@ -163,7 +171,7 @@ class EnsembleTrainer:
         ok = ok & torch.isfinite(norms)
         self._clip(norms)
         if counters.first_losses is None:
-            counters.first_losses = losses.detach().tolist()
+            counters.first_losses = data_losses.detach().tolist()
             counters.grad_norms = norms.tolist()
         return torch.where(ok, losses.detach(), torch.full_like(losses, math.inf))
 
@@ -196,7 +204,8 @@ class EnsembleTrainer:
         saved = self.field.nfe
         try:
             # (n_traj, M, n_t, dim): a member's row in the single evaluation's order
-            pred = self._solve(d.y[:, :, 0], d.t, adjoint=False).permute(2, 1, 0, 3)
+            y0 = self.field.initial_values(d.y[:, :, 0])
+            pred = self._solve(y0, d.t, adjoint=False).permute(2, 1, 0, 3)
             target = d.y.transpose(0, 1)
             n = d.n_train
             train = _member_mse(pred[:, :, :n], target[:, :, :n]).tolist()
@@ -221,7 +230,8 @@ class EnsembleTrainer:
     def _adapt_grid(self, step: int) -> bool:
         """Grid update / extension scheduled at ``step``; rebuilds the optimiser; whether it ran."""
         def visited() -> Tensor:
-            pred = self._solve(self.data.y_train[:, :, 0], self.data.t_train, adjoint=False)
+            y0 = self.field.initial_values(self.data.y_train[:, :, 0])
+            pred = self._solve(y0, self.data.t_train, adjoint=False)
             states = pred.permute(1, 0, 2, 3).reshape(self.n_members, -1, pred.shape[-1])  # (M, N, dim)
             return self.field.normalize(states)
 
@@ -296,7 +306,8 @@ class EnsembleTrainer:
                                         val_loss=ev.val_loss if ev else None,
                                         extrap_loss=ev.extrap_loss if ev else None, lr=lrs[m],
                                         nfe_forward=counters.forward, nfe_backward=counters.backward,
-                                        wall_time=state.wall_time, grad_norm=counters.grad_norms[m])
+                                        wall_time=state.wall_time, grad_norm=counters.grad_norms[m],
+                                        reg_loss=counters.first_regs[m] if counters.first_regs else None)
             yield EnsembleStep(records, bad)
 
     def _diverged(self, counters: _Counters) -> dict[int, str]:

@@ -58,7 +58,8 @@ def predict_trajectories(field: nn.Module, data: FitData, solver: dict[str, Any]
     elif float(t[0]) != float(data.t[0]):
         raise ValueError(f"the times must start at the data's initial time {float(data.t[0]):g}, "
                          f"got {float(t[0]):g}")
-    return solve_states(field, data.y[:, 0], t.to(data.t), solver)
+    y0 = field.initial_values(data.y[:, 0]) if hasattr(field, "initial_values") else data.y[:, 0]
+    return solve_states(field, y0, t.to(data.t), solver)  # from the fitted initial states, if any
 
 
 def dense_times(start: float, end: float, points: int = DENSE_POINTS,
