@@ -41,6 +41,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from .config import FitConfig
 from .data import FitData
@@ -58,7 +59,8 @@ def short_series_settings(config: FitConfig, data: FitData) -> dict[str, Any]:
     """The ``short-series`` settings for ``data``'s training window (table in the module docstring)."""
     dim = data.dim
     y = data.y_train                                                       # (n_traj, n_train, dim)
-    n_obs = int(y.numel())
+    observed = ~torch.isnan(y)                                             # missing values are NaN
+    n_obs = int(observed.sum())
     k = config.spline_order
     if config.model == "mlp":
         hidden = max(2, (n_obs - dim) // (2 * dim + 1))
@@ -71,14 +73,21 @@ def short_series_settings(config: FitConfig, data: FitData) -> dict[str, Any]:
         widths = [dim, dim]
         n_params = dim * dim * (grid + extra)
         model = {"widths": widths, "grid_size": grid}
-    positive = bool((y > 0).all())
+    positive = bool((y[observed] > 0).all())
     # the training MSE is in the data's units: the penalty is measured against its variance
-    variance = float(y.reshape(-1, dim).var(0).mean()) if y.shape[1] > 1 else 1.0
+    variance = _observed_variance(y) if y.shape[1] > 1 else 1.0
     dt = float(torch.diff(data.t).min())
     return {**model, "positive": positive, "fit_initial_state": True, "batch_time": 0,
             "method": "rk4", "step_size": dt / 4, "l2": L2_PER_OBS_VARIANCE * variance / n_params,
             "optimizer": "adam+lbfgs", "steps": STEPS, "lbfgs_steps": LBFGS_STEPS,
             "lr": LR[config.model], "lr_schedule": "cosine"}
+
+
+def _observed_variance(y: Tensor) -> float:
+    """Mean over states of the variance of the observed values of y (n_traj, n_t, dim)."""
+    states = y.reshape(-1, y.shape[-1])
+    variances = [float(col[~torch.isnan(col)].var()) for col in states.T if int((~torch.isnan(col)).sum()) > 1]
+    return sum(variances) / len(variances) if variances else 1.0
 
 
 # recipe name -> settings from (config, data); "none" changes nothing. The names are
