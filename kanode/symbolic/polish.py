@@ -205,6 +205,26 @@ def _removable(formula: Formula) -> list[tuple[int, sympy.Expr]]:
     return out
 
 
+FULL_SEARCH_TERMS = 12
+"""Up to this many terms (a full quadratic in two states), each elimination step tries every
+removal; above it, only the :data:`SCREENED` terms of smallest RMS contribution over the training
+states (each trial is a refit, and a quartic of two states has 26 terms)."""
+
+SCREENED = 4
+
+
+def _screened(model: TermModel, removable: list[tuple[int, sympy.Expr]],
+              states: np.ndarray) -> list[tuple[int, sympy.Expr]]:
+    """``removable`` itself while the model has at most :data:`FULL_SEARCH_TERMS` terms, else the
+    :data:`SCREENED` of them whose terms contribute least (|θ_k| × RMS of the factor on ``states``)."""
+    if model.theta.size <= FULL_SEARCH_TERMS:
+        return removable
+    contribution = np.abs(model.theta) * _term_rms(model, states)          # (n_theta,)
+    offsets = np.cumsum([0, *model.sizes])
+    index = {(k, f): offsets[k] + j for k, factors in enumerate(model.factors) for j, f in enumerate(factors)}
+    return sorted(removable, key=lambda ef: contribution[index[ef]] if ef in index else 0.0)[:SCREENED]
+
+
 RIDGE = 1e-6
 """Default ``ridge`` of :func:`polish`'s term selection (see :func:`refit`): a term's penalty is
 that of a trajectory error of 1e-3 × how far the term moves a state over the window."""
@@ -333,7 +353,7 @@ def polish(formula: Formula, data: FitData, states: np.ndarray, drop_threshold: 
     path = [(model, fit_mse)]
     while True:
         trials = []
-        for equation, factor in _removable(path[-1][0].formula()):
+        for equation, factor in _screened(path[-1][0], _removable(path[-1][0].formula()), states):
             trial = TermModel(_without(path[-1][0].formula(), equation, factor))
             trial.y0 = path[-1][0].y0
             trials.append((refit(trial, fit_part, max_nfev=max_nfev, ridge=ridge), trial))

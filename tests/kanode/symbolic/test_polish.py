@@ -127,3 +127,21 @@ def test_the_selection_keeps_lotka_volterra_on_16_noisy_years() -> None:
     assert polished.terms_from == "polish-selection" and polished.holdout == 4
     chosen = polished.path[polished.chosen]
     assert min(step.fit_mse for step in polished.path if step.n_terms == 9) < chosen.fit_mse / 4
+
+
+def test_above_a_full_quadratic_only_the_smallest_terms_are_tried() -> None:
+    """14 terms: the elimination tries the 4 removals whose terms contribute least (|θ| × RMS);
+    at 12 terms or fewer it tries every one."""
+    from kanode.symbolic.polish import SCREENED, _removable, _screened
+
+    x, y = sympy.symbols("x y")
+    states = np.array([[1.0, 2.0], [2.0, 1.0], [0.5, 0.5]])
+    big = [3.0 * x, -2.0 * y, 1.5 * x * y, 4.0 * x**2, 2.5 * y**2, 5.0, 0.1 * x**3]
+    small = [1e-3 * x, 2e-3 * y, 3e-3 * x * y, 4e-3 * x**2, 5e-3 * y**2, 6e-3, 7e-3 * x**3]
+    rhs = (sum(big), sum(small))                                     # 7 + 7 = 14 terms
+    model = TermModel(Formula(("x", "y"), rhs))
+    tried = _screened(model, _removable(model.formula()), states)
+    assert len(tried) == SCREENED and {k for k, _ in tried} == {1}
+    assert {str(f) for _, f in tried} == {"x", "y", "x*y", "1"}      # |θ|·rms smallest: 1e-3·rms(x), ...
+    few = TermModel(Formula(("x", "y"), (sum(big[:6]), sum(small[:6]))))
+    assert len(_screened(few, _removable(few.formula()), states)) == 12
