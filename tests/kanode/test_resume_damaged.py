@@ -252,8 +252,9 @@ def test_1d_data_skips_the_phase_portrait_with_one_warning_line(
     decay = np.exp(-np.outer([1.0, 0.5, 2.0], t))[..., None]  # (3, 41, 1): 1-dimensional
     data = systems.Trajectories(t, decay, None, {}, ("x",)).save(tmp_path / "one.csv")
     out = tmp_path / "run"
+    # a [1, 3, 1] KAN (60 parameters) for the 123 observed values: no over-parameterisation warning
     code = fit_main(["--data", str(data), "--n-test-traj", "0", "--steps", "2", "--lbfgs-steps",
-                     "0", "--optimizer", "adam", "--out", str(out), "--quiet"])
+                     "0", "--optimizer", "adam", "--out", str(out), "--quiet", "--widths", "1", "3", "1"])
     err = capsys.readouterr().err
     assert code == 0, err
     assert err.count("\n") == 1 and err.startswith("kanode: warning: skipped "), err
