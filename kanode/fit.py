@@ -21,6 +21,7 @@ from .data import FitData, load_data
 from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from .ode import VectorField
 from .runs import RunDir, default_run_dir, is_ensemble_dir, read_metrics
+from .compiled import compile_report
 from .train import Diverged, Evaluation, StepRecord, Trainer, TrainState, count_parameters
 
 __all__ = ["fit", "FitResult", "build_model", "build_field", "main"]
@@ -348,6 +349,8 @@ def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
         "wall_time_s": trainer.state.wall_time,
         "time_per_step_s": trainer.state.wall_time / steps if steps else None,
         "nfe_per_step": nfe / len(history) if history else None,
+        # seconds this process spent compiling training steps (kanode.compiled), once per shape
+        "compile_s": compile_report()["compile_s"],
     }
 
 
@@ -358,6 +361,9 @@ def print_summary(result: FitResult) -> None:
           f"{s['steps']} steps in {s['wall_time_s']:.1f} s")
     print(f"  train MSE {fmt(s['final_train_loss'])} (best {fmt(s['best_train_loss'])}), "
           f"held-out MSE {fmt(s['final_val_loss'])}, extrapolation MSE {fmt(s['final_extrap_loss'])}")
+    if s.get("compile_s"):
+        print(f"  compiled training step (compile {s['compile_s']:.1f} s in this process, included "
+              "in the time; cached across processes)")
     if s["reason"]:
         print(f"  reason: {s['reason']}")
     if result.run_dir is not None:
