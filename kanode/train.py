@@ -31,7 +31,8 @@ from .ode import SolverError, VectorField, backward_guarded, solve
 from .optim import BatchedAdam, BatchedLBFGS
 
 __all__ = ["Trainer", "TrainState", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at", "training_loss",
-           "solver_options", "count_parameters", "training_window", "make_optimizer", "apply_grid_schedule", "state_swapped"]
+           "solver_options", "count_parameters", "training_window", "make_optimizer", "apply_grid_schedule",
+           "state_swapped"]
 
 
 class Diverged(RuntimeError):
