@@ -51,6 +51,9 @@ HELP = {
     "step_size": "step of fixed-step methods (rk4, euler, ...); 0 = the data's sampling interval",
     "adjoint": "backpropagate with the adjoint method: memory O(1) in the solver steps, "
                "but ~30x slower than direct backpropagation on small problems",
+    "compile": "run the training loss of fixed-step solves (rk4, euler, midpoint, heun2, heun3; "
+               "direct backpropagation; KANs and MLPs) as compiled code: on, off, or auto (only runs "
+               "long enough to repay the one-off compile, ~15-60 s, cached across processes)",
     "max_num_steps": "solver steps allowed per solve before it counts as a failure "
                      "(a fixed-step solve needing more is refused up front)",
     "loss": "training loss (mse)",

@@ -67,6 +67,10 @@ RECIPE_NAMES = ("none", "short-series")  # kanode.recipes.RECIPES' keys (a test 
 FIXED_STEP_METHODS = tuple(name for name, solver in SOLVERS.items() if solver.kind == "fixed")
 ADAPTIVE_METHODS = tuple(name for name, solver in SOLVERS.items() if solver.kind == "adaptive")
 METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS
+# Fixed-step methods whose training loss kanode.compiled can compile (torchdiffeq's stateless
+# Runge–Kutta steps; the Adams methods keep a history and stay eager).
+COMPILED_METHODS = ("euler", "midpoint", "rk4", "heun2", "heun3")
+COMPILE_MODES = ("auto", "on", "off")
 
 # Defaults shared by FitConfig and kanode.ode.solve (one source of truth).
 # max_num_steps bounds the solver steps of one whole solve (kanode.ode.solve): healthy
@@ -188,6 +192,10 @@ class FitConfig:
         its first observation, which is noisy); it needs ``batch_time = 0``.
         ``recipe = "short-series"`` derives the model size, these priors, a
         penalty and the schedule from the data (:mod:`kanode.recipes`).
+    Compilation
+        ``compile`` (``auto``, ``on``, ``off``): whether the training loss of a
+        fixed-step solve runs as compiled code (:mod:`kanode.compiled`);
+        ``auto`` compiles where it pays (see :func:`kanode.compiled.compiles`).
     Default recipe (measured on Lotka–Volterra, see experiments/bench_ode.py)
         100 Adam steps at lr 3e-2 (cosine), then 200 L-BFGS steps; classic
         RK4 with the data's sampling interval as step (on the true
@@ -236,6 +244,7 @@ class FitConfig:
     atol: float = SOLVER_DEFAULTS["atol"]
     step_size: float = 0.0
     adjoint: bool = False
+    compile: str = "auto"
     max_num_steps: int = SOLVER_DEFAULTS["max_num_steps"]
     # --- loss and batching
     loss: str = "mse"
@@ -297,6 +306,9 @@ class FitConfig:
             raise ConfigError(f"method {self.method!r} is torchdiffeq's but kanode cannot use it: "
                               f"{REFUSED_METHODS[self.method]}; use one of {', '.join(METHODS)}")
         _choice("recipe", self.recipe, RECIPE_NAMES)
+        _choice("compile", self.compile, COMPILE_MODES)
+        if self.compile == "on":
+            _check_compilable(self)
         _choice("method", self.method, METHODS,
                 hint=" (torchdiffeq's solvers; fixed-step ones use step_size)")
         if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", self.device):
@@ -427,6 +439,20 @@ class FitConfig:
             if str(exc).startswith(source):
                 raise
             raise ConfigError(f"{source}: {exc}") from None
+
+
+def _check_compilable(config: FitConfig) -> None:
+    """compile = 'on' needs what kanode.compiled compiles: a compiled fixed-step method,
+    direct backpropagation and a B-spline KAN or an MLP."""
+    if config.method not in COMPILED_METHODS:
+        raise ConfigError(f"compile = 'on' needs a fixed-step method of {', '.join(COMPILED_METHODS)}, "
+                          f"got method = {config.method!r}; use compile = 'auto' or 'off'")
+    if config.adjoint:
+        raise ConfigError("compile = 'on' compiles direct backpropagation; set adjoint = false, or "
+                          "compile = 'auto' or 'off'")
+    if config.model == "rswaf":
+        raise ConfigError("compile = 'on' compiles B-spline KANs and MLPs, not model = 'rswaf'; "
+                          "use compile = 'auto' or 'off'")
 
 
 def widths_for(dim: int, hidden: Sequence[int], time_input: bool = False) -> list[int]:

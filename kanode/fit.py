@@ -23,6 +23,7 @@ from .ode import VectorField
 from .outdirs import check_out_dir
 from .recipes import resolve_recipe
 from .runs import RunDir, default_run_dir, is_ensemble_dir, read_metrics
+from .compiled import compile_report
 from .train import Diverged, Evaluation, StepRecord, Trainer, TrainState, count_parameters, l2_penalty
 
 __all__ = ["fit", "FitResult", "build_model", "build_field", "main"]
@@ -349,6 +350,8 @@ def summarize(trainer: Trainer, history: list[dict[str, Any]], status: str,
         "nfe_per_step": nfe / len(history) if history else None,
         **split_counts(trainer.data),
         "fitted_initial_state": fitted_initial_state(trainer.field, trainer.data),
+        # seconds this process spent compiling training steps (kanode.compiled), once per shape
+        "compile_s": compile_report()["compile_s"],
     }
 
 
@@ -384,6 +387,9 @@ def print_summary(result: FitResult) -> None:
         shown = "; ".join(", ".join(f"{n} {v:.4g}" for n, v in zip(start["state_names"], row))
                           for row in start["fitted"])
         print(f"  fitted initial state at t = {start['t0']:g}: {shown} (summary.json)")
+    if s.get("compile_s"):
+        print(f"  compiled training step (compile {s['compile_s']:.1f} s in this process, included "
+              "in the time; cached across processes)")
     if s["reason"]:
         print(f"  reason: {s['reason']}")
     if result.run_dir is not None:

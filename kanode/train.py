@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .compiled import CompiledLoss, compiles
 from .config import FitConfig
 from .data import FitData, observed_mse, sample_windows, take_windows, window_times
 from .divergence import divergence_reason
@@ -31,8 +32,8 @@ from .ode import SolverError, VectorField, backward_guarded, solve
 from .optim import BatchedAdam, BatchedLBFGS
 
 __all__ = ["Trainer", "TrainState", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at", "training_loss",
-           "solver_options", "count_parameters", "make_optimizer", "apply_grid_schedule", "state_swapped",
-           "l2_penalty"]
+           "solver_options", "count_parameters", "training_window", "make_optimizer", "apply_grid_schedule",
+           "state_swapped", "l2_penalty"]
 
 
 class Diverged(RuntimeError):
@@ -153,9 +154,30 @@ def phase_at(config: FitConfig, step: int) -> str:
     raise ValueError(f"unknown optimizer {config.optimizer!r}")  # FitConfig.validate refuses it
 
 
+def training_window(field: VectorField, data: FitData, config: FitConfig, full: bool = True,
+                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """What :func:`training_loss` fits: initial states y0 (batch, dim), times t (n_out,) to
+    solve at, targets (n_t, batch, dim) (NaN where missing) and the rows of the solution
+    that hold them (``index``: None when the solution at ``t`` is the targets' own grid; else
+    :func:`kanode.data.take_windows`'s index, windows of an irregular grid).
+
+    The training window (``full``, or ``config.batch_time`` 0) starts from the field's
+    fitted initial states when it has them; ``config.batch_size`` random windows of
+    ``batch_time`` points drawn with ``generator`` start at observed states.
+    """
+    c, d = config, data
+    if full or not c.batch_time:
+        return field.initial_values(d.y_train[:, 0]), d.t_train, d.y_train.transpose(0, 1), None
+    if generator is None:
+        raise ValueError("random windows (config.batch_time > 0, full=False) need a generator")
+    y0, target, start = sample_windows(d.y_train, c.batch_time, c.batch_size, generator)
+    t, index = window_times(d.t_train, start, c.batch_time)
+    return y0, t, target, index
+
+
 def training_loss(field: VectorField, data: FitData, config: FitConfig, full: bool = True,
                   generator: torch.Generator | None = None, adjoint: bool | None = None,
-                  solver: dict[str, Any] | None = None) -> Tensor:
+                  solver: dict[str, Any] | None = None, compiled: CompiledLoss | None = None) -> Tensor:
     """The training objective the :class:`Trainer` minimises: MSE of the solved
     trajectories against the training window (``full``, or with
     ``config.batch_time`` 0) or against ``config.batch_size`` random windows
@@ -168,21 +190,18 @@ def training_loss(field: VectorField, data: FitData, config: FitConfig, full: bo
     either way; only how its gradient is computed differs). ``solver``: the
     ``solve`` keywords, :func:`solver_options` of config and data unless given
     (a caller evaluating the loss repeatedly passes them once computed).
-    Returns a scalar.
+    ``compiled``: evaluate with this :class:`kanode.compiled.CompiledLoss` (direct
+    backpropagation only; where it cannot, the eager solve runs). Returns a scalar.
     """
-    c, d = config, data
     options = solver_options(config, data) if solver is None else solver
-    adjoint = c.adjoint if adjoint is None else adjoint
-    if full or not c.batch_time:
-        y0 = field.initial_values(d.y_train[:, 0])          # fitted initial states, or the first observations
-        pred = solve(field, y0, d.t_train, adjoint=adjoint, **options)  # (n_train, n_traj, dim)
-        return observed_mse(pred, d.y_train.transpose(0, 1))
-    if generator is None:
-        raise ValueError("random windows (config.batch_time > 0, full=False) need a generator")
-    y0, target, start = sample_windows(d.y_train, c.batch_time, c.batch_size, generator)
-    t, index = window_times(d.t_train, start, c.batch_time)
+    adjoint = config.adjoint if adjoint is None else adjoint
+    y0, t, target, index = training_window(field, data, config, full, generator)
+    if compiled is not None and not adjoint and index is None:
+        losses = compiled(field, y0.unsqueeze(0), t, target.unsqueeze(1))           # (1,)
+        if losses is not None:
+            return losses[0]
     pred = solve(field, y0, t, adjoint=adjoint, **options)                     # (n_out, batch, dim)
-    return observed_mse(take_windows(pred, index), target)                     # (batch_time, batch, dim)
+    return observed_mse(take_windows(pred, index), target)                     # over the observed values
 
 
 def l2_penalty(net: nn.Module, weight: float, n_members: int | None = None) -> Tensor:
@@ -257,6 +276,7 @@ class Trainer:
         self.regularizer = regularizer
         self.generator = torch.Generator().manual_seed(config.seed)
         self._solver = solver_options(config, data)
+        self.compiled = CompiledLoss(config.method, self._solver["step_size"]) if compiles(config) else None
         self.state = TrainState()
         self._phase = phase_at(config, 0)
         self.optimizer = self._make_optimizer(self._phase)
@@ -277,7 +297,7 @@ class Trainer:
     def _objective(self, full: bool) -> Tensor:
         """Training MSE on the whole window (``full``) or on random windows."""
         return training_loss(self.field, self.data, self.config, full=full, generator=self.generator,
-                             solver=self._solver)
+                             solver=self._solver, compiled=self.compiled)
 
     def _loss_and_grad(self, counters: _Counters, full: bool) -> Tensor:
         """Zero grads, evaluate the objective, backpropagate; raise Diverged on trouble."""

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from kanode.compiled import CompiledLoss, compiles
 from kanode.config import FitConfig
 from kanode.data import FitData, sample_windows, take_windows, window_times
 from kanode.divergence import divergence_reason
@@ -96,6 +97,8 @@ class EnsembleTrainer:
         self.n_members = n
         self.generators = [torch.Generator().manual_seed(c.seed) for c in self.configs]
         self._solver = solver_options(self.config, datas[0])
+        self.compiled = (CompiledLoss(self.config.method, self._solver["step_size"])
+                         if compiles(self.config, n) else None)
         self.step = 0
         self.states = [TrainState() for _ in range(n)]
         self.frozen: dict[int, str] = {}
@@ -136,16 +139,19 @@ class EnsembleTrainer:
         c, d = self.config, self.data
         if full or not c.batch_time:
             y0 = self.field.initial_values(d.y_train[:, :, 0])                # (M, n_traj, dim)
-            pred = self._solve(y0, d.t_train, c.adjoint)                         # (n_train, M, n_traj, dim)
-            target = d.y_train.permute(2, 0, 1, 3)
+            t, index = d.t_train, None
+            target = d.y_train.permute(2, 0, 1, 3)                              # (n_train, M, n_traj, dim)
         else:
             windows = [sample_windows(d.y_train[m], c.batch_time, c.batch_size, self.generators[m])
                        for m in range(self.n_members)]
             y0 = torch.stack([w[0] for w in windows])                           # (M, batch, dim)
             target = torch.stack([w[1] for w in windows], dim=1)                # (batch_time, M, batch, dim)
             t, index = window_times(d.t_train, torch.stack([w[2] for w in windows]), c.batch_time)
-            pred = take_windows(self._solve(y0, t, c.adjoint), index)            # (batch_time, M, batch, dim)
-        return _member_mse(pred, target)
+        if self.compiled is not None and not c.adjoint and index is None:
+            losses = self.compiled(self.field, y0, t, target)
+            if losses is not None:
+                return losses
+        return _member_mse(take_windows(self._solve(y0, t, c.adjoint), index), target)
 
     def _loss_and_grad(self, counters: _Counters, full: bool) -> Tensor:
         """(M,) losses with the gradients set; +inf where a member's loss or gradient is

@@ -118,6 +118,7 @@ def local_basis(
     cell: torch.Tensor | None = None,
     derivative: bool = False,
     scale: tuple[torch.Tensor, torch.Tensor] | None = None,
+    matrix: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The ``order + 1`` non-zero bases at each input.
 
@@ -125,16 +126,18 @@ def local_basis(
     ``values`` (batch, in, order + 1) and, when ``derivative``, their
     x-derivatives (batch, in, order + 1), else None. Built from
     differentiable torch ops, so derivatives of any order follow by autograd.
-    ``scale``: ``grid_scale(knots, order)`` when the caller has it cached.
+    ``scale``: ``grid_scale(knots, order)`` when the caller has it cached;
+    ``matrix``: ``value_slope_matrix(order, x.dtype, x.device)`` likewise (code traced by
+    ``torch.compile`` passes it in).
     """
     if uniform:
-        return _uniform_basis(x, knots, order, cell, derivative, scale)
+        return _uniform_basis(x, knots, order, cell, derivative, scale, matrix)
     if cell is None:
         cell = find_cell(x, knots, order, uniform)
     return (cell, *_deboor_basis(x, knots, order, cell, derivative))
 
 
-def _uniform_basis(x, knots, order, cell, derivative, scale):
+def _uniform_basis(x, knots, order, cell, derivative, scale, matrix=None):
     grid_size = knots.shape[-1] - 2 * order - 1
     shift, inv_h = grid_scale(knots, order) if scale is None else scale
     s = torch.addcmul(shift, x, inv_h)  # (batch, in) position in units of cells
@@ -146,7 +149,7 @@ def _uniform_basis(x, knots, order, cell, derivative, scale):
     u = s - first  # in [0, 1) inside the grid
     uc = u.clamp(0.0, 1.0)
     # values and h · slopes of the k+1 pieces at uc by Horner: (batch, in, 2(k+1))
-    mat = value_slope_matrix(order, x.dtype, x.device)  # (k+1, 2(k+1)) power coefficients
+    mat = value_slope_matrix(order, x.dtype, x.device) if matrix is None else matrix  # (k+1, 2(k+1))
     ue = uc.unsqueeze(-1)
     both = mat[order].expand(*uc.shape, -1)
     for p in range(order - 1, -1, -1):

@@ -1,0 +1,116 @@
+"""The training step's cost: kanode eager, kanode compiled, and a JAX reference, in one run.
+
+Default protocol (``python -m kanode.fit``'s defaults): Lotka–Volterra, the 35 training
+points, RK4 at the sampling interval with direct backpropagation, KAN [2, 10, 2] grid 5,
+float64, one thread. For M ∈ --members, an Adam step and an L-BFGS step (kanode's default
+``lbfgs_max_iter = 1``: one line search) of M members (M = 1: the single ``Trainer``;
+M > 1: ``EnsembleTrainer``) are timed through the trainers' own ``steps()`` (loss, gradient,
+optimiser, bookkeeping; no evaluations), with ``compile = "off"`` and ``"on"``; the compile
+time of the compiled step is reported too. The JAX reference (experiments/jax_reference.py:
+dense Cox–de Boor KAN, RK4 in ``lax.scan``, optax Adam / L-BFGS, ``jax.jit``) runs in the
+interpreter given by ``--jax-python`` (a venv with jax and optax; skipped when absent).
+
+Wall-clock medians; on a shared machine compare the rows of one run, not runs.
+
+Usage: python experiments/bench_engine.py [--members 1 32 256] [--repeats 20]
+           [--jax-python .venv-jax/bin/python] [--out experiments/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kanode.compiled import compile_report  # noqa: E402
+from kanode.config import FitConfig  # noqa: E402
+from kanode.ensemble.fit import _make_trainer as make_ensemble_trainer  # noqa: E402
+from kanode.fit import _make_trainer, prepare  # noqa: E402
+
+QUIET = dict(eval_every=10**6, checkpoint_every=10**6, plots=False, threads=1)
+
+
+def step_times(n_members: int, compile_mode: str, optimizer: str, repeats: int) -> tuple[float, float]:
+    """(median seconds per optimiser step, seconds of the first step) of M members."""
+    steps = repeats + 3
+    settings = dict(QUIET, compile=compile_mode, optimizer=optimizer, steps=steps, lbfgs_steps=steps)
+    if n_members == 1:
+        trainer = _make_trainer(FitConfig(**settings))
+    else:
+        trainer = make_ensemble_trainer([FitConfig(seed=m, **settings) for m in range(n_members)])
+    times = []
+    iterator = iter(trainer.steps())
+    for _ in range(steps):
+        start = time.perf_counter()
+        next(iterator)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[3:]), times[0]
+
+
+def jax_rows(python: str, members: list[int], repeats: int) -> list[dict[str, float]]:
+    data, _ = prepare(FitConfig())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lv.npz"
+        np.savez(path, t=data.t_train.numpy(), y=data.y_train.transpose(0, 1).numpy(), repeats=repeats)
+        env = dict(os.environ, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+        out = subprocess.run([python, str(ROOT / "experiments" / "jax_reference.py"), str(path),
+                              *map(str, members)], capture_output=True, text=True, env=env, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, nargs="+", default=[1, 32, 256])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--jax-python", default=str(ROOT / ".venv-jax" / "bin" / "python"))
+    parser.add_argument("--out", default=str(ROOT / "experiments" / "results"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for n_members in args.members:
+        before = compile_report()["compile_s"]
+        for engine, mode in (("kanode eager", "off"), ("kanode compiled", "on")):
+            adam, first = step_times(n_members, mode, "adam", args.repeats)
+            lbfgs, _ = step_times(n_members, mode, "lbfgs", args.repeats)
+            compile_s = compile_report()["compile_s"] - before if mode == "on" else 0.0
+            rows.append(dict(engine=engine, M=n_members, adam_step_ms=1e3 * adam, lbfgs_step_ms=1e3 * lbfgs,
+                             compile_s=compile_s))
+            print(rows[-1], flush=True)
+    if Path(args.jax_python).exists():
+        for result in jax_rows(args.jax_python, args.members, args.repeats):
+            rows.append(dict(engine="jax reference", M=result["M"], adam_step_ms=1e3 * result["adam_step_s"],
+                             lbfgs_step_ms=1e3 * result["lbfgs_step_s"], compile_s=result["compile_s"]))
+            print(rows[-1], flush=True)
+    else:
+        print(f"(no JAX interpreter at {args.jax_python}: the reference rows are left out)")
+    jax_adam = {r["M"]: r["adam_step_ms"] for r in rows if r["engine"] == "jax reference"}
+    print(f"\n{'engine':<16} {'M':>4} {'Adam ms':>9} {'/member':>8} {'L-BFGS ms':>10} {'compile s':>10} "
+          f"{'Adam vs JAX':>12}")
+    for r in rows:
+        ratio = f"{r['adam_step_ms'] / jax_adam[r['M']]:.1f}x" if r["M"] in jax_adam else "n/a"
+        print(f"{r['engine']:<16} {r['M']:>4} {r['adam_step_ms']:>9.2f} {r['adam_step_ms'] / r['M']:>8.3f} "
+              f"{r['lbfgs_step_ms']:>10.2f} {r['compile_s']:>10.1f} {ratio:>12}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "bench_engine.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\nwrote {out / 'bench_engine.csv'}")
+
+
+if __name__ == "__main__":
+    main()
