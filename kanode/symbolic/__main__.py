@@ -180,6 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(config.threads)
     from .outputs import write_discovery, write_summary
 
+    if bool(torch.isnan(data.y).any()) or bool(torch.isnan(data.y_held_out).any()):
+        # the polish and the verdict fit whole trajectories value by value; they do not mask yet
+        print(f"kanode: error: {config.data or 'the data'} has missing values (empty or NaN cells); "
+              "kanode.symbolic needs every value observed: fill the trajectory in, or fit it with "
+              "python -m kanode.fit, which leaves missing values out of its losses", file=sys.stderr)
+        return EXIT_BAD_INPUT
     say(f"data: {config.data or config.system}, {data.y.shape[0]} training trajectories of "
         f"{data.n_train} points ({data.t.shape[0] - data.n_train} more extrapolated), "
         f"{data.y_held_out.shape[0]} held out; writing to {out}")
