@@ -99,11 +99,11 @@ def _field(model: str, system: systems.System, t: torch.Tensor, y: torch.Tensor)
     return VectorField.from_data(net, t, y).double()
 
 
-@pytest.mark.parametrize("model", ["kan", "mlp"])
 # The five canonical systems (the textbook suite adds nothing new for the adjoint).
 CANONICAL = [n for n in systems.names() if n not in systems.textbook.names()]
 
 
+@pytest.mark.parametrize("model", ["kan", "mlp"])
 @pytest.mark.parametrize("name", CANONICAL)
 def test_adjoint_gradients_equal_direct_gradients(name: str, model: str) -> None:
     system = systems.get(name)
