@@ -356,7 +356,7 @@ class Trainer:
         saved = self.field.nfe
         try:
             y0 = self.field.initial_values(d.y[:, 0])
-            pred = self._solve(d.y[:, 0], d.t, adjoint=False).transpose(0, 1)  # (n_traj, n_t, dim)
+            pred = self._solve(y0, d.t, adjoint=False).transpose(0, 1)  # (n_traj, n_t, dim)
             train = observed_mse(pred[:, : d.n_train], d.y_train).item()
             extrap = (observed_mse(pred[:, d.n_train:], d.y[:, d.n_train:]).item()
                       if d.has_extrapolation else None)
