@@ -128,6 +128,18 @@ def _check_out(out: Path) -> None:
             return
 
 
+def _check_not_in_another_run(out: Path, run_dir: str | None) -> None:
+    """Formulas go next to the run they come from (RUN_DIR/symbolic by default) or outside
+    every run: an ``--out`` inside some other run directory would mix unrelated outputs into
+    it (``kanode.outdirs``: run directories never nest). ConfigError (one line) otherwise."""
+    from kanode.outdirs import enclosing_run
+
+    outer = enclosing_run(out)
+    if outer is not None and (run_dir is None or outer.resolve() != Path(run_dir).resolve()):
+        raise ConfigError(f"--out {out} is inside the run directory {outer}; write the formula "
+                          "outside it (or inside the run it comes from, with RUN_DIR)")
+
+
 def _settings(args) -> tuple[SymbolicConfig, dict]:
     """The recipe's settings and the data flags given, validated (ConfigError otherwise)."""
     chosen = {f.name: getattr(args, "sym_" + f.name) for f in fields(SymbolicConfig)
@@ -168,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = Path(config.data).stem if config.data else config.system
             out = Path(args.out) if args.out else Path("runs") / f"{name}-symbolic-{stamp}"
         _check_out(out)
+        _check_not_in_another_run(out, args.run_dir)
         if sym.polish_rounds:
             try:   # the term selection holds points out: refuse a window too short before any work
                 holdout_points(data.n_train, sym.holdout_fraction)
