@@ -319,7 +319,8 @@ def describe_split(counts: dict[str, int]) -> str:
     """One line from :func:`split_counts`: what was trained on and what was held out."""
     held = [f"{counts['n_held_out_times']} later time points"] if counts["n_held_out_times"] else []
     if counts["n_held_out_traj"]:
-        held.append(f"{counts['n_held_out_traj']} held-out trajectories")
+        n = counts['n_held_out_traj']
+        held.append(f"{n} held-out {'trajectory' if n == 1 else 'trajectories'}")
     return (f"trained on {counts['n_observed_train']} observed values at {counts['n_train_times']} "
             f"time points; held out {counts['n_observed_held_out']} values"
             + (f" ({', '.join(held)})" if held else ""))
