@@ -22,7 +22,7 @@ from kanode.cli_args import OneLineParser
 from kanode.config import ConfigError
 from kanode.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
-from . import CHECKPOINTS, DENSE_POINTS, LoadedEnsemble, forecast, load_run, write_forecast_csv
+from . import CHECKPOINTS, DENSE_POINTS, LoadedEnsemble, LoadedRun, forecast, load_run, write_forecast_csv
 from .forecast import Forecast, band_names
 from .table import forecast_columns
 
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     what = f"{run.config.model} run {run.path}" if not ensemble else \
         f"ensemble {run.path} ({n_members} × {run.config.model})"
     print(f"forecast of {what} from t = {result.t[0]:g} to {result.t[-1]:g} ({args.points} points, "
-          f"{result.y0.shape[0]} initial state{'s' if result.y0.shape[0] > 1 else ''})")
+          f"{result.members.shape[1]} initial state{'s' if result.members.shape[1] > 1 else ''})")
     columns = ",".join(forecast_columns(result.state_names, coverage))
     if ensemble:
         low, high = band_names(coverage)
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _draw(run, result: Forecast, coverage: float | None, path: Path) -> None:
+def _draw(run: LoadedRun | LoadedEnsemble, result: Forecast, coverage: float | None, path: Path) -> None:
     from kanode.plots.forecast import forecast_figure
 
     data = run.data

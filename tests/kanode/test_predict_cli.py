@@ -19,7 +19,7 @@ from kanode import FitConfig
 from kanode.config import ConfigError
 from kanode.fit import fit
 from kanode.fit import main as fit_main
-from kanode.predict import LoadedEnsemble, LoadedRun, load_run
+from kanode.predict import Forecast, LoadedEnsemble, LoadedRun, band_names, load_run
 from kanode.predict.__main__ import main as predict_main
 from kanode.train import solver_options
 
@@ -199,3 +199,24 @@ def test_load_run_refuses_a_run_whose_data_is_gone(tmp_path: Path) -> None:
     data.unlink()
     with pytest.raises(ConfigError, match="its data cannot be loaded .*does not exist"):
         load_run(tmp_path / "run")
+
+
+def test_a_member_whose_solve_failed_is_left_out_of_median_and_band() -> None:
+    rng = np.random.default_rng(3)
+    members = rng.normal(size=(3, 2, 5, 2))
+    members[1] = np.nan  # what solve_states returns for a failed solve
+    result = Forecast(t=np.arange(5.0), members=members, state_names=("a", "b"), member_paths=("m0", "m1", "m2"))
+    assert result.failed == (1,)
+    assert np.array_equal(result.median(), 0.5 * (members[0] + members[2]))
+    low, high = result.band()
+    assert np.array_equal(low, np.minimum(members[0], members[2]))
+    assert np.array_equal(high, np.maximum(members[0], members[2]))
+    members[:] = np.nan
+    with pytest.raises(ValueError, match="every member's solve failed"):
+        result.median()
+
+
+def test_band_column_names_state_the_band() -> None:
+    assert band_names(1.0) == ("min", "max")
+    assert band_names(0.9) == ("q05", "q95")
+    assert band_names(0.95) == ("q2.5", "q97.5")
