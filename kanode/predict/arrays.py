@@ -21,7 +21,7 @@ from ..data import FitData
 from ..ode import SolverError, solve
 
 __all__ = ["VectorFieldGrid", "dense_solver", "dense_times", "predict_trajectories", "solve_states",
-           "state_bounds", "vector_field_grid", "DENSE_POINTS"]
+           "solver_gap", "state_bounds", "vector_field_grid", "DENSE_POINTS", "GAP_REFINE"]
 
 DENSE_POINTS = 400  # points of a dense curve (figures, forecasts) unless asked otherwise
 
@@ -81,6 +81,28 @@ def dense_solver(solver: dict[str, Any], t: Tensor) -> dict[str, Any]:
     step = min(float(solver["step_size"]), float(torch.diff(t).min()))
     steps = math.ceil(float(t[-1] - t[0]) / step)
     return {**solver, "step_size": step, "max_num_steps": max(int(solver["max_num_steps"]), steps)}
+
+
+GAP_REFINE = 16  # solver_gap's finer solve: steps this many times shorter
+
+
+def solver_gap(field: nn.Module, data: FitData, solver: dict[str, Any]) -> tuple[float, float] | None:
+    """Training-window MSE of the field's trajectories with a fixed-step ``solver`` (a fit's,
+    :func:`kanode.train.solver_options`) and with steps :data:`GAP_REFINE` times shorter
+    (the ODE's own solution, to the method's accuracy); None for adaptive methods.
+
+    A field trained with a step as long as the sampling interval can fit the method's
+    discretisation error: then the second number (what the ODE, a dense forecast and the
+    figures show) is much larger than the first (what the fit reported).
+    """
+    if solver.get("method") not in FIXED_STEP_METHODS:
+        return None
+    fine = {**solver, "step_size": float(solver["step_size"]) / GAP_REFINE,
+            "max_num_steps": int(solver["max_num_steps"]) * GAP_REFINE}
+    observed = data.y_train.cpu().double().numpy()
+    n = data.n_train
+    return tuple(float(np.nanmean((predict_trajectories(field, data, options)[:, :n] - observed) ** 2))
+                 for options in (solver, fine))
 
 
 def state_bounds(states: np.ndarray, pad: float = 0.15) -> tuple[float, float, float, float]:
