@@ -13,8 +13,8 @@
 (:mod:`kanode.predict.__main__`, which nothing imports).
 """
 
-from .arrays import (DENSE_POINTS, GAP_REFINE, VectorFieldGrid, dense_solver, dense_times, predict_trajectories,
-                     solve_states, solver_gap, state_bounds, vector_field_grid)
+from .arrays import VectorFieldGrid, predict_trajectories, solve_states, state_bounds, vector_field_grid
+from .dense import DENSE_POINTS, GAP_REFINE, dense_solver, dense_times, solver_gap
 from .forecast import Forecast, band_names, forecast
 from .load import CHECKPOINTS, LoadedEnsemble, LoadedRun, load_run
 from .table import write_forecast_csv

@@ -2,7 +2,7 @@
 median and a band across its members.
 
 :func:`forecast` solves every member's field from the same initial states on
-one dense time grid, with the run's own solver (:func:`~kanode.predict.arrays.dense_solver`);
+one dense time grid, with the run's own solver (:func:`~kanode.predict.dense.dense_solver`);
 :class:`Forecast` holds the members' trajectories and summarises them. The
 band is the range of the members (``coverage`` 1: min–max) or a central
 quantile range (``coverage`` 0.9: the 5 %–95 % quantiles, numpy's linear
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..train import solver_options
-from .arrays import DENSE_POINTS, dense_solver, dense_times, predict_trajectories, solve_states
+from .arrays import predict_trajectories, solve_states
+from .dense import DENSE_POINTS, dense_solver, dense_times
 from .load import LoadedEnsemble, LoadedRun
 
 __all__ = ["Forecast", "forecast", "band_names"]
