@@ -13,12 +13,12 @@
 (:mod:`kanode.predict.__main__`, which nothing imports).
 """
 
-from .arrays import (DENSE_POINTS, VectorFieldGrid, dense_solver, dense_times, predict_trajectories, solve_states,
-                     state_bounds, vector_field_grid)
+from .arrays import VectorFieldGrid, predict_trajectories, solve_states, state_bounds, vector_field_grid
+from .dense import DENSE_POINTS, GAP_REFINE, dense_solver, dense_times, solver_gap
 from .forecast import Forecast, band_names, forecast
 from .load import CHECKPOINTS, LoadedEnsemble, LoadedRun, load_run
 from .table import write_forecast_csv
 
-__all__ = ["CHECKPOINTS", "DENSE_POINTS", "Forecast", "LoadedEnsemble", "LoadedRun", "VectorFieldGrid",
+__all__ = ["CHECKPOINTS", "DENSE_POINTS", "GAP_REFINE", "Forecast", "LoadedEnsemble", "LoadedRun", "VectorFieldGrid",
            "band_names", "dense_solver", "dense_times", "forecast", "load_run", "predict_trajectories",
-           "solve_states", "state_bounds", "vector_field_grid", "write_forecast_csv"]
+           "solve_states", "solver_gap", "state_bounds", "vector_field_grid", "write_forecast_csv"]

@@ -22,7 +22,8 @@ from kanode.cli_args import OneLineParser
 from kanode.config import ConfigError
 from kanode.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
-from . import CHECKPOINTS, DENSE_POINTS, LoadedEnsemble, forecast, load_run, write_forecast_csv
+from . import (CHECKPOINTS, DENSE_POINTS, GAP_REFINE, LoadedEnsemble, LoadedRun, forecast, load_run, solver_gap,
+               write_forecast_csv)
 from .forecast import Forecast, band_names
 from .table import forecast_columns
 
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     what = f"{run.config.model} run {run.path}" if not ensemble else \
         f"ensemble {run.path} ({n_members} × {run.config.model})"
     print(f"forecast of {what} from t = {result.t[0]:g} to {result.t[-1]:g} ({args.points} points, "
-          f"{result.y0.shape[0]} initial state{'s' if result.y0.shape[0] > 1 else ''})")
+          f"{result.members.shape[1]} initial state{'s' if result.members.shape[1] > 1 else ''})")
     columns = ",".join(forecast_columns(result.state_names, coverage))
     if ensemble:
         low, high = band_names(coverage)
@@ -102,10 +103,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"  {out}: {columns}")
     print(f"  {plot}")
+    _check_solver(run)
     return EXIT_OK
 
 
-def _draw(run, result: Forecast, coverage: float | None, path: Path) -> None:
+GAP_WARNING = 1.5  # warn when the ODE's training MSE exceeds the fit's by this factor
+
+
+def _check_solver(run: LoadedRun | LoadedEnsemble) -> None:
+    """Say how far the fit's solver is from the ODE it trained (see :func:`solver_gap`)."""
+    from kanode.train import solver_options
+
+    gaps = [solver_gap(m.field, m.data, solver_options(m.config, m.data)) for m in run.members]
+    if any(g is None for g in gaps):
+        return
+    config = run.config
+    shown = ", ".join(f"{a:.4g} -> {b:.4g}" for a, b in gaps)
+    print(f"  training-window MSE with the run's {config.method} steps -> with {GAP_REFINE}x shorter steps "
+          f"(the ODE the forecast solves): {shown}")
+    worse = [i for i, (a, b) in enumerate(gaps) if not b <= GAP_WARNING * a]
+    if worse:
+        print(f"kanode: warning: {len(worse)} of {len(gaps)} fields fit their solver's discretisation error, "
+              f"not the ODE (training MSE up to {max(b / a for a, b in gaps):.3g}x larger with shorter steps); "
+              "refit with a smaller --step-size", file=sys.stderr)
+
+
+def _draw(run: LoadedRun | LoadedEnsemble, result: Forecast, coverage: float | None, path: Path) -> None:
     from kanode.plots.forecast import forecast_figure
 
     data = run.data

@@ -1,14 +1,12 @@
 """What a trained vector field predicts, as numpy arrays (for figures and reports).
 
-Every function takes a field (and :class:`kanode.data.FitData` or initial
-states) and returns float64 numpy arrays; nothing here draws.
-:mod:`kanode.report` turns the arrays into the figures of
-:mod:`kanode.plots.run`, ``python -m kanode.predict`` into a forecast.
+Every function takes a field and :class:`kanode.data.FitData` and returns
+float64 numpy arrays; nothing here draws. :mod:`kanode.report` turns the
+arrays into the figures of :mod:`kanode.plots.run`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,14 +14,30 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import FIXED_STEP_METHODS
 from ..data import FitData
 from ..ode import SolverError, solve
 
-__all__ = ["VectorFieldGrid", "dense_solver", "dense_times", "predict_trajectories", "solve_states",
-           "state_bounds", "vector_field_grid", "DENSE_POINTS"]
+__all__ = ["VectorFieldGrid", "predict_trajectories", "solve_states", "state_bounds", "vector_field_grid"]
 
-DENSE_POINTS = 400  # points of a dense curve (figures, forecasts) unless asked otherwise
+
+def predict_trajectories(field: nn.Module, data: FitData, solver: dict[str, Any] | None = None,
+                         t: Tensor | None = None) -> np.ndarray:
+    """The field's trajectories from the data's initial states (the field's fitted ones when it
+    has them), over the whole time grid
+    (or the times ``t`` (n,) from ``data.t[0]``: a dense curve between the observations).
+
+    ``solver``: keywords of :func:`kanode.ode.solve` (``kanode.train.solver_options``
+    gives those of a fit); None: ``solve``'s defaults. A solve that fails
+    (:class:`SolverError`) gives NaN everywhere, so the data can still be drawn.
+
+    Returns (n_traj, n_t, dim), the shape of ``data.y`` (n_t = n with ``t``).
+    """
+    if t is not None and float(t[0]) != float(data.t[0]):
+        raise ValueError(f"the times must start at the data's initial time {float(data.t[0]):g}, "
+                         f"got {float(t[0]):g}")
+    y0 = field.initial_values(data.y[:, 0]) if hasattr(field, "initial_values") else data.y[:, 0]
+    # from the fitted initial states, if the field has them
+    return solve_states(field, y0, data.t if t is None else t.to(data.t), solver)
 
 
 def solve_states(field: nn.Module, y0: Tensor, t: Tensor, solver: dict[str, Any] | None = None) -> np.ndarray:
@@ -41,49 +55,6 @@ def solve_states(field: nn.Module, y0: Tensor, t: Tensor, solver: dict[str, Any]
     return pred.transpose(0, 1).cpu().double().numpy()
 
 
-def predict_trajectories(field: nn.Module, data: FitData, solver: dict[str, Any] | None = None,
-                         t: Tensor | None = None) -> np.ndarray:
-    """The field's trajectories from the data's initial states ``data.y[:, 0]``.
-
-    ``t`` : (n,) output times from ``data.t[0]`` (default: the data's time
-    grid, :func:`dense_times` for a curve between the observations).
-    ``solver``: keywords of :func:`kanode.ode.solve` (``kanode.train.solver_options``
-    gives those of a fit, :func:`dense_solver` refines them for a dense ``t``);
-    None: ``solve``'s defaults. A failed solve gives NaN (see :func:`solve_states`).
-
-    Returns (n_traj, n, dim); with the default ``t`` the shape of ``data.y``.
-    """
-    if t is None:
-        t = data.t
-    elif float(t[0]) != float(data.t[0]):
-        raise ValueError(f"the times must start at the data's initial time {float(data.t[0]):g}, "
-                         f"got {float(t[0]):g}")
-    y0 = field.initial_values(data.y[:, 0]) if hasattr(field, "initial_values") else data.y[:, 0]
-    return solve_states(field, y0, t.to(data.t), solver)  # from the fitted initial states, if any
-
-
-def dense_times(start: float, end: float, points: int = DENSE_POINTS,
-                like: Tensor | None = None) -> Tensor:
-    """(points,) equally spaced times from ``start`` to ``end`` (float64, or ``like``'s dtype
-    and device): where a dense curve is evaluated."""
-    if not end > start or points < 2:
-        raise ValueError(f"a dense grid needs end > start and at least 2 points, got [{start:g}, "
-                         f"{end:g}] with {points}")
-    t = torch.linspace(start, end, points, dtype=torch.float64)
-    return t if like is None else t.to(like)
-
-
-def dense_solver(solver: dict[str, Any], t: Tensor) -> dict[str, Any]:
-    """``solver`` (a fit's :func:`kanode.train.solver_options`) for the output times t (n,):
-    a fixed-step method steps at most the spacing of t — a curve between the steps is
-    the ODE's, never an interpolation — and may take the steps that needs."""
-    if solver.get("method") not in FIXED_STEP_METHODS:
-        return dict(solver)
-    step = min(float(solver["step_size"]), float(torch.diff(t).min()))
-    steps = math.ceil(float(t[-1] - t[0]) / step)
-    return {**solver, "step_size": step, "max_num_steps": max(int(solver["max_num_steps"]), steps)}
-
-
 def state_bounds(states: np.ndarray, pad: float = 0.15) -> tuple[float, float, float, float]:
     """(x_min, x_max, y_min, y_max) around the first two columns of states (m, >= 2),
     widened by ``pad`` of each range; a range without spread gets ±max(pad |value|, pad)."""
@@ -95,12 +66,12 @@ def state_bounds(states: np.ndarray, pad: float = 0.15) -> tuple[float, float, f
 
 @dataclass(frozen=True)
 class VectorFieldGrid:
-    """A learned 2-D vector field on a grid, and the true one where it is known.
+    """A learned and a true 2-D vector field on one grid.
 
-    xs : (n_x,), ys : (n_y,) the grid lines; learned : (n_y, n_x, 2) the
-    derivatives at ``(xs[j], ys[i])`` (``meshgrid`` order); true : the same for
-    the data's true system, or None when the data does not know it (measured
-    data); states : (m, 2) the observed states the grid spans.
+    xs : (n_x,), ys : (n_y,) the grid lines; learned, true : (n_y, n_x, 2) the
+    derivatives at ``(xs[j], ys[i])`` (``meshgrid`` order); states : (m, 2) the
+    observed states the grid spans. ``true`` is None when the data does not
+    know its system (measured data).
     """
 
     xs: np.ndarray
@@ -111,11 +82,11 @@ class VectorFieldGrid:
 
 
 def vector_field_grid(field: nn.Module, data: FitData, n: int = 25, pad: float = 0.15) -> VectorFieldGrid:
-    """The field, and the data's true system when it is known (``data.system``), on an
-    n × n grid over the observed states.
+    """The field and the data's true system on an n × n grid over the observed states.
 
-    Needs 2-D data; raises ValueError otherwise. The field is evaluated at t = 0
-    (a time-dependent field shows its t = 0 slice).
+    Needs 2-D data; raises ValueError otherwise. Without a known system
+    (``data.system`` None) ``true`` is None.
+    The field is evaluated at t = 0 (a time-dependent field shows its t = 0 slice).
     """
     if data.dim != 2:
         raise ValueError(f"a vector-field grid needs 2-D data; this data has dim {data.dim}")

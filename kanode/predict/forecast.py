@@ -2,7 +2,7 @@
 median and a band across its members.
 
 :func:`forecast` solves every member's field from the same initial states on
-one dense time grid, with the run's own solver (:func:`~kanode.predict.arrays.dense_solver`);
+one dense time grid, with the run's own solver (:func:`~kanode.predict.dense.dense_solver`);
 :class:`Forecast` holds the members' trajectories and summarises them. The
 band is the range of the members (``coverage`` 1: min–max) or a central
 quantile range (``coverage`` 0.9: the 5 %–95 % quantiles, numpy's linear
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..train import solver_options
-from .arrays import DENSE_POINTS, dense_solver, dense_times, solve_states
+from .arrays import predict_trajectories, solve_states
+from .dense import DENSE_POINTS, dense_solver, dense_times
 from .load import LoadedEnsemble, LoadedRun
 
 __all__ = ["Forecast", "forecast", "band_names"]
@@ -32,15 +33,14 @@ class Forecast:
     Attributes
     ----------
     t : (n_t,) times, from the initial time t[0].
-    y0 : (n, dim) the initial states.
-    members : (M, n, n_t, dim) each member's trajectories; NaN for a member
-        whose solve failed (blew up or ran out of solver steps).
+    members : (M, n, n_t, dim) each member's trajectories from n initial
+        states (``members[:, :, 0]``); NaN for a member whose solve failed
+        (blew up or ran out of solver steps).
     state_names : the ``dim`` state names.
     member_paths : the M members' run directories.
     """
 
     t: np.ndarray
-    y0: np.ndarray
     members: np.ndarray
     state_names: tuple[str, ...]
     member_paths: tuple[str, ...]
@@ -51,7 +51,8 @@ class Forecast:
         return tuple(int(m) for m in np.flatnonzero(np.isnan(self.members).all(axis=(1, 2, 3))))
 
     def _solved(self) -> np.ndarray:
-        ok = [m for m in range(self.members.shape[0]) if m not in self.failed]
+        failed = set(self.failed)
+        ok = [m for m in range(self.members.shape[0]) if m not in failed]
         if not ok:
             raise ValueError("every member's solve failed; there is no forecast to summarise")
         return self.members[ok]  # (M_ok, n, n_t, dim)
@@ -89,7 +90,8 @@ def forecast(run: LoadedRun | LoadedEnsemble, until: float, points: int = DENSE_
     until : the last time (after ``t0``).
     points : time points from ``t0`` to ``until`` (≥ 2).
     y0 : one initial state (dim,) or several (n, dim); default: the training
-        trajectories' initial states ``data.y[:, 0]`` (as the run's figures).
+        trajectories' initial states, as each member's run figures start from them
+        (:func:`~kanode.predict.arrays.predict_trajectories`).
     t0 : the time of ``y0`` (needs ``y0``); default: the data's first time ``data.t[0]``.
 
     Every member is solved with the run's solver (method and tolerances of its
@@ -106,8 +108,10 @@ def forecast(run: LoadedRun | LoadedEnsemble, until: float, points: int = DENSE_
     start = float(data.t[0]) if t0 is None else float(t0)
     if not np.isfinite(start) or not np.isfinite(until) or not until > start:
         raise ValueError(f"the forecast must end after it starts: t0 = {start:g}, until = {until:g}")
-    if y0 is None:
-        states = data.y[:, 0].to(torch.float64)
+    t = dense_times(start, float(until), points)
+    solvers = [dense_solver(solver_options(m.config, m.data), t) for m in run.members]
+    if y0 is None:  # each member from the data's initial states, as its run's figures show it
+        solves = [predict_trajectories(m.field, m.data, solver, t) for m, solver in zip(run.members, solvers)]
     else:
         values = np.asarray(y0, dtype=np.float64).reshape(-1)
         if values.size == 0 or values.size % data.dim:
@@ -116,8 +120,6 @@ def forecast(run: LoadedRun | LoadedEnsemble, until: float, points: int = DENSE_
         if not np.isfinite(values).all():
             raise ValueError("y0 must be finite numbers")
         states = torch.from_numpy(values.reshape(-1, data.dim))
-    t = dense_times(start, float(until), points)
-    solver = dense_solver(solver_options(run.config, data), t)
-    members = np.stack([solve_states(m.field, states, t, solver) for m in run.members])  # (M, n, n_t, dim)
-    return Forecast(t=t.numpy(), y0=states.numpy(), members=members, state_names=tuple(data.state_names),
-                    member_paths=tuple(str(m.path) for m in run.members))
+        solves = [solve_states(m.field, states, t, solver) for m, solver in zip(run.members, solvers)]
+    return Forecast(t=t.numpy(), members=np.stack(solves), state_names=tuple(data.state_names),
+                    member_paths=tuple(str(m.path) for m in run.members))  # members: (M, n, n_t, dim)

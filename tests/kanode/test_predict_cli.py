@@ -19,7 +19,7 @@ from kanode import FitConfig
 from kanode.config import ConfigError
 from kanode.fit import fit
 from kanode.fit import main as fit_main
-from kanode.predict import LoadedEnsemble, LoadedRun, load_run
+from kanode.predict import Forecast, LoadedEnsemble, LoadedRun, band_names, load_run
 from kanode.predict.__main__ import main as predict_main
 from kanode.train import solver_options
 
@@ -199,3 +199,54 @@ def test_load_run_refuses_a_run_whose_data_is_gone(tmp_path: Path) -> None:
     data.unlink()
     with pytest.raises(ConfigError, match="its data cannot be loaded .*does not exist"):
         load_run(tmp_path / "run")
+
+
+def test_a_member_whose_solve_failed_is_left_out_of_median_and_band() -> None:
+    rng = np.random.default_rng(3)
+    members = rng.normal(size=(3, 2, 5, 2))
+    members[1] = np.nan  # what solve_states returns for a failed solve
+    result = Forecast(t=np.arange(5.0), members=members, state_names=("a", "b"), member_paths=("m0", "m1", "m2"))
+    assert result.failed == (1,)
+    assert np.array_equal(result.median(), 0.5 * (members[0] + members[2]))
+    low, high = result.band()
+    assert np.array_equal(low, np.minimum(members[0], members[2]))
+    assert np.array_equal(high, np.maximum(members[0], members[2]))
+    members[:] = np.nan
+    with pytest.raises(ValueError, match="every member's solve failed"):
+        result.median()
+
+
+def test_band_column_names_state_the_band() -> None:
+    assert band_names(1.0) == ("min", "max")
+    assert band_names(0.9) == ("q05", "q95")
+    assert band_names(0.95) == ("q2.5", "q97.5")
+
+
+def test_solver_gap_measures_a_fit_to_the_discretisation_error() -> None:
+    """y' = a y solved by RK4: each step of length h multiplies y by R(a h), R(z) = 1 + z + z²/2
+    + z³/6 + z⁴/24. Data made by the step-1 map fits the step-1 solve exactly (MSE 0); with 16×
+    shorter steps the solve is R(a/16)^(16 k), the ODE's exp(a k) to RK4 accuracy."""
+    from kanode.data import FitData
+    from kanode.predict import solver_gap
+
+    class Linear(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rate = torch.nn.Parameter(torch.tensor(-1.5, dtype=torch.float64))
+
+        def forward(self, t, y):
+            return self.rate * y
+
+    def rk4_factor(z: float) -> float:
+        return 1 + z + z ** 2 / 2 + z ** 3 / 6 + z ** 4 / 24
+
+    k = np.arange(6.0)
+    y = torch.tensor(2.0 * rk4_factor(-1.5) ** k)[None, :, None]  # (1, 6, 1)
+    data = FitData(torch.tensor(k), y, y[:0], 6, None, ("y",))
+    solver = dict(method="rk4", step_size=1.0, rtol=1e-5, atol=1e-7, max_num_steps=100)
+    coarse, fine = solver_gap(Linear(), data, solver)
+    assert coarse < 1e-28
+    assert fine == pytest.approx(np.mean((2.0 * rk4_factor(-1.5 / 16) ** (16 * k) - y[0, :, 0].numpy()) ** 2),
+                                 rel=1e-10)
+    assert fine > 1e-3  # R(-1.5) = 0.297 against exp(-1.5) = 0.223: a fit a coarse step hides
+    assert solver_gap(Linear(), data, dict(solver, method="dopri5")) is None
