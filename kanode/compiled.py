@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torchdiffeq._impl.odeint import SOLVERS
 
 from kanode.config import COMPILED_METHODS, FitConfig
+from kanode.data import observed_mse
 from kanode.nn.activations import ACTIVATIONS
 from kanode.nn.bspline import local_basis, value_slope_matrix
 from kanode.ode import output_grid
@@ -227,8 +228,7 @@ def _window_losses(step: Callable[..., Tensor], plan: _Plan, grid: Tensor, t: Te
             else:
                 solution.append(y + (t[j] - t0) / (t1 - t0) * (y_next - y))
         y = y_next
-    err = (torch.stack(solution) - target).movedim(1, 0)                             # (M, n_t, B, dim)
-    return (err.reshape(err.shape[0], -1) ** 2).mean(dim=1)
+    return observed_mse(torch.stack(solution), target, member_dim=1)             # (n_t, M, B, dim) -> (M,)
 
 
 class CompiledLoss:

@@ -114,20 +114,32 @@ class FitData:
                        self.system, self.state_names, self.units)
 
 
-def observed_mse(pred: Tensor, target: Tensor) -> Tensor:
+def observed_mse(pred: Tensor, target: Tensor, member_dim: int | None = None) -> Tensor:
     """Mean squared error over the observed (non-NaN) entries of ``target``.
 
     pred, target : tensors of one shape; NaN in ``target`` marks a missing
     value, which adds nothing to the sum nor to the count (and no gradient).
     Without missing values it is ``torch.mean((pred - target) ** 2)``.
-    Returns a scalar (NaN when nothing is observed).
+    Returns a scalar (NaN when nothing is observed); with ``member_dim``, the
+    (M,) MSE of each member along that axis, each member's squared errors
+    summed as one contiguous row (so a member's loss does not depend on how
+    many companions it has: an ensemble member's is its single fit's).
     """
     observed = ~torch.isnan(target)
-    if bool(observed.all()):
-        return torch.mean((pred - target) ** 2)
-    err = torch.where(observed, pred - torch.nan_to_num(target), torch.zeros((), dtype=pred.dtype,
-                                                                             device=pred.device))
-    return (err ** 2).sum() / observed.sum()
+    complete = bool(observed.all())
+    if complete:
+        err = pred - target
+    else:
+        err = torch.where(observed, pred - torch.nan_to_num(target),
+                          torch.zeros((), dtype=pred.dtype, device=pred.device))
+    if member_dim is None:
+        return torch.mean(err ** 2) if complete else (err ** 2).sum() / observed.sum()
+    rows = err.movedim(member_dim, 0)
+    rows = rows.reshape(rows.shape[0], -1)                                  # (M, rest)
+    if complete:
+        return (rows ** 2).mean(dim=1)
+    count = observed.movedim(member_dim, 0).reshape(rows.shape[0], -1).sum(dim=1)
+    return (rows ** 2).sum(dim=1) / count
 
 
 def load_data(config: FitConfig) -> FitData:

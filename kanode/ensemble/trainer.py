@@ -38,7 +38,7 @@ from torch import Tensor
 
 from kanode.compiled import CompiledLoss, compiles
 from kanode.config import FitConfig
-from kanode.data import FitData, sample_windows, take_windows, window_times
+from kanode.data import FitData, observed_mse, sample_windows, take_windows, window_times
 from kanode.divergence import divergence_reason
 from kanode.ensemble.data import StackedData
 from kanode.ensemble.field import EnsembleVectorField
@@ -151,7 +151,7 @@ class EnsembleTrainer:
             losses = self.compiled(self.field, y0, t, target)
             if losses is not None:
                 return losses
-        return _member_mse(take_windows(self._solve(y0, t, c.adjoint), index), target)
+        return observed_mse(take_windows(self._solve(y0, t, c.adjoint), index), target, member_dim=1)
 
     def _loss_and_grad(self, counters: _Counters, full: bool) -> Tensor:
         """(M,) losses with the gradients set; +inf where a member's loss or gradient is
@@ -214,13 +214,13 @@ class EnsembleTrainer:
             pred = self._solve(y0, d.t, adjoint=False).permute(2, 1, 0, 3)
             target = d.y.transpose(0, 1)
             n = d.n_train
-            train = _member_mse(pred[:, :, :n], target[:, :, :n]).tolist()
-            extrap = (_member_mse(pred[:, :, n:], target[:, :, n:]).tolist() if d.has_extrapolation
+            train = observed_mse(pred[:, :, :n], target[:, :, :n], member_dim=1).tolist()
+            extrap = (observed_mse(pred[:, :, n:], target[:, :, n:], member_dim=1).tolist() if d.has_extrapolation
                       else [None] * self.n_members)
             val: list[float | None] = [None] * self.n_members
             if d.y_held_out.shape[1]:
                 held = self._solve(d.y_held_out[:, :, 0], d.t_train, adjoint=False).permute(2, 1, 0, 3)
-                val = _member_mse(held, d.y_held_out[:, :, :n].transpose(0, 1)).tolist()
+                val = observed_mse(held, d.y_held_out[:, :, :n].transpose(0, 1), member_dim=1).tolist()
         except _SharedSolverError:
             return [self.member_trainer(m).evaluate() for m in range(self.n_members)]
         finally:
@@ -397,18 +397,4 @@ class EnsembleTrainer:
         trainer.load_state_dict(self.member_state(m))
         trainer.state.best_model = self.states[m].best_model
         return trainer
-
-
-def _member_mse(pred: Tensor, target: Tensor) -> Tensor:
-    """(M,) MSE per member of (n_t, M, ...) tensors over the observed (non-NaN) entries of
-    ``target``, each member's squared errors summed as one contiguous row (so a member's loss
-    does not depend on how many companions it has); :func:`kanode.data.observed_mse` per member."""
-    observed = ~torch.isnan(target)
-    if bool(observed.all()):
-        err = (pred - target).movedim(1, 0)
-        return (err.reshape(err.shape[0], -1) ** 2).mean(dim=1)
-    zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
-    err = torch.where(observed, pred - torch.nan_to_num(target), zero).movedim(1, 0)
-    count = observed.movedim(1, 0).reshape(err.shape[0], -1).sum(dim=1)
-    return (err.reshape(err.shape[0], -1) ** 2).sum(dim=1) / count
 
