@@ -9,12 +9,13 @@ PIP    := $(PY) -m pip install --quiet -c constraints.txt
 
 .PHONY: run test test-fast test-eager bench clean-venv
 
-# The last step compiles the fused CPU kernel of the KAN layer now (about a
-# minute, once per machine) rather than inside the first fit that needs it.
+# The last step compiles kanode's C++ CPU kernels now (the KAN layer, the fused
+# solve of a training window, the L-BFGS recursion: a few minutes, once per
+# machine) rather than inside the first fit that needs them.
 $(BASE): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
-	$(PY) -c "from kanode.nn import _native; _native.kernel()"
+	$(PY) -c "from kanode.nn import _native; _native.kernel(); from kanode import window; window.available(); from kanode.optim.lbfgs import TWO_LOOP; TWO_LOOP.get()"
 	touch $@
 
 $(DEV): $(BASE)
@@ -38,6 +39,7 @@ test-eager: $(DEV)
 bench: $(BASE)
 	$(PY) experiments/bench_layers.py
 	$(PY) experiments/bench_ode.py
+	$(PY) experiments/bench_engine.py
 
 clean-venv:
 	rm -rf $(VENV)

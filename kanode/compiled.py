@@ -48,10 +48,12 @@ from kanode.config import COMPILED_METHODS, FitConfig
 from kanode.data import observed_mse
 from kanode.nn.activations import ACTIVATIONS
 from kanode.nn.bspline import local_basis, value_slope_matrix
+from kanode.net_tensors import KANSpec, LinearSpec, network_tensors
 from kanode.ode import output_grid
 from kanode.solvers import SOLVERS as SOLVER_COSTS
+from kanode.window import window_losses, window_solution
 
-__all__ = ["CompiledLoss", "STEPPERS", "compile_report", "compiles", "AUTO_MIN_MEMBER_STEPS"]
+__all__ = ["CompiledLoss", "STEPPERS", "compile_report", "compiles", "torch_compiles", "AUTO_MIN_MEMBER_STEPS"]
 
 # method name → torchdiffeq solver class whose stateless ``_step_func`` the compiled solve calls
 STEPPERS = {name: SOLVERS[name] for name in COMPILED_METHODS}
@@ -72,15 +74,23 @@ AUTO_MIN_MEMBER_STEPS = 2000
 
 
 def compiles(config: FitConfig, n_members: int = 1) -> bool:
-    """Whether a run of ``config`` with ``n_members`` members trains with :class:`CompiledLoss`:
-    ``compile = "on"``; or ``"auto"`` with a compiled method, direct backpropagation, a B-spline
-    KAN or MLP, and at least :data:`AUTO_MIN_MEMBER_STEPS` member-steps."""
+    """Whether a run of ``config`` trains with :class:`CompiledLoss` at all: ``compile = "on"``;
+    or ``"auto"`` with a compiled method, direct backpropagation and a B-spline KAN or MLP.
+    Which route it then takes per call: the fused window kernel (:mod:`kanode.window`) where
+    it applies, else ``torch.compile`` when :func:`torch_compiles`, else the eager loss."""
     if config.compile == "off":
         return False
     if config.compile == "on":
         return True  # FitConfig.validate checked that it can
-    applies = config.method in STEPPERS and not config.adjoint and config.model in ("kan", "mlp")
-    return applies and config.total_steps * n_members >= AUTO_MIN_MEMBER_STEPS
+    return config.method in STEPPERS and not config.adjoint and config.model in ("kan", "mlp")
+
+
+def torch_compiles(config: FitConfig, n_members: int = 1) -> bool:
+    """Whether :class:`CompiledLoss` may fall back on ``torch.compile`` (paid once per shape):
+    ``compile = "on"``, or ``"auto"`` with at least :data:`AUTO_MIN_MEMBER_STEPS` member-steps."""
+    if config.compile == "on":
+        return True
+    return compiles(config, n_members) and config.total_steps * n_members >= AUTO_MIN_MEMBER_STEPS
 
 
 def compile_report() -> dict[str, float]:
@@ -90,53 +100,7 @@ def compile_report() -> dict[str, float]:
 
 
 # ------------------------------------------------------------------ the network as a function
-@dataclass(frozen=True)
-class _KANSpec:
-    order: int
-    uniform: bool
-    activation: str
-
-
-@dataclass(frozen=True)
-class _LinearSpec:
-    pass
-
-
-@dataclass(frozen=True)
-class _ActivationSpec:
-    module: nn.Module
-
-
-def _layers(net: nn.Module) -> list[tuple[Any, list[Tensor]]] | None:
-    """The network as (spec, tensors) per layer, tensors with a member axis first, or None
-    when it has no compiled formulation. Works on single (kanode.nn) and ensemble networks."""
-    from kanode.ensemble.bspline_layer import EnsembleKANLayer
-    from kanode.ensemble.linear import EnsembleLinear
-    from kanode.nn import KAN, MLP, KANLayer
-
-    ensemble = hasattr(net, "n_members")
-    lift = (lambda tensor: tensor) if ensemble else (lambda tensor: tensor.unsqueeze(0))
-    if type(net).__name__ == "EnsembleKAN" or isinstance(net, KAN):
-        out = []
-        for layer in net.layers:
-            if not isinstance(layer, (KANLayer, EnsembleKANLayer)):
-                return None
-            spec = _KANSpec(layer.spline_order, bool(layer.uniform), layer.base_activation)
-            out.append((spec, [lift(layer.spline_coef), lift(layer.spline_scale), lift(layer.base_weight),
-                               lift(layer.knots)]))
-        return out
-    if type(net).__name__ == "EnsembleMLP" or isinstance(net, MLP):
-        out = []
-        for module in net.net:
-            if isinstance(module, (nn.Linear, EnsembleLinear)):
-                out.append((_LinearSpec(), [lift(module.weight), lift(module.bias)]))
-            else:
-                out.append((_ActivationSpec(module), []))
-        return out
-    return None
-
-
-def _kan_layer(spec: _KANSpec, x: Tensor, coef: Tensor, scale: Tensor, weight: Tensor, knots: Tensor,
+def _kan_layer(spec: KANSpec, x: Tensor, coef: Tensor, scale: Tensor, weight: Tensor, knots: Tensor,
                matrix: Tensor | None) -> Tensor:
     """x (M, B, in) → (M, B, out); coef (M, out, in, n_coef), scale and weight (M, out, in),
     knots (M, in, n_knots)."""
@@ -156,11 +120,11 @@ def _kan_layer(spec: _KANSpec, x: Tensor, coef: Tensor, scale: Tensor, weight: T
 
 def _network(specs: tuple[Any, ...], tensors: list[list[Tensor]], matrices: dict[int, Tensor],
              x: Tensor) -> Tensor:
-    """x (M, B, in) → (M, B, out) through the layers of :func:`_layers`."""
+    """x (M, B, in) → (M, B, out) through the layers of :func:`kanode.net_tensors.network_tensors`."""
     for spec, layer in zip(specs, tensors):
-        if isinstance(spec, _KANSpec):
+        if isinstance(spec, KANSpec):
             x = _kan_layer(spec, x, *layer, matrices.get(spec.order) if spec.uniform else None)
-        elif isinstance(spec, _LinearSpec):
+        elif isinstance(spec, LinearSpec):
             weight, bias = layer
             x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
         else:
@@ -238,48 +202,96 @@ class CompiledLoss:
     ----------
     method : one of :data:`STEPPERS` (``rk4``, ``euler``, ...).
     step_size : the solver step (``kanode.train.solver_options``).
+    torch_compile : where the fused window kernel does not apply, compile the solver step
+        with ``torch.compile`` (False: return None there, and the caller trains eagerly).
 
     :meth:`__call__` returns the (M,) losses (differentiable in the field's
-    parameters), or None when this field has no compiled formulation or
+    parameters and initial states), or None when neither route applies or
     compilation failed (then the caller evaluates its eager loss; the failure
-    warns once per process).
+    warns once per process). Routes, in order: the fused window kernel
+    (:func:`kanode.window.window_losses`: KANs on uniform grids and MLPs, on
+    the CPU; missing values and positive fields included), then the compiled
+    solver step (no missing values, no positive fields).
     """
 
-    def __init__(self, method: str, step_size: float) -> None:
+    def __init__(self, method: str, step_size: float, torch_compile: bool = True) -> None:
         if method not in STEPPERS:
             raise ValueError(f"method {method!r} has no compiled solve; use one of {sorted(STEPPERS)}")
-        self.method, self.step_size = method, float(step_size)
+        self.method, self.step_size, self.torch_compile = method, float(step_size), torch_compile
         # the eager solve's grid (kanode.ode.output_grid: every output time a grid point)
         self._stepper = STEPPERS[method](func=None, y0=torch.zeros(1), grid_constructor=output_grid(self.step_size),
                                          atol=0.0)
         self._compiled: Callable[..., Tensor] | None = None
         self._seen: set[tuple[Any, ...]] = set()
-        self._grids: dict[tuple[float, ...], tuple[Tensor, Any]] = {}
+        self._grids: dict[tuple[float, ...], tuple[Tensor, Any, list[int] | None]] = {}
         self.broken = False
+        self.last_route: str | None = None  # "fused", "compiled" or None (eager): what the last call took
+
+    def _inputs(self, field: nn.Module, y0: Tensor, t: Tensor) -> tuple[Any, ...] | None:
+        """(layers, grid, outputs, out_index, buffers (M, 1, dim) ×3, positive) for ``field``
+        on times t, or None when its network has no compiled formulation."""
+        layers = network_tensors(field.net)
+        if layers is None:
+            return None
+        key_t = tuple(t.tolist())
+        if key_t not in self._grids:
+            grid, outputs = _time_plan(self._stepper, t)
+            self._grids[key_t] = (grid, outputs, _output_index(outputs))
+        grid, outputs, out_index = self._grids[key_t]
+        ensemble = hasattr(field, "n_members")
+        scale = field.out_scale if not ensemble or field.live is None else field.out_scale * field.live[:, None]
+        shape = (y0.shape[0], 1, y0.shape[-1])
+        buffers = [b.reshape(shape) if ensemble else b.expand(shape) for b in (field.in_weight, field.in_bias, scale)]
+        return layers, grid, outputs, out_index, buffers, bool(getattr(field, "positive", False))
 
     def __call__(self, field: nn.Module, y0: Tensor, t: Tensor, target: Tensor) -> Tensor | None:
         """(M,) losses of ``field`` (a :class:`kanode.ode.VectorField`, M = 1, or an
         :class:`kanode.ensemble.EnsembleVectorField`) from y0 (M, B, dim) over t (n_t,)
         against target (n_t, M, B, dim); counts the evaluations in ``field.nfe``."""
-        if self.broken or getattr(field, "positive", False) or bool(torch.isnan(target).any()):
-            return None  # log-coordinate fields and missing values train eagerly
-        layers = _layers(field.net)
-        if layers is None:
+        self.last_route = None
+        inputs = self._inputs(field, y0, t)
+        if inputs is None:
             return None
+        layers, grid, outputs, out_index, buffers, positive = inputs
+        losses = None
+        if out_index is not None:
+            flat = [b.reshape(y0.shape[0], y0.shape[-1]) for b in buffers]
+            losses = window_losses(layers, *flat, torch.log(y0) if positive else y0, grid, out_index, target,
+                                   self.method, bool(field.time_input), positive)
+            self.last_route = None if losses is None else "fused"
+        if losses is None:
+            if not self.torch_compile or self.broken or positive or bool(torch.isnan(target).any()):
+                return None  # log-coordinate fields and missing values train eagerly
+            losses = self._compiled_losses(layers, buffers, field, grid, outputs, t, y0, target)
+            if losses is None:
+                return None
+            self.last_route = "compiled"
+        field.nfe += _evaluations(self.method) * len(outputs)
+        return losses
+
+    def solution(self, field: nn.Module, y0: Tensor, t: Tensor) -> Tensor | None:
+        """(n_t, M, B, dim) the fixed-step solution of ``field`` from y0 (M, B, dim) at times t,
+        without gradients, by the fused window kernel; None where it does not apply (the
+        caller solves eagerly). Counts the evaluations in ``field.nfe``."""
+        inputs = self._inputs(field, y0, t)
+        if inputs is None or inputs[3] is None:
+            return None
+        layers, grid, outputs, out_index, buffers, positive = inputs
+        flat = [b.reshape(y0.shape[0], y0.shape[-1]) for b in buffers]
+        solution = window_solution(layers, *flat, torch.log(y0) if positive else y0, grid, out_index,
+                                   self.method, bool(field.time_input), positive)
+        if solution is not None:
+            field.nfe += _evaluations(self.method) * len(outputs)
+        return solution
+
+    def _compiled_losses(self, layers: list[tuple[Any, list[Tensor]]], buffers: list[Tensor], field: nn.Module,
+                         grid: Tensor, outputs: Any, t: Tensor, y0: Tensor, target: Tensor) -> Tensor | None:
+        """The (M,) losses with the ``torch.compile``-d solver step, or None (compilation failed)."""
         specs = tuple(spec for spec, _ in layers)
         tensors = [list(layer) for _, layer in layers]
-        key_t = tuple(t.tolist())
-        if key_t not in self._grids:
-            self._grids[key_t] = _time_plan(self._stepper, t)
-        grid, outputs = self._grids[key_t]
         plan = _Plan(specs, self.method, bool(field.time_input), outputs, self._stepper)
-        ensemble = hasattr(field, "n_members")
-        shape = (y0.shape[0], 1, y0.shape[-1])
-        scale = field.out_scale if not ensemble or field.live is None else field.out_scale * field.live[:, None]
-        buffers = [b.reshape(shape) if ensemble else b.expand(shape)
-                   for b in (field.in_weight, field.in_bias, scale)]
         matrices = {spec.order: value_slope_matrix(spec.order, y0.dtype, y0.device)
-                    for spec in specs if isinstance(spec, _KANSpec) and spec.uniform}
+                    for spec in specs if isinstance(spec, KANSpec) and spec.uniform}
         if self._compiled is None:
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
             self._compiled = torch.compile(_step, backend=_BACKEND, fullgraph=True, dynamic=False)
@@ -290,14 +302,11 @@ class CompiledLoss:
             if key not in self._seen:
                 self._warm_up(plan, args, grid, y0)
                 self._seen.add(key)
-            losses = _window_losses(self._compiled, plan, grid, t, y0, target, *args)
+            return _window_losses(self._compiled, plan, grid, t, y0, target, *args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
             self.broken = True
             _warn_once(exc)
             return None
-        field.nfe += _evaluations(self.method) * len(outputs)
-        return losses
-
 
     def _warm_up(self, plan: _Plan, args: tuple[Any, ...], grid: Tensor, y0: Tensor) -> None:
         """Compile the step's forward and backward for these shapes on copies of the inputs
@@ -319,6 +328,18 @@ class CompiledLoss:
         torch.autograd.grad(out.sum(), leaves, allow_unused=True)
         _REPORT["compile_s"] += time.perf_counter() - start
         _REPORT["compiles"] += 1
+
+
+def _output_index(outputs: tuple[tuple[tuple[int, str], ...], ...]) -> list[int] | None:
+    """The solver-grid index of every output time (the first is the grid's first point), or
+    None when some output falls between grid points."""
+    index = [0]
+    for i, step in enumerate(outputs):
+        for _, how in step:
+            if how == "interp":
+                return None
+            index.append(i if how == "start" else i + 1)
+    return index
 
 
 def _evaluations(method: str) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .compiled import CompiledLoss, compiles
+from .compiled import CompiledLoss, compiles, torch_compiles
 from .config import FitConfig
 from .data import FitData, observed_mse, sample_windows, take_windows, window_times
 from .divergence import divergence_reason
@@ -276,7 +276,8 @@ class Trainer:
         self.regularizer = regularizer
         self.generator = torch.Generator().manual_seed(config.seed)
         self._solver = solver_options(config, data)
-        self.compiled = CompiledLoss(config.method, self._solver["step_size"]) if compiles(config) else None
+        self.compiled = (CompiledLoss(config.method, self._solver["step_size"], torch_compile=torch_compiles(config))
+                         if compiles(config) else None)
         self.state = TrainState()
         self._phase = phase_at(config, 0)
         self.optimizer = self._make_optimizer(self._phase)
@@ -292,6 +293,12 @@ class Trainer:
 
     # ------------------------------------------------------------ objective
     def _solve(self, y0: Tensor, t: Tensor, adjoint: bool) -> Tensor:
+        if self.compiled is not None and not torch.is_grad_enabled():  # evaluations: the fused kernel
+            solution = self.compiled.solution(self.field, y0.unsqueeze(0), t)
+            if solution is not None:
+                if not bool(torch.isfinite(solution).all()):
+                    raise SolverError("the solution became non-finite (the vector field blew up)")
+                return solution[:, 0]
         return solve(self.field, y0, t, adjoint=adjoint, **self._solver)
 
     def _objective(self, full: bool) -> Tensor:

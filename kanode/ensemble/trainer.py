@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kanode.compiled import CompiledLoss, compiles
+from kanode.compiled import CompiledLoss, compiles, torch_compiles
 from kanode.config import FitConfig
 from kanode.data import FitData, observed_mse, sample_windows, take_windows, window_times
 from kanode.divergence import divergence_reason
@@ -97,7 +97,8 @@ class EnsembleTrainer:
         self.n_members = n
         self.generators = [torch.Generator().manual_seed(c.seed) for c in self.configs]
         self._solver = solver_options(self.config, datas[0])
-        self.compiled = (CompiledLoss(self.config.method, self._solver["step_size"])
+        self.compiled = (CompiledLoss(self.config.method, self._solver["step_size"],
+                                      torch_compile=torch_compiles(self.config, n))
                          if compiles(self.config, n) else None)
         self.step = 0
         self.states = [TrainState() for _ in range(n)]
@@ -128,6 +129,10 @@ class EnsembleTrainer:
 
     # ------------------------------------------------------- objective
     def _solve(self, y0: Tensor, t: Tensor, adjoint: bool) -> Tensor:
+        if self.compiled is not None and not torch.is_grad_enabled():  # evaluations: the fused kernel
+            solution = self.compiled.solution(self.field, y0, t)
+            if solution is not None:
+                return solution
         try:
             return solve_ensemble(self.field, y0, t, adjoint=adjoint, allow_nonfinite=True, **self._solver)
         except SolverError as exc:

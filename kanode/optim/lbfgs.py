@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from kanode.native_build import Kernel
 
 from ._params import MemberOptimizer, MemberParams
 from .line_search import search_members, strong_wolfe
@@ -36,6 +39,11 @@ from .line_search import search_members, strong_wolfe
 __all__ = ["BatchedLBFGS"]
 
 Closure = Callable[[], Tensor]   # sets gradients, returns the (M,) losses
+
+# the two-loop recursion of every member in one C++ call (the loops of _two_loop_torch);
+# ~100 host-side torch operations per history pair otherwise
+TWO_LOOP = Kernel(Path(__file__).resolve().parents[1] / "csrc" / "lbfgs_cpu.cpp", "kanode_lbfgs",
+                  "the L-BFGS CPU kernel")
 
 
 class BatchedLBFGS(MemberOptimizer):
@@ -84,7 +92,16 @@ class BatchedLBFGS(MemberOptimizer):
             self.h_diag_[m] = ys[m] / yy[m]
 
     def _two_loop(self, grad: Tensor) -> Tensor:
-        """(M, P) L-BFGS directions −H g from each member's history (newest pair first)."""
+        """(M, P) L-BFGS directions −H g from each member's history (newest pair first):
+        the C++ kernel on the CPU where it is built, else :meth:`_two_loop_torch`."""
+        kernel = TWO_LOOP.get() if grad.device.type == "cpu" else None
+        if kernel is None:
+            return self._two_loop_torch(grad)
+        return kernel.two_loop(grad, self.steps_hist_, self.grads_hist_, torch.tensor(self.head_),
+                               torch.tensor(self.count_), torch.tensor(self.h_diag_, dtype=grad.dtype))
+
+    def _two_loop_torch(self, grad: Tensor) -> Tensor:
+        """:meth:`_two_loop` by torch operations (any device; the kernel's reference)."""
         n = self.params.n_members
         rows = torch.arange(n, device=grad.device)
         q = grad.neg()

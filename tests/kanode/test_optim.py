@@ -738,3 +738,27 @@ def test_a_search_that_cannot_move_is_not_repeated() -> None:
     fresh = BatchedLBFGS([("x", Parameter(start[1:].clone()))], n_members=1)
     fresh.load_member_state(0, state)
     assert fresh.stuck_ == [True]
+
+
+@pytest.mark.parametrize("n_members, size, history", [(1, 40, 5), (3, 17, 6)])
+def test_two_loop_kernel_is_the_torch_recursion(n_members: int, size: int, history: int) -> None:
+    """The C++ two-loop recursion gives the torch loops' directions, for full and partly
+    filled ring buffers that wrapped around."""
+    from kanode.optim.lbfgs import TWO_LOOP
+
+    if TWO_LOOP.get() is None:
+        pytest.skip("the L-BFGS CPU kernel could not be built here")
+    gen = torch.Generator().manual_seed(4)
+    x = torch.zeros(n_members, size, dtype=torch.float64, requires_grad=True)
+    opt = BatchedLBFGS([("x", x)], n_members=n_members, history_size=history)
+    opt.steps_hist_.copy_(torch.randn(opt.steps_hist_.shape, generator=gen, dtype=torch.float64))
+    opt.grads_hist_.copy_(opt.steps_hist_ + 0.3 * torch.randn(opt.steps_hist_.shape, generator=gen,
+                                                                dtype=torch.float64))
+    opt.count_ = [history - m for m in range(n_members)]
+    opt.head_ = [(3 * m + 2) % history for m in range(n_members)]
+    opt.h_diag_ = [0.5 + m for m in range(n_members)]
+    grad = torch.randn(n_members, size, generator=gen, dtype=torch.float64)
+    want = opt._two_loop_torch(grad)
+    got = opt._two_loop(grad)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-13
+    assert float((got + grad * torch.tensor(opt.h_diag_, dtype=torch.float64)[:, None]).abs().max()) > 1e-3
