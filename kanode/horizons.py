@@ -16,7 +16,10 @@ stages: stage s fits every window of ``horizons[s] + 1`` consecutive points
 generator), and the last stage (and every L-BFGS step) fits the whole
 training trajectory (from the fitted initial states with
 ``fit_initial_state``). A horizon that spans the whole training window is the
-whole trajectory. Both trainers call :func:`window_points` and
+whole trajectory. A curriculum step records its windows' MSE as its
+``train_loss`` (as random windows do with ``batch_time``), so the "best"
+checkpoint compares those; the evaluations (``final_train_loss``) are always
+the whole trajectory's. Both trainers call :func:`window_points` and
 :func:`curriculum_windows` where they pick their windows, so a member of an
 ensemble fits the windows of its single fit.
 """

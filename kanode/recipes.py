@@ -13,9 +13,11 @@ setting                value
 widths (KAN, RSWAF)    ``[dim, dim]``: no hidden layer, dz_i/dt = Σ_j φ_ij(z_j)
                        (in log coordinates a generalised Lotka–Volterra /
                        Kolmogorov family: LV is φ_ii constant, φ_ij ∝ e^{z_j})
-grid_size (KAN)        the largest G ≤ 5 with dim²·(G + k + 2) ≤ n_obs (≥ 1)
+grid_size (KAN)        the largest G ≤ 5 with dim²·(G + k + 2) + n_traj·dim ≤
+                       n_obs (≥ 1): the network and the fitted initial
+                       states together have no more parameters than numbers
 widths (MLP)           ``[dim, h, dim]``, the largest h ≥ 2 with
-                       h·(2·dim + 1) + dim ≤ n_obs
+                       h·(2·dim + 1) + dim + n_traj·dim ≤ n_obs
 positive               on when every observed value is > 0
 fit_initial_state      on (each trajectory's first observation is noisy)
 batch_time             0: the loss is the whole training trajectory
@@ -70,14 +72,15 @@ def short_series_settings(config: FitConfig, data: FitData) -> dict[str, Any]:
     y = data.y_train                                                       # (n_traj, n_train, dim)
     observed = ~torch.isnan(y)                                             # missing values are NaN
     n_obs = int(observed.sum())
+    n_free = n_obs - y.shape[0] * dim                                      # less the fitted initial states
     k = config.spline_order
     if config.model == "mlp":
-        hidden = max(2, (n_obs - dim) // (2 * dim + 1))
+        hidden = max(2, (n_free - dim) // (2 * dim + 1))
         widths = [dim, hidden, dim]
         model = {"widths": widths}
     else:
         extra = k + 2 if config.model == "kan" else 2                     # per-edge parameters beyond G
-        grid = max(1, min(MAX_GRID, n_obs // (dim * dim) - extra))
+        grid = max(1, min(MAX_GRID, n_free // (dim * dim) - extra))
         widths = [dim, dim]
         model = {"widths": widths, "grid_size": grid}
     positive = bool((y[observed] > 0).all())

@@ -263,10 +263,10 @@ def test_recipe_names_are_the_configs() -> None:
     assert tuple(RECIPES) == RECIPE_NAMES
 
 
-@pytest.mark.parametrize("n_t, grid, hidden", [(16, 3, 6), (20, 5, 7), (8, 1, 2)])
+@pytest.mark.parametrize("n_t, grid, hidden", [(16, 2, 5), (20, 4, 7), (8, 1, 2)])
 def test_short_series_settings_follow_the_data(n_t: int, grid: int, hidden: int) -> None:
-    """16 points of 2 states = 32 numbers: 4 edges of (G + 5) parameters fit for G = 3;
-    an MLP [2, h, 2] has 5h + 2 parameters, h = 6. The penalty: the noise variance of the
+    """16 points of 2 states = 32 numbers, 30 beside the fitted initial state: 4 edges of
+    (G + 5) parameters fit for G = 2; an MLP [2, h, 2] has 5h + 2 parameters, h = 5. The penalty: the noise variance of the
     uniform grid's pseudo-residuals y_i − (y_{i-1} + y_{i+1})/2 (e²/1.5) over n_obs; rk4 at a
     quarter of the sampling interval (2); horizons doubling from 2 below n_t − 1 intervals."""
     from kanode.recipes import apply_recipe
@@ -294,7 +294,7 @@ def test_the_recipe_keeps_the_users_settings_and_resolves_once() -> None:
     config = FitConfig(data="x.csv", recipe="short-series", n_test_traj=0, lr=0.07, widths=[2, 3, 2])
     result = apply_recipe(config, data)
     assert result.kept == {"lr": 0.07, "widths": [2, 3, 2]}
-    assert result.config.lr == 0.07 and result.config.widths == [2, 3, 2] and result.config.grid_size == 3
+    assert result.config.lr == 0.07 and result.config.widths == [2, 3, 2] and result.config.grid_size == 2
     again = apply_recipe(result.config, data)
     assert again.config == result.config and again.kept == result.kept
     assert result.describe().endswith("; kept yours: widths = [2, 3, 2], lr = 0.07")
