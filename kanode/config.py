@@ -24,7 +24,7 @@ Size limits (each error message names the limit it hit)
     vector field's parameter count (at its largest grid) ≤ :data:`MAX_PARAMS`;
     ``n_traj``/``n_test_traj`` ≤ :data:`MAX_TRAJ`, ``batch_size`` ≤
     :data:`MAX_BATCH_SIZE`, ``batch_time`` ≤ :data:`MAX_BATCH_TIME`, step
-    counts ≤ :data:`MAX_STEPS`, ``max_num_steps`` ≤ :data:`MAX_SOLVER_STEPS`,
+    counts and ``horizons`` entries ≤ :data:`MAX_STEPS`, ``max_num_steps`` ≤ :data:`MAX_SOLVER_STEPS`,
     seeds ≤ 2**63 − 1 (a TOML integer), ``threads`` ≤ :data:`MAX_THREADS`.
     A fixed-step solve may take at most ``max_num_steps`` steps over the data's
     time span.
