@@ -109,6 +109,18 @@ def test_the_first_step_fits_the_short_windows() -> None:
     assert want != pytest.approx(whole, rel=1e-2)
 
 
+@pytest.mark.parametrize("stop_at", [2, 4], ids=["first-stage", "second-stage"])
+def test_a_resumed_curriculum_continues_where_it_stopped(tmp_path, stop_at: int) -> None:
+    """The stage follows the checkpointed step: a fit stopped in a stage and resumed has the
+    losses of the fit that ran through."""
+    config = FitConfig(seed=1, **TINY)
+    whole = fit(config, out=tmp_path / "whole")
+    fit(config, out=tmp_path / "part", stop_at=stop_at)
+    resumed = fit(resume=tmp_path / "part")
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+    assert resumed.summary["fitted_initial_state"] == whole.summary["fitted_initial_state"]
+
+
 @pytest.mark.slow
 def test_ensemble_members_with_a_curriculum_train_as_their_single_fits() -> None:
     configs = [FitConfig(seed=s, **TINY) for s in range(2)]
