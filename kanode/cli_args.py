@@ -87,7 +87,8 @@ HELP = {
                 "kanode/horizons.py",
     "recipe": "settings derived from the data: none, or short-series (few, noisy measurements: a "
               "model sized to the data, --positive when all values are > 0, fitted initial states, an "
-              "L2 penalty, whole-trajectory loss; table in kanode/recipes.py); flags you give are kept",
+              "L2 penalty from the data's noise, a horizon curriculum ending on the whole trajectory; "
+              "table in kanode/recipes.py); flags you give are kept",
     "eval_every": "steps between validation/extrapolation evaluations",
     "checkpoint_every": "steps between checkpoints",
     "seed": "seed of the model initialisation and the window sampling",

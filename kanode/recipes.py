@@ -2,8 +2,8 @@
 
 ``short-series`` is for measured data with few numbers, e.g. 16 yearly
 counts of two species (32 numbers): a network sized to the data, priors
-that measured populations and concentrations need, and the whole
-trajectory as the loss. Its settings, each derived from the training data
+that measured populations and concentrations need, a penalty from the
+data's noise, and a curriculum from short windows to the whole trajectory. Its settings, each derived from the training data
 (``n_obs``: observed numbers in the training window, ``dim`` states,
 ``dt`` the smallest sampling interval):
 
@@ -20,7 +20,7 @@ widths (MLP)           ``[dim, h, dim]``, the largest h ≥ 2 with
                        h·(2·dim + 1) + dim + n_traj·dim ≤ n_obs
 positive               on when every observed value is > 0
 fit_initial_state      on (each trajectory's first observation is noisy)
-batch_time             0: the loss is the whole training trajectory
+batch_time             0: no random windows (the curriculum's, then the whole trajectory)
 method, step_size      rk4 at dt / 4 (the fit is an ODE, not a map at dt)
 horizons               :func:`kanode.horizons.doubling_horizons` of the number
                        of training points (16 points: 2, 4, 8 intervals): the
