@@ -121,7 +121,6 @@ def test_a_resumed_curriculum_continues_where_it_stopped(tmp_path, stop_at: int)
     assert resumed.summary["fitted_initial_state"] == whole.summary["fitted_initial_state"]
 
 
-@pytest.mark.slow
 def test_ensemble_members_with_a_curriculum_train_as_their_single_fits() -> None:
     configs = [FitConfig(seed=s, **TINY) for s in range(2)]
     members = fit_ensemble(configs)
