@@ -22,16 +22,21 @@ on the same 16 years.
 
 ``--check`` adds the cases the recipe was not tuned on: simulated
 Lotka–Volterra with other constants and a Brusselator (a chemical
-oscillator), each 21 yearly-like points with 5 % noise, trained on the
-first 16 and forecast on the last 5, against the true model's own
-least-squares refit.
+oscillator), each 21 yearly-like points with 5 % noise, and FitzHugh–Nagumo
+(a relaxation oscillator, 21 points with 10 % noise), trained on the first
+16 and forecast on the last 5, against the true model's own least-squares
+refit.
+
+``--ablation`` fits the hare–lynx ensembles once more with the recipe's
+resolved settings but no horizon curriculum (``horizons = []``, written to a
+``config.toml`` and run with ``kanode.fit --config``).
 
 Writes ``experiments/results/hare_lynx/``: ``forecast.csv`` (one row per
 fit), ``summary.md`` (the table), ``hare_lynx.png`` (median and min–max band
 of the members against the data and the LV fit), and with ``--check``
 ``check.csv``.
 
-    python experiments/hare_lynx.py [--check] [--seeds 0-4]
+    python experiments/hare_lynx.py [--check] [--ablation] [--seeds 0-4]
 """
 
 from __future__ import annotations
@@ -190,7 +195,7 @@ def write_table(rows: list[Scored], path: Path, case: str) -> None:
 
 def markdown(rows: list[Scored], case: str) -> str:
     lv = next(r for r in rows if r.label == "mechanistic least squares")
-    lines = [f"### {case}", "", f"mechanistic least squares (LV; Brusselator for the Brusselator), 6 parameters: train MSE {lv.train_mse:.3g}, forecast MSE {lv.forecast_mse:.3g}",
+    lines = [f"### {case}", "", f"mechanistic least squares (the case's own model: LV, Brusselator or FitzHugh–Nagumo), 6 parameters: train MSE {lv.train_mse:.3g}, forecast MSE {lv.forecast_mse:.3g}",
              "", "| fit | forecast MSE per seed | median of seeds | × baseline | median trajectory | train MSE (median) |",
              "|---|---|---|---|---|---|"]
     for label in ("KAN short-series", "MLP short-series"):
@@ -221,8 +226,8 @@ def plot(t: np.ndarray, y: np.ndarray, curves: dict, names: tuple[str, str], pat
             ax.plot(td, curves["lv"][:, row], color="C3", ls="--", label="mechanistic least squares")
             ax.plot(t[:N_TRAIN], y[:N_TRAIN, row], "ko", ms=4, label="training data")
             ax.plot(t[N_TRAIN:], y[N_TRAIN:, row], "o", mfc="white", mec="k", ms=5, label="held back")
-            top = 1.3 * float(np.nanmax(y[:, row]))
-            ax.set_ylim(0, top)
+            top, low = 1.3 * float(np.nanmax(y[:, row])), 1.3 * min(0.0, float(np.nanmin(y[:, row])))
+            ax.set_ylim(low, top)
             ax.set_ylabel(names[row])
             if row == 0:
                 ax.set_title(f"{model.upper()} (short-series recipe), 5 seeds")
@@ -244,6 +249,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--check", action="store_true", help="also run the cases not tuned on")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also fit hare–lynx with the resolved recipe but no horizon curriculum")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     for stale in ("forecast.csv", "summary.md"):
@@ -258,6 +265,8 @@ def main() -> int:
     text.append(f"LV fit: a = {a:.3f}, b = {b:.4f}, c = {c:.3f}, d = {d:.4f}, state 1900 = ({x0:.1f}, {y0:.1f})\n")
     plot(t, y, curves, ("hare (thousands)", "lynx (thousands)"), OUT / "hare_lynx.png",
          "Hare and lynx pelts: trained on 1900–1915 (black), forecast 1916–1920 (white)")
+    if args.ablation:
+        text.append(without_curriculum(t, y, args.seeds))
     if args.check:
         t_sim = np.arange(21.0)
         cases = {
@@ -270,23 +279,47 @@ def main() -> int:
             write_table(sim_rows, OUT / "forecast.csv", name)
             text.append(markdown(sim_rows, name))
             plot(t_sim, y_sim, sim_curves, names, OUT / f"{name}.png", f"{name}: 5 % noise, 16 + 5 points")
-        bruss_y = simulate(lambda s, v: [1.0 + v[0] ** 2 * v[1] - 4.0 * v[0], 3.0 * v[0] - v[0] ** 2 * v[1]],
-                           np.array([1.0, 1.5]), np.linspace(0.0, 20.0, 21), 0.05, seed=2)
-        text.append(brusselator_case(bruss_y, args.seeds))
+        text.append(brusselator_case(args.seeds))
+        text.append(fitzhugh_nagumo_case(args.seeds))
     (OUT / "summary.md").write_text("\n".join(text), encoding="utf-8")
     print("\n".join(text))
     return 0
 
 
-def brusselator_case(y: np.ndarray, seeds: str) -> str:
-    """The Brusselator (A = 1, B = 3: a chemical oscillator); baseline: its own 4-parameter
-    model x' = a + x²y − b x, y' = c x − d x²y refitted by least squares."""
-    t = np.linspace(0.0, 20.0, 21)
-    names = ("x", "y")
+def without_curriculum(t: np.ndarray, y: np.ndarray, seeds: str) -> str:
+    """The hare–lynx ensembles again with the recipe's resolved settings (a member's
+    ``config.toml``) but ``horizons = []`` and ``recipe = "none"`` (else the recipe would set
+    the curriculum again): what the curriculum changes, everything else equal."""
+    from kanode.config import dump_config, load_config
 
-    def rhs(_t, v, a, b, c, d):
-        return [a + v[0] ** 2 * v[1] - b * v[0], c * v[0] - d * v[0] ** 2 * v[1]]
+    lines = ["### hare_lynx without the horizon curriculum (the recipe's other settings)", "",
+             "| fit | forecast MSE per seed | median of seeds | train MSE per seed |", "|---|---|---|---|"]
+    t_dense = np.linspace(t[0], t[-1], 20 * (t.size - 1) + 1)
+    rows = []
+    for model in ("kan", "mlp"):
+        ens = OUT / "runs" / f"hare_lynx-{model}-no-curriculum"
+        if not (ens / "ensemble.json").exists():
+            config = load_config(OUT / "runs" / f"hare_lynx-{model}" / "seed-0" / "config.toml")
+            toml = OUT / "runs" / f"hare_lynx-{model}-no-curriculum.toml"
+            toml.write_text(dump_config(config.replace(horizons=[], recipe="none")), encoding="utf-8")
+            cmd = [sys.executable, "-m", "kanode.fit", "--config", str(toml.relative_to(ROOT)), "--seeds", seeds,
+                   "--out", str(ens.relative_to(ROOT)), "--quiet", "--no-plots"]
+            print("  " + " ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, check=False, cwd=ROOT)
+        scored = [(seed, *score(traj[::20], y)) for seed, _status, traj in member_forecasts(ens, t_dense)]
+        rows += [Scored(f"{model.upper()} no curriculum", seed, train, fc) for seed, train, fc in scored]
+        lines.append(f"| {model.upper()} no curriculum | {' / '.join(f'{fc:.3g}' for _, _, fc in scored)} | "
+                     f"{statistics.median(fc for _, _, fc in scored):.3g} | "
+                     f"{' / '.join(f'{tr:.3g}' for _, tr, _ in scored)} |")
+    write_table(rows, OUT / "forecast.csv", "hare_lynx")
+    return "\n".join(lines) + "\n"
 
+
+def mechanistic_case(name: str, rhs, t: np.ndarray, y: np.ndarray, guess: np.ndarray, lower: np.ndarray,
+                     names: tuple[str, str], seeds: str, title: str) -> str:
+    """A simulated case whose baseline is its own 4-parameter model ``rhs(t, v, *p)`` (and the
+    initial state) refitted by least squares on the first N_TRAIN points; KAN and MLP ensembles
+    of the short-series recipe on the same points; all scored on the rest."""
     def traj(p, tt):
         return solve_ivp(rhs, (tt[0], tt[-1]), p[4:], t_eval=tt, args=tuple(p[:4]), rtol=1e-9, atol=1e-9).y.T
 
@@ -297,15 +330,15 @@ def brusselator_case(y: np.ndarray, seeds: str) -> str:
             return np.full(2 * N_TRAIN, 1e6)
         return (sol.y.T - y[:N_TRAIN]).ravel()
 
-    p = least_squares(residual, np.array([1.0, 4.0, 3.0, 1.0, y[0, 0], y[0, 1]]), bounds=(1e-6, np.inf)).x
-    rows = [Scored("mechanistic least squares", "-", *score(traj(p, t), y))]  # here: the Brusselator's own refit
+    p = least_squares(residual, guess, bounds=(lower, np.inf)).x
+    rows = [Scored("mechanistic least squares", "-", *score(traj(p, t), y))]  # the case's own model refitted
     OUT.mkdir(parents=True, exist_ok=True)
-    train_file = OUT / "brusselator_train.csv"
+    train_file = OUT / f"{name}_train.csv"
     write_series(train_file, t[:N_TRAIN], y[:N_TRAIN], names)
     t_dense = np.linspace(t[0], t[-1], 20 * (t.size - 1) + 1)
     curves = {"lv": traj(p, t_dense), "t_dense": t_dense}
     for model in ("kan", "mlp"):
-        ens = OUT / "runs" / f"brusselator-{model}"
+        ens = OUT / "runs" / f"{name}-{model}"
         run_ensemble(train_file, model, seeds, ens)
         members = member_forecasts(ens, t_dense)
         for seed, _status, traj_m in members:
@@ -314,9 +347,42 @@ def brusselator_case(y: np.ndarray, seeds: str) -> str:
         median = np.median(stack, axis=0)
         curves[model] = (median, stack.min(0), stack.max(0))
         rows.append(Scored(f"{model.upper()} median trajectory", "median", *score(median[::20], y)))
-    write_table(rows, OUT / "forecast.csv", "brusselator")
-    plot(t, y, curves, names, OUT / "brusselator.png", "Brusselator (A = 1, B = 3): 5 % noise, 16 + 5 points")
-    return markdown(rows, "brusselator (baseline: its own model refitted)")
+    write_table(rows, OUT / "forecast.csv", name)
+    plot(t, y, curves, names, OUT / f"{name}.png", title)
+    return markdown(rows, f"{name} (baseline: its own model refitted)")
+
+
+def brusselator_case(seeds: str) -> str:
+    """The Brusselator (A = 1, B = 3: a chemical oscillator), 21 points on [0, 20], 5 %
+    multiplicative noise; baseline: x' = a + x²y − b x, y' = c x − d x²y refitted."""
+    def rhs(_t, v, a, b, c, d):
+        return [a + v[0] ** 2 * v[1] - b * v[0], c * v[0] - d * v[0] ** 2 * v[1]]
+
+    t = np.linspace(0.0, 20.0, 21)
+    y = simulate(lambda s, v: rhs(s, v, 1.0, 4.0, 3.0, 1.0), np.array([1.0, 1.5]), t, 0.05, seed=2)
+    return mechanistic_case("brusselator", rhs, t, y, np.array([1.0, 4.0, 3.0, 1.0, y[0, 0], y[0, 1]]),
+                            np.full(6, 1e-6), ("x", "y"), seeds,
+                            "Brusselator (A = 1, B = 3): 5 % noise, 16 + 5 points")
+
+
+def fitzhugh_nagumo_case(seeds: str) -> str:
+    """FitzHugh–Nagumo (systems.FitzHughNagumo's constants: a = 0.7, b = 0.8, τ = 12.5, I = 0.5;
+    a relaxation oscillator, period ≈ 42), 21 points on [0, 80] from (1, 1), additive noise of
+    10 % of each state's standard deviation (v changes sign); baseline: its own 4 constants and
+    the initial state refitted."""
+    from systems import FitzHughNagumo
+
+    def rhs(_t, v, a, b, tau, current):
+        return [v[0] - v[0] ** 3 / 3 - v[1] + current, (v[0] + a - b * v[1]) / tau]
+
+    true = FitzHughNagumo()
+    t = np.linspace(0.0, 80.0, 21)
+    clean = solve_ivp(lambda s, v: true.rhs(s, v), (t[0], t[-1]), [1.0, 1.0], t_eval=t, rtol=1e-10, atol=1e-10).y.T
+    rng = np.random.default_rng(3)
+    y = clean + 0.1 * clean.std(0) * rng.standard_normal(clean.shape)
+    return mechanistic_case("fitzhugh_nagumo", rhs, t, y, np.array([0.7, 0.8, 12.5, 0.5, y[0, 0], y[0, 1]]),
+                            np.array([1e-6] * 4 + [-np.inf] * 2), ("v", "w"), seeds,
+                            "FitzHugh–Nagumo: 10 % noise, 16 + 5 points")
 
 
 if __name__ == "__main__":

@@ -81,9 +81,14 @@ HELP = {
           "(KANs and MLPs, single fits and ensembles); 0 disables",
     "grid_update_steps": "steps at which KAN grids are refit to the visited states (KANs only)",
     "grid_extend": "KAN grid extensions as STEP:GRID_SIZE pairs, e.g. 100:10 200:20 (KANs only)",
+    "horizons": "a curriculum: window lengths in sampling intervals, e.g. 2 4 8; the Adam steps are "
+                "split into equal stages fitting every window of that many intervals from the observed "
+                "states, the last stage and L-BFGS the whole trajectory (needs --batch-time 0); "
+                "kanode/horizons.py",
     "recipe": "settings derived from the data: none, or short-series (few, noisy measurements: a "
               "model sized to the data, --positive when all values are > 0, fitted initial states, an "
-              "L2 penalty, whole-trajectory loss; table in kanode/recipes.py); flags you give are kept",
+              "L2 penalty from the data's noise, a horizon curriculum ending on the whole trajectory; "
+              "table in kanode/recipes.py); flags you give are kept",
     "eval_every": "steps between validation/extrapolation evaluations",
     "checkpoint_every": "steps between checkpoints",
     "seed": "seed of the model initialisation and the window sampling",

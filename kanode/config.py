@@ -24,7 +24,7 @@ Size limits (each error message names the limit it hit)
     vector field's parameter count (at its largest grid) ≤ :data:`MAX_PARAMS`;
     ``n_traj``/``n_test_traj`` ≤ :data:`MAX_TRAJ`, ``batch_size`` ≤
     :data:`MAX_BATCH_SIZE`, ``batch_time`` ≤ :data:`MAX_BATCH_TIME`, step
-    counts ≤ :data:`MAX_STEPS`, ``max_num_steps`` ≤ :data:`MAX_SOLVER_STEPS`,
+    counts and ``horizons`` entries ≤ :data:`MAX_STEPS`, ``max_num_steps`` ≤ :data:`MAX_SOLVER_STEPS`,
     seeds ≤ 2**63 − 1 (a TOML integer), ``threads`` ≤ :data:`MAX_THREADS`.
     A fixed-step solve may take at most ``max_num_steps`` steps over the data's
     time span.
@@ -207,7 +207,11 @@ class FitConfig:
         ``optimizer`` ``adam`` runs ``steps`` Adam steps; ``lbfgs`` runs
         ``lbfgs_steps`` L-BFGS steps; ``adam+lbfgs`` runs both in that order.
         ``grid_update_steps`` and ``grid_extend`` (pairs ``[step, new_grid_size]``)
-        refit KAN grids at those global steps (KANs only).
+        refit KAN grids at those global steps (KANs only). ``horizons``
+        (window lengths in sampling intervals, increasing; needs
+        ``batch_time = 0``) splits the Adam steps into a curriculum of every
+        window of each length from the observed states, then the whole
+        trajectory (:mod:`kanode.horizons`).
     Divergence
         A step whose training loss is not finite, or above
         ``divergence_factor`` (default 1e6) times the run's first training
@@ -270,6 +274,7 @@ class FitConfig:
     l2: float = 0.0
     grid_update_steps: list[int] = field(default_factory=list)
     grid_extend: list[list[int]] = field(default_factory=list)
+    horizons: list[int] = field(default_factory=list)
     # --- settings derived from the data (kanode.recipes)
     recipe: str = "none"
     # --- bookkeeping
@@ -323,6 +328,7 @@ class FitConfig:
         if self.fit_initial_state and self.batch_time:
             raise ConfigError("fit_initial_state fits where each whole training trajectory starts; "
                               "it needs batch_time = 0 (random windows start from observations)")
+        self._check_horizons()
         lo, hi = self.grid_range if len(self.grid_range) == 2 else (math.nan, math.nan)
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ConfigError(f"grid_range must be two finite numbers [low, high] with "
@@ -349,6 +355,22 @@ class FitConfig:
         if not self.data and self.method in FIXED_STEP_METHODS:
             t = _system_time_grid(self.system)
             check_fixed_steps(self, t[-1] - t[0], min(b - a for a, b in zip(t[:-1], t[1:])))
+
+    def _check_horizons(self) -> None:
+        if not self.horizons:
+            return
+        for h in self.horizons:
+            _int_range("horizons entries", h, 1, MAX_STEPS)
+        if any(b <= a for a, b in zip(self.horizons[:-1], self.horizons[1:])):
+            raise ConfigError(f"horizons must increase (window lengths in sampling intervals, "
+                              f"e.g. 2 4 8), got {_show(self.horizons)}")
+        if self.batch_time:
+            raise ConfigError("horizons (a curriculum of windows, then the whole trajectory) needs "
+                              "batch_time = 0; remove one of them")
+        if self.optimizer == "lbfgs" or self.steps < len(self.horizons) + 1:
+            raise ConfigError(f"horizons split the Adam steps into {len(self.horizons) + 1} stages; "
+                              f"they need optimizer adam or adam+lbfgs with steps >= "
+                              f"{len(self.horizons) + 1} (got {self.optimizer}, steps = {self.steps})")
 
     def _check_model(self) -> None:
         from kanode.nn.activations import ACTIVATIONS as BASE_ACTIVATIONS

@@ -2,8 +2,8 @@
 
 ``short-series`` is for measured data with few numbers, e.g. 16 yearly
 counts of two species (32 numbers): a network sized to the data, priors
-that measured populations and concentrations need, and the whole
-trajectory as the loss. Its settings, each derived from the training data
+that measured populations and concentrations need, a penalty from the
+data's noise, and a curriculum from short windows to the whole trajectory. Its settings, each derived from the training data
 (``n_obs``: observed numbers in the training window, ``dim`` states,
 ``dt`` the smallest sampling interval):
 
@@ -13,17 +13,27 @@ setting                value
 widths (KAN, RSWAF)    ``[dim, dim]``: no hidden layer, dz_i/dt = Σ_j φ_ij(z_j)
                        (in log coordinates a generalised Lotka–Volterra /
                        Kolmogorov family: LV is φ_ii constant, φ_ij ∝ e^{z_j})
-grid_size (KAN)        the largest G ≤ 5 with dim²·(G + k + 2) ≤ n_obs (≥ 1)
+grid_size (KAN)        the largest G ≤ 5 with dim²·(G + k + 2) + n_traj·dim ≤
+                       n_obs (≥ 1): the network and the fitted initial
+                       states together have no more parameters than numbers
 widths (MLP)           ``[dim, h, dim]``, the largest h ≥ 2 with
-                       h·(2·dim + 1) + dim ≤ n_obs
+                       h·(2·dim + 1) + dim + n_traj·dim ≤ n_obs
 positive               on when every observed value is > 0
 fit_initial_state      on (each trajectory's first observation is noisy)
-batch_time             0: the loss is the whole training trajectory
+batch_time             0: no random windows (the curriculum's, then the whole trajectory)
 method, step_size      rk4 at dt / 4 (the fit is an ODE, not a map at dt)
-l2                     L2_PER_OBS_VARIANCE (1 %) · mean variance of the
-                       observed states / n_params: with parameters of size 1
-                       the penalty is 1 % of the data's variance (the MSE's
-                       scale), fixed a priori, not tuned on one data set
+horizons               :func:`kanode.horizons.doubling_horizons` of the number
+                       of training points (16 points: 2, 4, 8 intervals): the
+                       Adam steps first fit every short window from the
+                       observed states, then the whole trajectory, which
+                       escapes the damped solution through the data's mean
+l2                     σ̂² / n_obs, the Gaussian prior's MAP weight for
+                       parameters of size 1 (MSE/n_obs·Σr²/2σ² + Σp²/2 ⇔
+                       MSE + σ²/n_obs · Σp²), with σ̂² the observation noise
+                       variance estimated from the data by
+                       :func:`noise_variance` (pseudo-residuals of consecutive
+                       triples, Gasser, Sroka & Jennen-Steinmetz 1986),
+                       mean over states
 optimizer              adam+lbfgs: STEPS Adam steps (lr LR[model], cosine),
                        then LBFGS_STEPS L-BFGS steps
 =====================  =====================================================
@@ -45,14 +55,15 @@ from torch import Tensor
 
 from .config import FitConfig
 from .data import FitData
+from .horizons import doubling_horizons
 
-__all__ = ["RECIPES", "RecipeResult", "apply_recipe", "resolve_recipe", "short_series_settings"]
+__all__ = ["RECIPES", "RecipeResult", "apply_recipe", "resolve_recipe", "short_series_settings",
+           "noise_variance"]
 
 STEPS = 200
 LBFGS_STEPS = 100
 LR = {"kan": 3e-2, "rswaf": 3e-2, "mlp": 1e-2}
 MAX_GRID = 5
-L2_PER_OBS_VARIANCE = 1e-2
 
 
 def short_series_settings(config: FitConfig, data: FitData) -> dict[str, Any]:
@@ -61,33 +72,55 @@ def short_series_settings(config: FitConfig, data: FitData) -> dict[str, Any]:
     y = data.y_train                                                       # (n_traj, n_train, dim)
     observed = ~torch.isnan(y)                                             # missing values are NaN
     n_obs = int(observed.sum())
+    n_free = n_obs - y.shape[0] * dim                                      # less the fitted initial states
     k = config.spline_order
     if config.model == "mlp":
-        hidden = max(2, (n_obs - dim) // (2 * dim + 1))
+        hidden = max(2, (n_free - dim) // (2 * dim + 1))
         widths = [dim, hidden, dim]
-        n_params = hidden * (2 * dim + 1) + dim
         model = {"widths": widths}
     else:
         extra = k + 2 if config.model == "kan" else 2                     # per-edge parameters beyond G
-        grid = max(1, min(MAX_GRID, n_obs // (dim * dim) - extra))
+        grid = max(1, min(MAX_GRID, n_free // (dim * dim) - extra))
         widths = [dim, dim]
-        n_params = dim * dim * (grid + extra)
         model = {"widths": widths, "grid_size": grid}
     positive = bool((y[observed] > 0).all())
-    # the training MSE is in the data's units: the penalty is measured against its variance
-    variance = _observed_variance(y) if y.shape[1] > 1 else 1.0
+    # the training MSE is in the data's units, so is the noise variance: the MAP weight of a unit prior
+    noise = noise_variance(data.t_train, y)
     dt = float(torch.diff(data.t).min())
     return {**model, "positive": positive, "fit_initial_state": True, "batch_time": 0,
-            "method": "rk4", "step_size": dt / 4, "l2": L2_PER_OBS_VARIANCE * variance / n_params,
-            "optimizer": "adam+lbfgs", "steps": STEPS, "lbfgs_steps": LBFGS_STEPS,
+            "method": "rk4", "step_size": dt / 4, "horizons": doubling_horizons(y.shape[1]),
+            "l2": noise / n_obs, "optimizer": "adam+lbfgs", "steps": STEPS, "lbfgs_steps": LBFGS_STEPS,
             "lr": LR[config.model], "lr_schedule": "cosine"}
 
 
-def _observed_variance(y: Tensor) -> float:
-    """Mean over states of the variance of the observed values of y (n_traj, n_t, dim)."""
-    states = y.reshape(-1, y.shape[-1])
-    variances = [float(col[~torch.isnan(col)].var()) for col in states.T if int((~torch.isnan(col)).sum()) > 1]
-    return sum(variances) / len(variances) if variances else 1.0
+def noise_variance(t: Tensor, y: Tensor) -> float:
+    """The observation noise variance estimated from the data, mean over states.
+
+    For three consecutive observed values (t₀, y₀), (t₁, y₁), (t₂, y₂) of a state,
+    the pseudo-residual ``e = a·y₀ + b·y₂ − y₁`` (a = (t₂−t₁)/(t₂−t₀), b = (t₁−t₀)/(t₂−t₀):
+    y₁'s linear interpolation minus y₁) has variance ``σ²·(a² + b² + 1)`` under
+    independent noise; the estimate is the mean of ``e²/(a² + b² + 1)`` (Gasser, Sroka &
+    Jennen-Steinmetz 1986). A signal curved on the scale of the sampling adds to it, so it
+    errs towards more smoothing. Missing values are skipped (the triples are of observed
+    values); a state with fewer than three observed values is left out; 0 if none has three.
+
+    t : (n_t,) times; y : (n_traj, n_t, dim), NaN where missing.
+    """
+    per_state = []
+    for s in range(y.shape[-1]):
+        terms = []
+        for traj in y[..., s]:
+            seen = ~torch.isnan(traj)
+            tt, yy = t[seen], traj[seen]
+            if tt.numel() < 3:
+                continue
+            a = (tt[2:] - tt[1:-1]) / (tt[2:] - tt[:-2])
+            b = 1.0 - a
+            e = a * yy[:-2] + b * yy[2:] - yy[1:-1]
+            terms.append(e.pow(2) / (a.pow(2) + b.pow(2) + 1.0))
+        if terms:
+            per_state.append(float(torch.cat(terms).mean()))
+    return sum(per_state) / len(per_state) if per_state else 0.0
 
 
 # recipe name -> settings from (config, data); "none" changes nothing. The names are

@@ -28,6 +28,7 @@ from .compiled import CompiledLoss, compiles, torch_compiles
 from .config import FitConfig
 from .data import FitData, observed_mse, sample_windows, take_windows, window_times
 from .divergence import divergence_reason
+from .horizons import curriculum_windows, window_points
 from .ode import SolverError, VectorField, backward_guarded, solve
 from .optim import BatchedAdam, BatchedLBFGS
 
@@ -302,7 +303,12 @@ class Trainer:
         return solve(self.field, y0, t, adjoint=adjoint, **self._solver)
 
     def _objective(self, full: bool) -> Tensor:
-        """Training MSE on the whole window (``full``) or on random windows."""
+        """Training MSE on the whole window (``full``), the step's curriculum windows
+        (:mod:`kanode.horizons`) or random windows."""
+        if points := (0 if full else window_points(self.config, self.data.n_train, self.state.step)):
+            y0, target, start = curriculum_windows(self.data.y_train, points)
+            t, index = window_times(self.data.t_train, start, points)
+            return observed_mse(take_windows(self._solve(y0, t, self.config.adjoint), index), target)
         return training_loss(self.field, self.data, self.config, full=full, generator=self.generator,
                              solver=self._solver, compiled=self.compiled)
 

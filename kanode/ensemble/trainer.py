@@ -44,6 +44,7 @@ from kanode.ensemble.data import StackedData
 from kanode.ensemble.field import EnsembleVectorField
 from kanode.ensemble.packing import check_packable
 from kanode.ensemble.solve import solve_ensemble
+from kanode.horizons import curriculum_windows, window_points
 from kanode.ode import SolverError, backward_guarded
 from kanode.train import (Evaluation, StepRecord, Trainer, TrainState, apply_grid_schedule, l2_penalty, lr_at,
                           make_optimizer, phase_at, solver_options, state_swapped)
@@ -142,7 +143,10 @@ class EnsembleTrainer:
         """(M,) training MSE of each member over its observed values (whole window, or its own
         random windows)."""
         c, d = self.config, self.data
-        if full or not c.batch_time:
+        if points := (0 if full else window_points(c, d.n_train, self.step)):      # kanode.horizons
+            y0, target, start = curriculum_windows(d.y_train, points)           # (M, batch, dim), ...
+            t, index = window_times(d.t_train, start, points)
+        elif full or not c.batch_time:
             y0 = self.field.initial_values(d.y_train[:, :, 0])                # (M, n_traj, dim)
             t, index = d.t_train, None
             target = d.y_train.permute(2, 0, 1, 3)                              # (n_train, M, n_traj, dim)
@@ -152,7 +156,7 @@ class EnsembleTrainer:
             y0 = torch.stack([w[0] for w in windows])                           # (M, batch, dim)
             target = torch.stack([w[1] for w in windows], dim=1)                # (batch_time, M, batch, dim)
             t, index = window_times(d.t_train, torch.stack([w[2] for w in windows]), c.batch_time)
-        if self.compiled is not None and not c.adjoint and index is None:
+        if self.compiled is not None and not c.adjoint and index is None and not points:
             losses = self.compiled(self.field, y0, t, target)
             if losses is not None:
                 return losses

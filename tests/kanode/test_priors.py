@@ -263,11 +263,12 @@ def test_recipe_names_are_the_configs() -> None:
     assert tuple(RECIPES) == RECIPE_NAMES
 
 
-@pytest.mark.parametrize("n_t, grid, hidden", [(16, 3, 6), (20, 5, 7), (8, 1, 2)])
+@pytest.mark.parametrize("n_t, grid, hidden", [(16, 2, 5), (20, 4, 7), (8, 1, 2)])
 def test_short_series_settings_follow_the_data(n_t: int, grid: int, hidden: int) -> None:
-    """16 points of 2 states = 32 numbers: 4 edges of (G + 5) parameters fit for G = 3;
-    an MLP [2, h, 2] has 5h + 2 parameters, h = 6. The penalty: 1 % of the mean variance
-    per parameter; rk4 at a quarter of the sampling interval (2)."""
+    """16 points of 2 states = 32 numbers, 30 beside the fitted initial state: 4 edges of
+    (G + 5) parameters fit for G = 2; an MLP [2, h, 2] has 5h + 2 parameters, h = 5. The penalty: the noise variance of the
+    uniform grid's pseudo-residuals y_i − (y_{i-1} + y_{i+1})/2 (e²/1.5) over n_obs; rk4 at a
+    quarter of the sampling interval (2); horizons doubling from 2 below n_t − 1 intervals."""
     from kanode.recipes import apply_recipe
 
     data = series(n_t)
@@ -276,11 +277,13 @@ def test_short_series_settings_follow_the_data(n_t: int, grid: int, hidden: int)
     assert kan.widths == [2, 2] and kan.grid_size == grid
     assert kan.positive and kan.fit_initial_state and kan.batch_time == 0
     assert kan.method == "rk4" and kan.step_size == 0.5
-    variance = float(data.y[0].var(0).mean())
-    assert kan.l2 == pytest.approx(0.01 * variance / (4 * (grid + 5)), rel=1e-12)
+    y = data.y[0]
+    noise = float((((y[:-2] + y[2:]) / 2 - y[1:-1]) ** 2 / 1.5).mean())
+    assert kan.l2 == pytest.approx(noise / (2 * n_t), rel=1e-12)
+    assert kan.horizons == {16: [2, 4, 8], 20: [2, 4, 8, 16], 8: [2, 4]}[n_t]
     mlp = apply_recipe(config.replace(model="mlp"), data).config
     assert mlp.widths == [2, hidden, 2]
-    assert mlp.l2 == pytest.approx(0.01 * variance / (5 * hidden + 2), rel=1e-12)
+    assert mlp.l2 == kan.l2 and mlp.horizons == kan.horizons
     assert apply_recipe(config, series(n_t, low=-5.0)).config.positive is False
 
 
@@ -291,7 +294,7 @@ def test_the_recipe_keeps_the_users_settings_and_resolves_once() -> None:
     config = FitConfig(data="x.csv", recipe="short-series", n_test_traj=0, lr=0.07, widths=[2, 3, 2])
     result = apply_recipe(config, data)
     assert result.kept == {"lr": 0.07, "widths": [2, 3, 2]}
-    assert result.config.lr == 0.07 and result.config.widths == [2, 3, 2] and result.config.grid_size == 3
+    assert result.config.lr == 0.07 and result.config.widths == [2, 3, 2] and result.config.grid_size == 2
     again = apply_recipe(result.config, data)
     assert again.config == result.config and again.kept == result.kept
     assert result.describe().endswith("; kept yours: widths = [2, 3, 2], lr = 0.07")
