@@ -25,16 +25,19 @@ $(DEV): $(BASE)
 run: $(BASE)
 	$(PY) -m kanode.fit $(ARGS)
 
+# One pytest worker per core (pytest-xdist; each worker runs torch on one thread).
+XDIST  ?= -n auto --dist worksteal
+
 test: $(DEV)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: $(DEV)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
-# The layer tests again with the fused kernel switched off: the PyTorch path
-# that machines without g++ (or with KANODE_NATIVE=0) run.
+# The layer, optimiser and trainer tests again with kanode's C++ kernels switched
+# off: the PyTorch paths that machines without g++ (or with KANODE_NATIVE=0) run.
 test-eager: $(DEV)
-	KANODE_NATIVE=0 $(PY) -m pytest tests/kanode/nn $(PYTEST_ARGS)
+	KANODE_NATIVE=0 $(PY) -m pytest $(XDIST) tests/kanode/nn tests/kanode/test_optim.py tests/kanode/test_train.py $(PYTEST_ARGS)
 
 bench: $(BASE)
 	$(PY) experiments/bench_layers.py
