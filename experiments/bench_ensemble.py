@@ -44,7 +44,6 @@ from kanode.data import load_data  # noqa: E402
 from kanode.ensemble import EnsembleKANLayer, EnsembleVectorField, solve_ensemble  # noqa: E402
 from kanode.fit import build_field  # noqa: E402
 from kanode.nn import KANLayer  # noqa: E402
-from kanode.ensemble.trainer import EnsembleTrainer  # noqa: E402
 from kanode.ode import solve  # noqa: E402
 from kanode.train import Trainer  # noqa: E402
 
@@ -94,7 +93,7 @@ def _step_time(steps, repeats: int, device: str, warmup: int = 1) -> tuple[float
 
 def single_step_time(model: str, data, t, y0, target, repeats: int, device: str) -> tuple[float, float]:
     """Median time of one step of kanode.train.Trainer (a single fit), cycling over 4 seeds."""
-    trainers = [Trainer(build_field(c, data), data, c) for c in
+    trainers = [Trainer(EnsembleVectorField.from_fields([build_field(c, data)]), [data], [c]) for c in
                 (_config(model, seed, device) for seed in range(1000, 1004))]
     iterators = [t.steps() for t in trainers]
     counter = [0]
@@ -119,10 +118,10 @@ def ensemble_step(field: EnsembleVectorField, opt, t, y0, target):
 
 def ensemble_step_time(model: str, members: int, data, t, y0, target, repeats: int,
                        device: str) -> tuple[float, float]:
-    """Median time of one step of kanode.ensemble.EnsembleTrainer over ``members`` seeds."""
+    """Median time of one step of kanode.train.Trainer over ``members`` seeds."""
     configs = [_config(model, seed, device) for seed in range(members)]
     field = EnsembleVectorField.from_fields([build_field(c, data) for c in configs])
-    trainer = EnsembleTrainer(field, [data] * members, configs)
+    trainer = Trainer(field, [data] * members, configs)
     return _step_time(trainer.steps(), repeats, device)
 
 
