@@ -4,9 +4,8 @@ Protocol: Lotka–Volterra with the ``kanode.fit`` defaults (one trajectory;
 the training window, the first 25 % of t ∈ [0, 14] at Δt = 0.1: 35 points,
 t ≤ 3.4, as in experiments/bench_ode.py), RK4 with the sampling
 interval as step, direct backpropagation, float64, Adam. One training step is
-one step of the trainers kanode runs: ``kanode.train.Trainer`` for a single
-fit (the fused single field of ``kanode.fit.build_field``) and
-``kanode.ensemble.EnsembleTrainer`` for M such fields (seeds 0 .. M-1)
+one step of ``kanode.train.Trainer``, for a single fit (its field stacked as an
+ensemble of one, as ``kanode.fit`` runs it) and for M such fields (seeds 0 .. M-1)
 stacked with ``EnsembleVectorField.from_fields`` — forward solve over the
 window, backward of the (summed per-member) MSE, the per-member Adam step of
 ``kanode.optim``, and the trainers' per-step bookkeeping (parameter snapshot

@@ -27,6 +27,9 @@ from .compiled import CompiledLoss, compiles
 from .config import FitConfig
 from .data import FitData, observed_mse, sample_windows, take_windows, window_times
 from .divergence import divergence_reason
+from .ensemble.data import StackedData
+from .ensemble.field import EnsembleVectorField
+from .ensemble.packing import check_packable
 from .ensemble.solve import solve_ensemble
 from .ode import SolverError, VectorField, backward_guarded, solve
 from .optim import BatchedAdam, BatchedLBFGS
@@ -117,8 +120,8 @@ def apply_grid_schedule(net: nn.Module, step: int, extend_steps: dict[int, int],
                         visited: Callable[[], Tensor]) -> bool:
     """The grid extension and update ``config`` schedules at ``step`` (a no-op for nets without
     grids); ``visited()`` gives the normalised training states to refit the grid on. Returns
-    whether the grid changed (the caller rebuilds its optimiser). Shared by the single and the
-    ensemble trainer, whose nets take (N, in) and (M, N, in) samples."""
+    whether the grid changed (the caller rebuilds its optimiser). ``visited()`` is (M, N, in) for
+    an ensemble net, (1, N, in) for a single net trained as an ensemble of one."""
     if not hasattr(net, "update_grid"):
         return False
     changed = False
@@ -307,9 +310,6 @@ class Trainer:
 
     def __init__(self, field: nn.Module, datas: Sequence[FitData], configs: Sequence[FitConfig],
                  regularizer: Regularizer | None = None) -> None:
-        from kanode.ensemble.data import StackedData
-        from kanode.ensemble.packing import check_packable
-
         check_packable(configs)
         n = field.n_members
         if len(datas) != n or len(configs) != n:
@@ -473,8 +473,6 @@ class Trainer:
 
     def _evaluate_alone(self, m: int) -> Evaluation:
         """Member m's evaluation in a solve of its own (inf where it fails)."""
-        from kanode.ensemble.field import EnsembleVectorField
-
         failed = Evaluation(math.inf, math.inf, math.inf)
         if self.n_members == 1:
             return failed
@@ -675,5 +673,3 @@ def count_parameters(module: nn.Module) -> int:
     """Number of trainable scalars."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
-
-StepCallback = Callable[[StepRecord], None]
