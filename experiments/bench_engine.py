@@ -3,8 +3,8 @@
 Default protocol (``python -m kanode.fit``'s defaults): Lotka–Volterra, the 35 training
 points, RK4 at the sampling interval with direct backpropagation, KAN [2, 10, 2] grid 5,
 float64, one thread. For M ∈ --members, an Adam step and an L-BFGS step (kanode's default
-``lbfgs_max_iter = 1``: one line search) of M members (M = 1: the single ``Trainer``;
-M > 1: ``EnsembleTrainer``) are timed through the trainers' own ``steps()`` (loss, gradient,
+``lbfgs_max_iter = 1``: one line search) of M members (``kanode.train.Trainer``; M = 1 is the
+single fit's ensemble of one) are timed through the trainers' own ``steps()`` (loss, gradient,
 optimiser, bookkeeping; no evaluations), with ``compile = "off"`` and ``"on"``; the compile
 time of the compiled step is reported too. The JAX reference (experiments/jax_reference.py:
 dense Cox–de Boor KAN, RK4 in ``lax.scan``, optax Adam / L-BFGS, ``jax.jit``) runs in the
@@ -37,8 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from kanode.compiled import compile_report  # noqa: E402
 from kanode.config import FitConfig  # noqa: E402
-from kanode.ensemble.fit import _make_trainer as make_ensemble_trainer  # noqa: E402
-from kanode.fit import _make_trainer, prepare  # noqa: E402
+from kanode.lifecycle import make_trainer, prepare  # noqa: E402
 
 QUIET = dict(eval_every=10**6, checkpoint_every=10**6, plots=False, threads=1)
 
@@ -47,10 +46,7 @@ def step_times(n_members: int, compile_mode: str, optimizer: str, repeats: int) 
     """(median seconds per optimiser step, seconds of the first step) of M members."""
     steps = repeats + 3
     settings = dict(QUIET, compile=compile_mode, optimizer=optimizer, steps=steps, lbfgs_steps=steps)
-    if n_members == 1:
-        trainer = _make_trainer(FitConfig(**settings))
-    else:
-        trainer = make_ensemble_trainer([FitConfig(seed=m, **settings) for m in range(n_members)])
+    trainer = make_trainer([FitConfig(seed=m, **settings) for m in range(n_members)])
     times = []
     iterator = iter(trainer.steps())
     for _ in range(steps):

@@ -4,9 +4,8 @@ Protocol: Lotka–Volterra with the ``kanode.fit`` defaults (one trajectory;
 the training window, the first 25 % of t ∈ [0, 14] at Δt = 0.1: 35 points,
 t ≤ 3.4, as in experiments/bench_ode.py), RK4 with the sampling
 interval as step, direct backpropagation, float64, Adam. One training step is
-one step of the trainers kanode runs: ``kanode.train.Trainer`` for a single
-fit (the fused single field of ``kanode.fit.build_field``) and
-``kanode.ensemble.EnsembleTrainer`` for M such fields (seeds 0 .. M-1)
+one step of ``kanode.train.Trainer``, for a single fit (its field stacked as an
+ensemble of one, as ``kanode.fit`` runs it) and for M such fields (seeds 0 .. M-1)
 stacked with ``EnsembleVectorField.from_fields`` — forward solve over the
 window, backward of the (summed per-member) MSE, the per-member Adam step of
 ``kanode.optim``, and the trainers' per-step bookkeeping (parameter snapshot
@@ -44,7 +43,6 @@ from kanode.data import load_data  # noqa: E402
 from kanode.ensemble import EnsembleKANLayer, EnsembleVectorField, solve_ensemble  # noqa: E402
 from kanode.fit import build_field  # noqa: E402
 from kanode.nn import KANLayer  # noqa: E402
-from kanode.ensemble.trainer import EnsembleTrainer  # noqa: E402
 from kanode.ode import solve  # noqa: E402
 from kanode.train import Trainer  # noqa: E402
 
@@ -94,7 +92,7 @@ def _step_time(steps, repeats: int, device: str, warmup: int = 1) -> tuple[float
 
 def single_step_time(model: str, data, t, y0, target, repeats: int, device: str) -> tuple[float, float]:
     """Median time of one step of kanode.train.Trainer (a single fit), cycling over 4 seeds."""
-    trainers = [Trainer(build_field(c, data), data, c) for c in
+    trainers = [Trainer(EnsembleVectorField.from_fields([build_field(c, data)]), [data], [c]) for c in
                 (_config(model, seed, device) for seed in range(1000, 1004))]
     iterators = [t.steps() for t in trainers]
     counter = [0]
@@ -119,10 +117,10 @@ def ensemble_step(field: EnsembleVectorField, opt, t, y0, target):
 
 def ensemble_step_time(model: str, members: int, data, t, y0, target, repeats: int,
                        device: str) -> tuple[float, float]:
-    """Median time of one step of kanode.ensemble.EnsembleTrainer over ``members`` seeds."""
+    """Median time of one step of kanode.train.Trainer over ``members`` seeds."""
     configs = [_config(model, seed, device) for seed in range(members)]
     field = EnsembleVectorField.from_fields([build_field(c, data) for c in configs])
-    trainer = EnsembleTrainer(field, [data] * members, configs)
+    trainer = Trainer(field, [data] * members, configs)
     return _step_time(trainer.steps(), repeats, device)
 
 

@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from kanode.cli_args import parse_seeds  # noqa: E402
 from kanode.config import FitConfig  # noqa: E402
-from kanode.fit import prepare  # noqa: E402
+from kanode.lifecycle import prepare  # noqa: E402
+from kanode.optim._params import MemberParams  # noqa: E402
 from kanode.train import Diverged, Trainer  # noqa: E402
 
 
@@ -45,9 +46,9 @@ class _TorchLBFGS:
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=False)
 
-    def step(self, closure, lr: float):  # noqa: ANN001, ANN201
+    def step(self, closure, lrs, active=None):  # noqa: ANN001, ANN201
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lrs[0]
         return self.optimizer.step(lambda: closure().sum())
 
 
@@ -57,23 +58,30 @@ class TorchLBFGSTrainer(Trainer):
 
     def _make_optimizer(self, phase: str):  # noqa: ANN202
         if phase == "lbfgs":
-            return _TorchLBFGS(list(self.field.parameters()), self.config)
+            optimizer = _TorchLBFGS(list(self.field.parameters()), self.config)
+            optimizer.params = MemberParams(self.field.named_parameters())  # the trainer's gradient view
+            return optimizer
         return super()._make_optimizer(phase)
 
     def _trial(self, counters):  # noqa: ANN001, ANN202
-        return self._loss_and_grad(counters, full=True).detach().reshape(1)
+        losses = self._loss_and_grad(counters, full=True)
+        if not torch.isfinite(losses).all():
+            raise Diverged("non-finite loss at an L-BFGS trial point")
+        return losses
 
 
 def run(trainer_cls: type[Trainer], config: FitConfig) -> dict:
     data, field = prepare(config)
-    trainer = trainer_cls(field, data, config)
+    trainer = trainer_cls.single(field, data, config)
     start, status, losses = time.perf_counter(), "finished", []
     try:
-        for record in trainer.steps():
-            losses.append(record.train_loss)
+        for step in trainer.steps():
+            losses += [r.train_loss for r in step.records.values()]
+            if step.diverged:
+                raise Diverged(step.diverged[0])
     except Diverged as exc:
-        status = f"diverged at step {trainer.state.step + 1} ({exc})"
-    final = trainer.evaluate() if status == "finished" else None
+        status = f"diverged at step {trainer.step + 1} ({exc})"
+    final = trainer.evaluate()[0] if status == "finished" else None
     return {"status": status, "final_train_loss": final.train_loss if final else float("nan"),
             "final_extrap_loss": final.extrap_loss if final else float("nan"),
             "best_train_loss": min(losses) if losses else float("nan"),

@@ -115,7 +115,7 @@ def member_forecasts(ensemble_dir: Path, t_dense: np.ndarray) -> list[tuple[int,
 
     from kanode.checkpoints import load_checkpoint
     from kanode.config import load_config
-    from kanode.fit import prepare
+    from kanode.lifecycle import prepare
     from kanode.ode import solve
 
     out = []

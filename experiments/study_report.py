@@ -26,6 +26,7 @@ from kanode.data import load_data
 from kanode.fit import build_field
 from kanode.ode import SolverError, solve
 from kanode.runs import read_metrics, read_summary
+from kanode.ensemble.field import EnsembleVectorField
 from kanode.train import Trainer, solver_options
 
 COLUMNS = ("stage", "system", "model", "family", "label", "budget", "lr", "seed", "n_params", "status",
@@ -233,7 +234,7 @@ def step_cost(run_dir: Path, repeats: int = 5) -> tuple[float, int]:
     """Median wall time (s) and peak bytes of one training step of the run's model as a single fit."""
     config = load_config(run_dir / "config.toml").replace(plots=False)
     data = load_data(config).to(torch.float64, "cpu")
-    trainer = Trainer(build_field(config, data), data, config)
+    trainer = Trainer(EnsembleVectorField.from_fields([build_field(config, data)]), [data], [config])
     steps = trainer.steps()
     next(steps)
     times = []

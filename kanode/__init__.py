@@ -1,7 +1,8 @@
 """kanode: neural ODEs with KAN and MLP vector fields.
 
 Layers live in :mod:`kanode.nn`, solving in :mod:`kanode.ode`, the training
-loop in :mod:`kanode.train`; :func:`kanode.fit` runs one complete fit and
+loop in :mod:`kanode.train`, the run lifecycle in :mod:`kanode.lifecycle`;
+:func:`kanode.fit` (:func:`kanode.fitting.fit`) runs one complete fit and
 :func:`kanode.load_run` reloads a finished one (field, data, config)::
 
     from kanode import fit            # the function (so is kanode.fit.fit)
@@ -34,14 +35,14 @@ __all__ = ["ConfigError", "FitConfig", "KAN", "KANLayer", "MLP", "RSWAF", "Solve
 
 
 class _Package(_types.ModuleType):
-    """The ``kanode`` module: ``kanode.fit`` is the function :func:`kanode.fit.fit`."""
+    """The ``kanode`` module: ``kanode.fit`` is the function :func:`kanode.fitting.fit`."""
 
     @property
     def fit(self):  # noqa: ANN201 - the fit function, see kanode.fit.fit
         override = self.__dict__.get("_fit_override")
         if override is not None:
             return override
-        from .fit import fit as fit_function  # the submodule, imported once on first use
+        from .fitting import fit as fit_function  # the library module, imported on first use
 
         return fit_function
 

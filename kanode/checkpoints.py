@@ -116,7 +116,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-# Keys of Trainer.state_dict() (kanode.train) and what each must be.
+# Keys of Trainer.member_state(m) (kanode.train: a run's last.pt) and what each must be.
 _STATE_KEYS = ("step", "wall_time", "best_loss", "best_step", "phase", "model", "grid_size",
                "optimizer", "generator", "torch_rng")
 PHASES = ("adam", "lbfgs")

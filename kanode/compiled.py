@@ -11,9 +11,8 @@ backward each become one generated C++ function. The time loop, the output
 interpolation and each member's MSE stay in Python (34 calls per window).
 Compiling the whole window instead (one graph of 136 evaluations) took over
 5 minutes cold on the loaded 2-core machine; the step compiles in ~15 s from
-the inductor cache and 40–190 s cold. Both trainers call it
-(:class:`kanode.train.Trainer` with a single field as an ensemble of one,
-:class:`kanode.ensemble.EnsembleTrainer`).
+the inductor cache and 40–190 s cold. :class:`kanode.train.Trainer` calls it
+(for ensembles, and single fits as ensembles of one).
 
 The numbers are the eager path's to rounding: the steps are torchdiffeq's own
 step functions (``_step_func`` of the solver classes in :data:`STEPPERS`), on

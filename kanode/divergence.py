@@ -1,5 +1,4 @@
-"""The divergence rule, the one both trainers apply (:class:`kanode.train.Trainer` and
-:class:`kanode.ensemble.EnsembleTrainer`).
+"""The divergence rule, the one :class:`kanode.train.Trainer` applies to every member.
 
 A fit has diverged at a step when the training loss at the step's starting
 parameters is not finite, or exceeds ``factor`` (``FitConfig.divergence_factor``,

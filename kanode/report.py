@@ -25,7 +25,7 @@ from .predict import dense_solver, dense_times, predict_trajectories, vector_fie
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .fit import FitResult
+    from .result import FitResult
 
 __all__ = ["PlotsSkipped", "run_figures", "save_run_plots"]
 

@@ -1,14 +1,13 @@
-"""The optimisation loop: Adam, L-BFGS or Adam → L-BFGS on a neural ODE.
+"""The optimisation loop: Adam, L-BFGS or Adam → L-BFGS on neural ODEs, one :class:`Trainer`
+for M members of an ensemble field; a single fit is an ensemble of one.
 
-The loop knows nothing about files: a :class:`Trainer` exposes its complete
-state (``state_dict``/``load_state_dict``) and reports each step to a
-callback, and :mod:`kanode.runs` writes metrics and checkpoints.
-
-The optimisers are :mod:`kanode.optim`'s (``make_optimizer``), the same that
-:class:`kanode.ensemble.EnsembleTrainer` runs on every member: a single fit is
-an ensemble of one. A line-search trial point of L-BFGS whose solve fails or
-is not finite shrinks the step (it does not end the run); the step's first
-evaluation failing does (:class:`Diverged`).
+The loop knows nothing about files: the :class:`Trainer` exposes each member's
+complete state (``member_state``/``load_member_states``) and yields one
+:class:`TrainStep` per optimiser step; :mod:`kanode.lifecycle` writes metrics
+and checkpoints. The optimisers are :mod:`kanode.optim`'s (``make_optimizer``).
+A line-search trial point of L-BFGS whose solve fails or is not finite shrinks
+the step (it does not end the run); a member whose step's first evaluation
+fails diverges (it is frozen; a single fit then ends as "diverged").
 """
 
 from __future__ import annotations
@@ -28,18 +27,23 @@ from .compiled import CompiledLoss, compiles, torch_compiles
 from .config import FitConfig
 from .data import FitData, observed_mse, sample_windows, take_windows, window_times
 from .divergence import divergence_reason
+from .ensemble.data import StackedData
+from .ensemble.field import EnsembleVectorField
+from .ensemble.packing import check_packable
+from .ensemble.solve import solve_ensemble
 from .horizons import curriculum_windows, window_points
 from .ode import SolverError, VectorField, backward_guarded, solve
 from .optim import BatchedAdam, BatchedLBFGS
 
-__all__ = ["Trainer", "TrainState", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at", "training_loss",
-           "solver_options", "count_parameters", "training_window", "make_optimizer", "apply_grid_schedule",
-           "state_swapped", "l2_penalty"]
+__all__ = ["Trainer", "TrainState", "TrainStep", "StepRecord", "Diverged", "Evaluation", "lr_at", "phase_at",
+           "training_loss", "solver_options", "count_parameters", "training_window", "make_optimizer",
+           "apply_grid_schedule", "state_swapped", "l2_penalty"]
 
 
 class Diverged(RuntimeError):
     """Training produced a non-finite loss or gradient, a loss above the divergence rule's
-    multiple of the first one (:func:`kanode.divergence.divergence_reason`), or the solver failed."""
+    multiple of the first one (:func:`kanode.divergence.divergence_reason`), or the solver failed
+    (raised by callers that end on a member's divergence, e.g. :mod:`kanode.symbolic`)."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,8 @@ class StepRecord:
     ``train_loss`` is the objective at the parameters the step started from;
     ``val_loss``/``extrap_loss`` are evaluated at the same parameters every
     ``eval_every`` steps (None otherwise). ``reg_loss`` is the Trainer's
-    regulariser at those parameters (None without one); the optimiser
-    minimises ``train_loss + reg_loss``.
+    regulariser plus ``l2`` penalty at those parameters (None without either);
+    the optimiser minimises ``train_loss + reg_loss``.
     """
 
     step: int
@@ -117,8 +121,8 @@ def apply_grid_schedule(net: nn.Module, step: int, extend_steps: dict[int, int],
                         visited: Callable[[], Tensor]) -> bool:
     """The grid extension and update ``config`` schedules at ``step`` (a no-op for nets without
     grids); ``visited()`` gives the normalised training states to refit the grid on. Returns
-    whether the grid changed (the caller rebuilds its optimiser). Shared by the single and the
-    ensemble trainer, whose nets take (N, in) and (M, N, in) samples."""
+    whether the grid changed (the caller rebuilds its optimiser). ``visited()`` is (M, N, in) for
+    an ensemble net, (1, N, in) for a single net trained as an ensemble of one."""
     if not hasattr(net, "update_grid"):
         return False
     changed = False
@@ -233,17 +237,8 @@ def lr_at(config: FitConfig, step: int) -> float:
 
 
 @dataclass
-class _Counters:
-    forward: int = 0
-    backward: int = 0
-    grad_norm: float = float("nan")
-    first_loss: float | None = None
-    first_reg: float | None = None
-
-
-@dataclass
 class TrainState:
-    """Everything besides the model and optimiser that a resume needs."""
+    """A member's training state besides its parameters and optimiser (what a resume needs)."""
 
     step: int = 0
     wall_time: float = 0.0
@@ -253,240 +248,437 @@ class TrainState:
     first_loss: float | None = None  # step 1's training loss: the divergence rule's reference
 
 
+@dataclass(frozen=True)
+class TrainStep:
+    """One optimiser step: a record per member that took it, and the members that diverged
+    at it (member → reason)."""
+
+    records: dict[int, StepRecord]
+    diverged: dict[int, str]
+
+
+@dataclass
+class _Counters:
+    forward: int = 0
+    backward: int = 0
+    first_losses: list[float] | None = None
+    grad_norms: list[float] | None = None
+    first_regs: list[float] | None = None
+    bad_regs: set[int] = field(default_factory=set)
+
+
+class _SharedSolverError(RuntimeError):
+    """The solve of all members failed as a whole (an adaptive solve shares its steps)."""
+
+
+Regularizer = Callable[[nn.Module], Tensor]
+
+
 class Trainer:
-    """Fits ``field`` to ``data`` following ``config``'s optimiser schedule.
+    """Fits the M members of an ensemble field to their data following their configs;
+    M = 1 is a single fit.
+
+    * member m's loss is its own MSE against its own data (plus its regulariser and
+      ``l2``); the backward of the sum gives each member exactly its own gradient;
+    * the optimisers are :mod:`kanode.optim`'s (one algorithm over (M, ...) parameters),
+      with each member's learning rate and schedule (:func:`lr_at` of its config), and its
+      own ``grad_clip`` (``torch.nn.utils.clip_grad_norm_``'s rule on its own gradient);
+    * member m draws its random windows from its own generator seeded with its seed;
+    * a member whose loss breaks the divergence rule (:mod:`kanode.divergence`), whose
+      regulariser or gradient is not finite, or whose own solve fails, is frozen (its
+      field masked to zero, ``set_live``) at the parameters the step started from, and
+      reported in :attr:`TrainStep.diverged`; the others go on. With a fixed-step method
+      the others are unaffected; with an adaptive one they share the step, so a failing
+      L-BFGS trial point of one member shrinks the others' trial step in that round too.
 
     Parameters
     ----------
-    field : the vector field; its ``net`` may be a KAN (grid updates apply then).
-    data : training/validation/extrapolation trajectories (already on the
-        field's dtype and device).
-    config : the schedule, solver settings and seed.
-    regularizer : optional penalty ``regularizer(field) -> scalar Tensor``
-        added to the training loss once per objective evaluation (once per
-        Adam step, once per L-BFGS closure call), outside the ODE solve; it
-        is recorded as ``StepRecord.reg_loss``. E.g. the sparsity penalty of
-        :func:`kanode.symbolic.sparsity_regularizer` on training states.
+    field : an :class:`kanode.ensemble.EnsembleVectorField` of M members, or a
+        :class:`kanode.one_member.OneMemberField` (a single field trained in place;
+        see :meth:`single`).
+    datas : M members' data (one time grid and shape; values may differ).
+    configs : M configs that :func:`kanode.ensemble.check_packable` accepts.
+    regularizer : optional penalty ``regularizer(field) -> (M,)`` (a scalar for one
+        member), member m's added to its loss once per objective evaluation (once per
+        Adam step, once per L-BFGS closure call), outside the ODE solve; recorded, with
+        ``l2``, as ``StepRecord.reg_loss``. E.g. the sparsity penalty of
+        :mod:`kanode.symbolic.regularize`.
+
+    Per-member state (:meth:`member_state`) is a run's checkpoint format: a member's
+    checkpoint resumes as a single fit, and single checkpoints at one step resume as an
+    ensemble (:meth:`load_member_states`).
     """
 
-    def __init__(self, field: VectorField, data: FitData, config: FitConfig,
-                 regularizer: Callable[[VectorField], Tensor] | None = None) -> None:
+    def __init__(self, field: nn.Module, datas: Sequence[FitData], configs: Sequence[FitConfig],
+                 regularizer: Regularizer | None = None) -> None:
+        check_packable(configs)
+        n = field.n_members
+        if len(datas) != n or len(configs) != n:
+            raise ValueError(f"an ensemble of {n} members needs {n} datas and configs, "
+                             f"got {len(datas)} and {len(configs)}")
         self.field = field
-        self.data = data
-        self.config = config
+        self.configs = list(configs)
+        self.config = self.configs[0]  # the shared settings
+        self.data = StackedData.stack(datas)
+        self.n_members = n
         self.regularizer = regularizer
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self._solver = solver_options(config, data)
-        self.compiled = (CompiledLoss(config.method, self._solver["step_size"], torch_compile=torch_compiles(config))
-                         if compiles(config) else None)
-        self.state = TrainState()
-        self._phase = phase_at(config, 0)
+        self.generators = [torch.Generator().manual_seed(c.seed) for c in self.configs]
+        self._solver = solver_options(self.config, datas[0])
+        self.compiled = (CompiledLoss(self.config.method, self._solver["step_size"],
+                                      torch_compile=torch_compiles(self.config, n))
+                         if compiles(self.config, n) else None)
+        self.step = 0
+        self.states = [TrainState() for _ in range(n)]
+        self.frozen: dict[int, str] = {}
+        self._phase = phase_at(self.config, 0)
+        self._loss_scales = [d.loss_scale for d in datas]  # each member's Adam eps, as its single fit's
         self.optimizer = self._make_optimizer(self._phase)
-        self._grid_steps = set(config.grid_update_steps)
-        self._extend_steps = {int(s): int(g) for s, g in config.grid_extend}
+        self._grid_steps = set(self.config.grid_update_steps)
+        self._extend_steps = {int(s): int(g) for s, g in self.config.grid_extend}
 
-    # ------------------------------------------------------------ optimiser
+    @classmethod
+    def single(cls, field: VectorField, data: FitData, config: FitConfig,
+               regularizer: Regularizer | None = None) -> "Trainer":
+        """A trainer of one member that trains ``field`` itself (any VectorField, stackable
+        or not: :class:`kanode.one_member.OneMemberField`)."""
+        from kanode.one_member import OneMemberField
+
+        return cls(OneMemberField(field), [data], [config], regularizer)
+
     def _make_optimizer(self, phase: str) -> BatchedAdam | BatchedLBFGS:
-        """The phase's optimiser: kanode.optim's, the algorithm ensemble members run too
-        (a single model is an ensemble of one)."""
-        return make_optimizer(phase, self.field.named_parameters(), None, self.config,
-                              self.data.loss_scale)
+        stacked = getattr(self.field, "member_axis", True)
+        return make_optimizer(phase, self.field.named_parameters(), self.n_members if stacked else None,
+                              self.config, self._loss_scales)
 
-    # ------------------------------------------------------------ objective
-    def _solve(self, y0: Tensor, t: Tensor, adjoint: bool) -> Tensor:
-        if self.compiled is not None and not torch.is_grad_enabled():  # evaluations: the fused kernel
-            solution = self.compiled.solution(self.field, y0.unsqueeze(0), t)
-            if solution is not None:
-                if not bool(torch.isfinite(solution).all()):
-                    raise SolverError("the solution became non-finite (the vector field blew up)")
-                return solution[:, 0]
-        return solve(self.field, y0, t, adjoint=adjoint, **self._solver)
+    # ---------------------------------------------------------- members
+    @property
+    def active(self) -> list[bool]:
+        return [m not in self.frozen for m in range(self.n_members)]
 
-    def _objective(self, full: bool) -> Tensor:
-        """Training MSE on the whole window (``full``), the step's curriculum windows
-        (:mod:`kanode.horizons`) or random windows."""
-        if points := (0 if full else window_points(self.config, self.data.n_train, self.state.step)):
-            y0, target, start = curriculum_windows(self.data.y_train, points)
-            t, index = window_times(self.data.t_train, start, points)
-            return observed_mse(take_windows(self._solve(y0, t, self.config.adjoint), index), target)
-        return training_loss(self.field, self.data, self.config, full=full, generator=self.generator,
-                             solver=self._solver, compiled=self.compiled)
+    def _freeze(self, members: dict[int, str], snapshot: dict[str, Tensor]) -> None:
+        """Freeze ``members`` (→ reason) at the parameters of ``snapshot``."""
+        for m, reason in members.items():
+            self.frozen[m] = reason
+            self.field.load_member(m, self._member_of(snapshot, m))
+        live = torch.tensor(self.active, dtype=self.field.out_scale.dtype, device=self.field.out_scale.device)
+        self.field.set_live(live)
 
-    def _loss_and_grad(self, counters: _Counters, full: bool) -> Tensor:
-        """Zero grads, evaluate the objective, backpropagate; raise Diverged on trouble."""
-        self.optimizer.zero_grad()
-        self.field.reset_nfe()
-        try:
-            loss = self._objective(full)
-            counters.forward += self.field.reset_nfe()
-            # the step's first evaluation is held to the multiple rule; line-search trials only to finiteness
-            first = self.state.first_loss if counters.first_loss is None else None
-            reason = divergence_reason(loss.item(), first, self.config.divergence_factor)
-            if reason is not None:
-                raise Diverged(reason)
-            data_loss = loss
-            if self.regularizer is not None:
-                reg = self.regularizer(self.field)
-                if not torch.isfinite(reg):
-                    raise Diverged(f"non-finite regulariser ({reg.item()})")
-                loss = loss + reg
-                if counters.first_reg is None:
-                    counters.first_reg = reg.item()
-            backward_guarded(loss, self.config.max_num_steps)
-        except SolverError as exc:
-            raise Diverged(f"solver failure: {exc}") from exc
-        counters.backward += self.field.reset_nfe()
-        grads = [p.grad for p in self.field.parameters() if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        if not torch.isfinite(norm):
-            raise Diverged("non-finite gradient")
-        if counters.first_loss is None:
-            counters.first_loss = data_loss.item()
-            counters.grad_norm = norm.item()
-            if self.state.first_loss is None:
-                self.state.first_loss = counters.first_loss
-        if self.config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.field.parameters(), self.config.grad_clip)
-        return loss
+    def _member_of(self, state: dict[str, Tensor], m: int) -> dict[str, Tensor]:
+        """Member m's part of a state dict of the field (a copy)."""
+        if not getattr(self.field, "member_axis", True):
+            return {k: v.clone() for k, v in state.items()}
+        return {k: v[m].clone() for k, v in state.items()}
 
-    def _trial(self, counters: _Counters) -> Tensor:
-        """The L-BFGS closure: (1,) loss with gradients set. The step's first evaluation
-        raises Diverged on trouble; a line-search trial point that fails counts as +inf
-        (the search then steps back)."""
-        first = counters.first_loss is None
-        try:
-            return self._loss_and_grad(counters, full=True).detach().reshape(1)
-        except Diverged:
-            if first:
-                raise
-            return torch.full((1,), math.inf, dtype=self.data.y.dtype)
-
-    @torch.no_grad()
-    def evaluate(self) -> Evaluation:
-        """Whole-window training, held-out and extrapolation MSE over the observed values
-        (no gradients)."""
-        d = self.data
-        saved = self.field.nfe
-        try:
-            y0 = self.field.initial_values(d.y[:, 0])
-            pred = self._solve(y0, d.t, adjoint=False).transpose(0, 1)  # (n_traj, n_t, dim)
-            train = observed_mse(pred[:, : d.n_train], d.y_train).item()
-            extrap = (observed_mse(pred[:, d.n_train:], d.y[:, d.n_train:]).item()
-                      if d.has_extrapolation else None)
-            val = None
-            if d.y_held_out.shape[0]:
-                held = self._solve(d.y_held_out[:, 0], d.t_train, adjoint=False).transpose(0, 1)
-                val = observed_mse(held, d.y_held_out[:, : d.n_train]).item()
-        except SolverError:
-            train, val, extrap = float("inf"), float("inf"), float("inf")
-        finally:
-            self.field.nfe = saved
-        return Evaluation(train, val, extrap)
-
-    # --------------------------------------------------------------- grids
-    def _adapt_grid(self, step: int) -> None:
-        """Grid update / extension scheduled at ``step``; rebuilds the optimiser."""
-        def visited() -> Tensor:
-            y0 = self.field.initial_values(self.data.y_train[:, 0])
-            pred = self._solve(y0, self.data.t_train, adjoint=False)
-            return self.field.normalize(pred.reshape(-1, pred.shape[-1]))               # (N, dim)
-
-        if apply_grid_schedule(self.field.net, step, self._extend_steps, self._grid_steps, visited):
-            self.optimizer = self._make_optimizer(self._phase)
-
-    # ---------------------------------------------------------------- loop
     @property
     def total_steps(self) -> int:
         return self.config.total_steps
 
-    def steps(self) -> Iterator[StepRecord]:
-        """Run the remaining steps, yielding one record per optimiser step.
+    # ------------------------------------------------------- objective
+    def _solve(self, y0: Tensor, t: Tensor, adjoint: bool) -> Tensor:
+        if self.compiled is not None and not torch.is_grad_enabled():  # evaluations: the fused kernel
+            solution = self.compiled.solution(self.field, y0, t)                 # (n_t, M, B, dim)
+            if solution is not None:
+                return solution
+        try:
+            return solve_ensemble(self.field, y0, t, adjoint=adjoint, allow_nonfinite=True, **self._solver)
+        except SolverError as exc:
+            raise _SharedSolverError(str(exc)) from exc
 
-        Raises
-        ------
-        Diverged : non-finite loss or gradient, or a solver failure. The
-            model then still holds the parameters of the last finite step
-            for Adam (L-BFGS may have moved them within its line search).
-        """
+    def _losses(self, full: bool) -> Tensor:
+        """(M,) training MSE of each member over its observed values (whole window, the step's
+        curriculum windows (:mod:`kanode.horizons`), or its own random windows)."""
+        c, d = self.config, self.data
+        if points := (0 if full else window_points(c, d.n_train, self.step)):      # kanode.horizons
+            y0, target, start = curriculum_windows(d.y_train, points)           # (M, batch, dim), ...
+            t, index = window_times(d.t_train, start, points)
+        elif full or not c.batch_time:
+            y0 = self.field.initial_values(d.y_train[:, :, 0])                # (M, n_traj, dim)
+            t, index = d.t_train, None
+            target = d.y_train.permute(2, 0, 1, 3)                              # (n_train, M, n_traj, dim)
+        else:
+            windows = [sample_windows(d.y_train[m], c.batch_time, c.batch_size, self.generators[m])
+                       for m in range(self.n_members)]
+            y0 = torch.stack([w[0] for w in windows])                           # (M, batch, dim)
+            target = torch.stack([w[1] for w in windows], dim=1)                # (batch_time, M, batch, dim)
+            t, index = window_times(d.t_train, torch.stack([w[2] for w in windows]), c.batch_time)
+        if self.compiled is not None and not c.adjoint and index is None and not points:
+            losses = self.compiled(self.field, y0, t, target)
+            if losses is not None:
+                return losses
+        return observed_mse(take_windows(self._solve(y0, t, c.adjoint), index), target, member_dim=1)
+
+    def _penalty(self) -> Tensor | None:
+        """(M,) each member's regulariser plus its ``l2`` penalty (None without either)."""
+        total = None
+        if self.regularizer is not None:
+            total = self.regularizer(self.field).reshape(self.n_members)
+        if self.config.l2:  # each member's own penalty, as its single fit adds it
+            l2 = l2_penalty(self.field.net, self.config.l2, self.n_members)                   # (M,)
+            total = l2 if total is None else total + l2
+        return total
+
+    def _loss_and_grad(self, counters: _Counters, full: bool) -> Tensor:
+        """(M,) losses with the gradients set; +inf where a member's loss or gradient is
+        not finite (raises _SharedSolverError when the solve fails as a whole)."""
+        self.optimizer.zero_grad()
+        self.field.reset_nfe()
+        data_losses = self._losses(full)
+        counters.forward += self.field.reset_nfe()
+        losses = data_losses
+        penalty = self._penalty()
+        if penalty is not None:
+            losses = data_losses + penalty
+            if counters.first_regs is None:
+                counters.first_regs = penalty.detach().tolist()
+                counters.bad_regs = {m for m, v in enumerate(counters.first_regs) if not math.isfinite(v)}
+        ok = torch.isfinite(losses) & torch.tensor(self.active, device=losses.device)
+        try:
+            backward_guarded(torch.where(ok, losses, torch.zeros_like(losses)).sum(), self.config.max_num_steps)
+        except SolverError as exc:
+            raise _SharedSolverError(str(exc)) from exc
+        counters.backward += self.field.reset_nfe()
+        grad = self.optimizer.params.flat_grad()                                 # (M, P)
+        norms = torch.linalg.vector_norm(grad, dim=1)
+        ok = ok & torch.isfinite(norms)
+        self._clip(norms)
+        if counters.first_losses is None:
+            counters.first_losses = data_losses.detach().tolist()
+            counters.grad_norms = norms.tolist()
+        return torch.where(ok, losses.detach(), torch.full_like(losses, math.inf))
+
+    def _clip(self, norms: Tensor) -> None:
+        """Each member's ``grad_clip`` on its own gradient norm (torch's clip_grad_norm_ rule)."""
+        clips = [c.grad_clip for c in self.configs]
+        if not any(clips):
+            return
+        limit = torch.tensor([c or math.inf for c in clips], dtype=norms.dtype, device=norms.device)
+        scale = (limit / (norms + 1e-6)).clamp(max=1.0)
+        stacked = getattr(self.field, "member_axis", True)
+        for g in self.optimizer.params.grads():
+            g.mul_(scale.view((-1,) + (1,) * (g.ndim - 1)) if stacked else scale.reshape(()))
+
+    def _trial(self, counters: _Counters) -> Tensor:
+        """The L-BFGS closure; a trial point whose shared solve fails is +inf for everyone."""
+        first = counters.first_losses is None
+        try:
+            return self._loss_and_grad(counters, full=True)
+        except _SharedSolverError:
+            if first:  # the step's own start: steps() freezes whoever fails alone
+                raise
+            return torch.full((self.n_members,), math.inf, dtype=self.data.y.dtype)
+
+    # ------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> list[Evaluation]:
+        """Each member's whole-window training, held-out and extrapolation MSE over its
+        observed values (inf for a member whose solve is not finite)."""
+        saved = self.field.nfe
+        try:
+            return _evaluate(self.field, self.data, self._solver)
+        except _SharedSolverError:
+            return [self._evaluate_alone(m) for m in range(self.n_members)]
+        finally:
+            self.field.nfe = saved
+
+    def _evaluate_alone(self, m: int) -> Evaluation:
+        """Member m's evaluation in a solve of its own (inf where it fails)."""
+        failed = Evaluation(math.inf, math.inf, math.inf)
+        if self.n_members == 1:
+            return failed
+        alone = EnsembleVectorField.from_fields([self.field.member(m)])
+        try:
+            return _evaluate(alone, self.data.member(m), self._solver)[0]
+        except _SharedSolverError:
+            return failed
+
+    def _evaluate_at(self, params: dict[str, Tensor]) -> list[Evaluation]:
+        with state_swapped(self.field, params):
+            return self.evaluate()
+
+    # ------------------------------------------------------------ grids
+    def _adapt_grid(self, step: int) -> bool:
+        """Grid update / extension scheduled at ``step``; rebuilds the optimiser; whether it ran."""
+        def visited() -> Tensor:
+            y0 = self.field.initial_values(self.data.y_train[:, :, 0])
+            pred = self._solve(y0, self.data.t_train, adjoint=False)
+            states = pred.permute(1, 0, 2, 3).reshape(self.n_members, -1, pred.shape[-1])  # (M, N, dim)
+            return self.field.normalize(states)
+
+        if apply_grid_schedule(self.field.net, step, self._extend_steps, self._grid_steps, visited):
+            self.optimizer = self._make_optimizer(self._phase)
+            return True
+        return False
+
+    # ------------------------------------------------------------- loop
+    def steps(self) -> Iterator[TrainStep]:
+        """Run the remaining steps, yielding one :class:`TrainStep` per optimiser step
+        (until every member is done or frozen)."""
         c = self.config
-        while self.state.step < self.total_steps:
-            step = self.state.step
+        while self.step < self.total_steps and len(self.frozen) < self.n_members:
+            step = self.step
             start = time.perf_counter()
             phase = phase_at(c, step)
             if phase != self._phase:
                 self._phase = phase
                 self.optimizer = self._make_optimizer(phase)
-            try:
-                self._adapt_grid(step)
-            except SolverError as exc:  # the grid update solves the ODE too
-                raise Diverged(f"solver failure in the grid update: {exc}") from exc
-            lr = lr_at(c, step)
-            counters = _Counters()
             snapshot = copy.deepcopy(self.field.state_dict())
+            diverged: dict[int, str] = {}
+            try:
+                if self._adapt_grid(step):  # the step starts from the adapted grid
+                    snapshot = copy.deepcopy(self.field.state_dict())
+            except _SharedSolverError as exc:
+                diverged = self._culprits(f"solver failure in the grid update: {exc}")
+                self._freeze(diverged, snapshot)
+                yield TrainStep({}, diverged)
+                continue
+            lrs = [lr_at(cfg, step) for cfg in self.configs]
+            counters = _Counters()
+            rng = [g.get_state() for g in self.generators]
+            try:
+                if phase == "adam":
+                    self._loss_and_grad(counters, full=False)
+                else:
+                    self.optimizer.step(lambda: self._trial(counters), lrs, self.active)
+            except _SharedSolverError as exc:  # find who fails alone, freeze them, redo the step
+                for g, state in zip(self.generators, rng):
+                    g.set_state(state)
+                self.field.load_state_dict(snapshot)
+                diverged = self._culprits(f"solver failure: {exc}")
+                self._freeze(diverged, snapshot)
+                yield TrainStep({}, diverged)
+                continue
+            assert counters.first_losses is not None and counters.grad_norms is not None
+            bad = self._diverged(counters)
             if phase == "adam":
-                self._loss_and_grad(counters, full=False)
-                self.optimizer.step(lr)
-            else:
-                self.optimizer.step(lambda: self._trial(counters), lr)
-            assert counters.first_loss is not None
+                active = [a and m not in bad for m, a in enumerate(self.active)]
+                self.optimizer.step(lrs, active)
+            if bad:
+                self._freeze(bad, snapshot)
             evaluate = (step + 1) % c.eval_every == 0 or step + 1 == self.total_steps
-            ev = self._evaluate_at(snapshot) if evaluate else None
-            self._track_best(counters.first_loss, step, snapshot)
-            self.state.step += 1
-            self.state.wall_time += time.perf_counter() - start
-            yield StepRecord(step=step + 1, phase=phase, train_loss=counters.first_loss,
-                             val_loss=ev.val_loss if ev else None,
-                             extrap_loss=ev.extrap_loss if ev else None,
-                             lr=lr, nfe_forward=counters.forward, nfe_backward=counters.backward,
-                             wall_time=self.state.wall_time, grad_norm=counters.grad_norm,
-                             reg_loss=counters.first_reg)
+            evals = self._evaluate_at(snapshot) if evaluate and len(self.frozen) < self.n_members else None
+            self.step += 1
+            elapsed = time.perf_counter() - start
+            records = {}
+            for m in range(self.n_members):
+                if m in self.frozen:
+                    continue
+                state = self.states[m]
+                if state.first_loss is None:
+                    state.first_loss = counters.first_losses[m]
+                state.step = self.step
+                state.wall_time += elapsed
+                self._track_best(m, counters.first_losses[m], step, snapshot)
+                ev = evals[m] if evals else None
+                records[m] = StepRecord(step=step + 1, phase=phase, train_loss=counters.first_losses[m],
+                                        val_loss=ev.val_loss if ev else None,
+                                        extrap_loss=ev.extrap_loss if ev else None, lr=lrs[m],
+                                        nfe_forward=counters.forward, nfe_backward=counters.backward,
+                                        wall_time=state.wall_time, grad_norm=counters.grad_norms[m],
+                                        reg_loss=counters.first_regs[m] if counters.first_regs else None)
+            yield TrainStep(records, bad)
 
-    def _evaluate_at(self, params: dict[str, Tensor]) -> Evaluation:
-        """Evaluate at the step's starting parameters, then restore the updated ones."""
-        with state_swapped(self.field, params):
-            return self.evaluate()
+    def _diverged(self, counters: _Counters) -> dict[int, str]:
+        """Live members that diverged at this step (→ reason)."""
+        assert counters.first_losses is not None and counters.grad_norms is not None
+        bad = {}
+        for m in range(self.n_members):
+            if m in self.frozen:
+                continue
+            reason = divergence_reason(counters.first_losses[m], self.states[m].first_loss,
+                                       self.configs[m].divergence_factor)
+            if reason is None and m in counters.bad_regs:
+                reason = f"non-finite regulariser ({counters.first_regs[m]})"
+            if reason is None and not math.isfinite(counters.grad_norms[m]):
+                reason = "non-finite gradient"
+            if reason is not None:
+                bad[m] = reason
+        return bad
 
-    def _track_best(self, loss: float, step: int, params: dict[str, Tensor]) -> None:
-        if loss < self.state.best_loss:
-            self.state.best_loss, self.state.best_step = loss, step
-            self.state.best_model = params
+    def _culprits(self, reason: str) -> dict[int, str]:
+        """Members whose own full-window solve fails (all active members if none does alone)."""
+        failing = {}
+        if self.n_members > 1:
+            for m in range(self.n_members):
+                if m not in self.frozen and not math.isfinite(self._evaluate_alone(m).train_loss):
+                    failing[m] = reason
+        return failing or {m: reason + (" (shared by the ensemble)" if self.n_members > 1 else "")
+                           for m in range(self.n_members) if m not in self.frozen}
 
-    # ---------------------------------------------------------- persistence
-    def state_dict(self) -> dict[str, Any]:
-        """All a resume needs; loadable with ``torch.load(weights_only=True)``."""
-        return {
-            "step": self.state.step,
-            "wall_time": self.state.wall_time,
-            "best_loss": self.state.best_loss,
-            "best_step": self.state.best_step,
-            "first_loss": self.state.first_loss,
-            "phase": self._phase,
-            "model": self.field.state_dict(),
-            "grid_size": getattr(self.field.net, "grid_size", None),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        }
+    def _track_best(self, m: int, loss: float, step: int, snapshot: dict[str, Tensor]) -> None:
+        state = self.states[m]
+        if loss < state.best_loss:
+            state.best_loss, state.best_step = loss, step
+            state.best_model = self._member_of(snapshot, m)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (the model must have the saved grid size)."""
-        self.field.load_state_dict(state["model"])
-        self.state.step = int(state["step"])
-        self.state.wall_time = float(state["wall_time"])
-        self.state.best_loss = float(state["best_loss"])
-        self.state.best_step = int(state["best_step"])
-        first = state.get("first_loss")  # absent in checkpoints of earlier versions
-        self.state.first_loss = None if first is None else float(first)
-        self._phase = str(state["phase"])
+    # ------------------------------------------------------ persistence
+    def member_state(self, m: int) -> dict[str, Any]:
+        """Member m's training state: a run's checkpoint (``checkpoints/last.pt``), loadable
+        with ``torch.load(weights_only=True)``."""
+        state = self.states[m]
+        return {"step": state.step, "wall_time": state.wall_time, "best_loss": state.best_loss,
+                "best_step": state.best_step, "first_loss": state.first_loss, "phase": self._phase,
+                "model": self.field.member_state_dict(m),
+                "grid_size": getattr(self.field.net, "grid_size", None),
+                "optimizer": self.optimizer.member_state(m),
+                "generator": self.generators[m].get_state(), "torch_rng": torch.get_rng_state()}
+
+    def load_member_states(self, states: Sequence[dict[str, Any]], frozen: dict[int, str] | None = None) -> None:
+        """Restore every member from :meth:`member_state` s; the live ones saved at one step and
+        phase (the field's grid must have the saved grid size). Members in ``frozen``
+        (→ reason; diverged) get their parameters only and stay frozen."""
+        frozen = dict(frozen or {})
+        live = [s for m, s in enumerate(states) if m not in frozen] or [max(states, key=lambda s: s["step"])]
+        steps = {int(s["step"]) for s in live}
+        phases = {str(s["phase"]) for s in live}
+        if len(steps) != 1 or len(phases) != 1:
+            raise ValueError(f"the members' checkpoints are at steps {sorted(steps)} and phases "
+                             f"{sorted(phases)}; an ensemble resumes members at one step (resume the "
+                             "others as single fits)")
+        self.step = steps.pop()
+        self._phase = phases.pop()
         self.optimizer = self._make_optimizer(self._phase)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        for m, state in enumerate(states):
+            self.field.load_member(m, state["model"])
+            first = state.get("first_loss")
+            self.states[m] = TrainState(step=int(state["step"]), wall_time=float(state["wall_time"]),
+                                        best_loss=float(state["best_loss"]),
+                                        best_step=int(state["best_step"]),
+                                        first_loss=None if first is None else float(first))
+            if m not in frozen:
+                self.optimizer.load_member_state(m, state["optimizer"])
+            self.generators[m].set_state(state["generator"])
+        torch.set_rng_state(live[0]["torch_rng"])
+        if frozen:
+            self._freeze(frozen, self.field.state_dict())
+
+
+def _evaluate(field: nn.Module, data: Any, solver: dict[str, Any]) -> list[Evaluation]:
+    """Each member's whole-window training, held-out and extrapolation MSE of ``field`` on
+    ``data`` (:class:`kanode.ensemble.data.StackedData`); raises _SharedSolverError."""
+    d, n_members = data, field.n_members
+
+    def run(y0: Tensor, t: Tensor) -> Tensor:  # (n_traj, M, n_t, dim): a member's rows in single order
+        try:
+            y = solve_ensemble(field, y0, t, adjoint=False, allow_nonfinite=True, **solver)
+        except SolverError as exc:
+            raise _SharedSolverError(str(exc)) from exc
+        return y.permute(2, 1, 0, 3)
+
+    pred = run(field.initial_values(d.y[:, :, 0]), d.t)
+    target = d.y.transpose(0, 1)
+    n = d.n_train
+    train = observed_mse(pred[:, :, :n], target[:, :, :n], member_dim=1).tolist()
+    extrap = (observed_mse(pred[:, :, n:], target[:, :, n:], member_dim=1).tolist() if d.has_extrapolation
+              else [None] * n_members)
+    val: list[float | None] = [None] * n_members
+    if d.y_held_out.shape[1]:
+        held = run(d.y_held_out[:, :, 0], d.t_train)
+        val = observed_mse(held, d.y_held_out[:, :, :n].transpose(0, 1), member_dim=1).tolist()
+    clean = lambda v: v if v is None or math.isfinite(v) else math.inf  # noqa: E731
+    return [Evaluation(clean(train[m]), clean(val[m]), clean(extrap[m])) for m in range(n_members)]
 
 
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable scalars."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
-
-StepCallback = Callable[[StepRecord], None]

@@ -15,10 +15,9 @@ the ensemble's state-dict keys are the single model's, with a member axis.
 ``flatten_members(ensemble.parameters())`` is (M, P), row m member m's
 parameter vector (for per-member optimisers).
 
-Training: ``EnsembleTrainer(field, datas, configs)`` runs the single fit's
-schedule on every member (see :mod:`kanode.ensemble.trainer`);
-``fit_ensemble(configs, outs)`` adds one normal run directory per member;
-``check_packable`` / ``pack_groups`` say which configs can share one.
+Training: :class:`kanode.train.Trainer` trains an ensemble field (a single fit is an
+ensemble of one); :func:`kanode.fitting.fit_ensemble` adds one normal run directory per
+member; ``check_packable`` / ``pack_groups`` say which configs can share one.
 """
 
 from kanode.ensemble._members import flatten_members, unflatten_members
@@ -30,17 +29,12 @@ from kanode.ensemble.rswaf_layer import EnsembleRSWAFLayer
 from kanode.ensemble.solve import NORMS, finite_members, member_rms_norm, solve_ensemble
 from kanode.ensemble.data import StackedData
 from kanode.ensemble.packing import MEMBER_FIELDS, check_packable, pack_groups, pack_key
-from kanode.ensemble.trainer import EnsembleStep, EnsembleTrainer
-from kanode.ensemble.fit import fit_ensemble
 
 __all__ = [
     "ENSEMBLES",
     "MEMBER_FIELDS",
-    "EnsembleStep",
-    "EnsembleTrainer",
     "StackedData",
     "check_packable",
-    "fit_ensemble",
     "pack_groups",
     "pack_key",
     "NORMS",

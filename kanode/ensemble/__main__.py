@@ -21,10 +21,9 @@ import torch
 
 from kanode.cli_args import OneLineParser
 from kanode.config import MAX_THREADS, ConfigError, load_config
-from kanode.ensemble.fit import fit_ensemble
 from kanode.ensemble.manifest import read_manifest
 from kanode.exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK
-from kanode.fit import fit
+from kanode.fitting import fit, fit_ensemble
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,7 @@ The parent directory (``--out``) holds ``ensemble.json`` (written before the
 first step) and ``seed-<s>/`` run directories; ``--resume`` on the parent
 continues the whole ensemble, after a crash or kill too. Exit
 status: 0 when every member finished, 3 when some diverged (the others are
-finished and saved), 2 for bad input.
+finished and saved), 2 for bad input. A command-line leaf: only :mod:`kanode.fit` imports it.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 from kanode.cli_args import parse_seeds
 from kanode.config import ConfigError, FitConfig, load_config
 from kanode.data import describe_split, overfit_warning
-from kanode.ensemble.fit import fit_ensemble, resume_dirs
 from kanode.exit_codes import EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
-from kanode.fit import FitResult
+from kanode.fitting import fit_ensemble, resume_dirs
 from kanode.recipes import resolve_recipe
+from kanode.result import FitResult
 from kanode.runs import ENSEMBLE_FILE, default_run_dir
 
 __all__ = ["run_ensemble"]

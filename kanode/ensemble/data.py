@@ -1,4 +1,5 @@
-"""The members' data stacked on a member axis (each member may have its own noise and seeds)."""
+"""The members' data stacked on a member axis (each member may have its own noise and seeds):
+what :class:`kanode.train.Trainer` trains on (one :class:`kanode.data.FitData` per member)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ class StackedData:
                                   "member 0's; an ensemble's members share them")
         return cls(first.t, torch.stack([d.y for d in datas]),
                    torch.stack([d.y_held_out for d in datas]), first.n_train, tuple(datas))
+
+    def member(self, m: int) -> "StackedData":
+        """Member m's data alone (an ensemble of one)."""
+        return StackedData.stack([self.members[m]])
 
     @property
     def t_train(self) -> Tensor:

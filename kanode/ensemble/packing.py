@@ -3,8 +3,8 @@
 Members of one ensemble share the data's shape, the model's shape, the solver
 and the optimiser schedule; they may differ in the fields of
 :data:`MEMBER_FIELDS` (seeds, learning rates and their schedules, gradient
-clipping, and the data's noise and seeds). Fits with a sparsity penalty are
-not packed (the penalty is a single-model regulariser); they run alone.
+clipping, and the data's noise and seeds). A sparsity penalty (``sparsity``,
+``coef_l1``) applies to each member on its own training states, as in its single fit.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ MEMBER_FIELDS = ("seed", "lr", "lr_schedule", "lr_step_every", "lr_step_gamma", 
                  "grad_clip", "divergence_factor", "data_seed", "noise", "y0_spread", "plots")
 
 
-def pack_key(config: FitConfig) -> tuple[tuple[str, Any], ...] | None:
-    """The settings members of one ensemble must share; None if ``config`` is not packable."""
-    if config.sparsity or config.coef_l1:
-        return None
+def pack_key(config: FitConfig) -> tuple[tuple[str, Any], ...]:
+    """The settings members of one ensemble must share."""
     return tuple((f.name, _hashable(getattr(config, f.name))) for f in fields(config)
                  if f.name not in MEMBER_FIELDS)
 
@@ -37,13 +35,9 @@ def check_packable(configs: Sequence[FitConfig]) -> None:
     """Raise ConfigError (one line) unless all ``configs`` can form one ensemble."""
     if not configs:
         raise ConfigError("an ensemble needs at least one config")
-    for m, config in enumerate(configs):
-        if pack_key(config) is None:
-            raise ConfigError(f"member {m} has a sparsity penalty (sparsity or coef_l1), which "
-                              "ensembles do not support; fit it on its own")
-    first = dict(pack_key(configs[0]) or ())
+    first = dict(pack_key(configs[0]))
     for m, config in enumerate(configs[1:], start=1):
-        for name, value in pack_key(config) or ():
+        for name, value in pack_key(config):
             if first[name] != value:
                 raise ConfigError(f"member {m} has {name}={getattr(config, name)!r} but member 0 has "
                                   f"{getattr(configs[0], name)!r}; members of one ensemble may differ "
@@ -52,14 +46,11 @@ def check_packable(configs: Sequence[FitConfig]) -> None:
 
 def pack_groups(configs: Sequence[FitConfig], max_members: int = 256) -> list[list[int]]:
     """Indices of ``configs`` grouped into ensembles (first-appearance order), at most
-    ``max_members`` per group; unpackable configs form groups of one."""
+    ``max_members`` per group."""
     groups: dict[Any, list[list[int]]] = {}
     order: list[list[int]] = []
     for i, config in enumerate(configs):
         key = pack_key(config)
-        if key is None:
-            order.append([i])
-            continue
         chunks = groups.setdefault(key, [])
         if not chunks or len(chunks[-1]) >= max_members:
             chunks.append([])

@@ -20,7 +20,7 @@ from .library import LIBRARY, Candidate, get_candidate
 from .pipeline import Discovery, DiscoveryError, discover, formula_mse
 from .polish import Polished, SelectionStep, TermModel, fit_initial_states, polish
 from .prune import PruneError, PruneWarning, connectivity, prune
-from .regularize import coefficient_l1, score_l1, sparsity_penalty, sparsity_regularizer
+from .regularize import coefficient_l1, member_sparsity_regularizer, score_l1, sparsity_penalty, sparsity_regularizer
 from .scores import Scores, attribution, edge_scores, layer_inputs, training_inputs
 from .settings import SymbolicConfig
 from .symbolic_layer import PRUNED, SPLINE, SYMBOLIC, SymbolicKANLayer, as_mixed, set_edge
@@ -31,7 +31,7 @@ __all__ = [
     "FORMULA_TOLERANCE", "LIBRARY", "Polished", "SelectionStep", "Verdict", "fit_initial_states", "judge", "PRUNED", "SPLINE", "SYMBOLIC", "Candidate", "CandidateFit", "Discovery", "DiscoveryError",
     "EdgeChoice", "EdgeReport", "Formula", "NotSymbolicError", "PruneError", "PruneWarning", "Scores", "SymbolicConfig",
     "SymbolicKANLayer", "TermModel", "as_mixed", "attribution", "coefficient_l1", "connectivity", "discover",
-    "edge_scores", "fit_candidates", "formula_mse", "get_candidate", "latex", "layer_inputs",
+    "edge_scores", "fit_candidates", "formula_mse", "get_candidate", "latex", "layer_inputs", "member_sparsity_regularizer",
     "numpy_function", "polish", "prune", "python_source", "score_l1", "select", "set_edge", "simplify",
     "sparsity_penalty", "sparsity_regularizer", "symbolify", "to_sympy", "to_system", "training_inputs",
 ]

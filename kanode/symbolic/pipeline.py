@@ -123,9 +123,10 @@ def _fit(field_: VectorField, data: FitData, config: FitConfig, steps: int, lbfg
     cfg = config.replace(optimizer=optimizer, steps=steps, lbfgs_steps=lbfgs_steps,
                          lr=lr or config.lr, grid_update_steps=[s for s in grid_updates if s < steps],
                          grid_extend=[], eval_every=10**6, divergence_factor=STAGE_DIVERGENCE_FACTOR)
-    trainer = Trainer(field_, data, cfg, regularizer=regularizer)
-    for _ in trainer.steps():
-        pass
+    trainer = Trainer.single(field_, data, cfg, regularizer=regularizer)  # trains field_ itself
+    for step in trainer.steps():
+        if step.diverged:
+            raise Diverged(f"step {trainer.step + 1}: {step.diverged[0]}")
     return trainer
 
 
@@ -134,7 +135,7 @@ def _train(field_: VectorField, data: FitData, config: FitConfig, steps: int, lb
            grid_updates: Sequence[int] = ()) -> float:
     """:func:`_fit`, then the whole-window training MSE (NaN when there was nothing to train)."""
     trainer = _fit(field_, data, config, steps, lbfgs_steps, regularizer, lr, grid_updates)
-    return float("nan") if trainer is None else trainer.evaluate().train_loss
+    return float("nan") if trainer is None else trainer.evaluate()[0].train_loss
 
 
 @torch.no_grad()

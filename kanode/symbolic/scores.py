@@ -50,15 +50,18 @@ def training_inputs(field, y: Tensor) -> Tensor:
 
 
 def layer_inputs(kan: KAN, z: Tensor) -> list[Tensor]:
-    """Inputs of every layer for network inputs z (n, widths[0]): list of (n, widths[l])."""
-    inputs = [z.reshape(-1, kan.widths[0])]
+    """Inputs of every layer for network inputs z (n, widths[0]): list of (n, widths[l]);
+    for an ensemble KAN (:class:`kanode.ensemble.EnsembleKAN`) z (M, n, widths[0]) → (M, n, widths[l])."""
+    members = getattr(kan, "n_members", None)
+    inputs = [z.reshape(-1, kan.widths[0]) if members is None else z.reshape(members, -1, kan.widths[0])]
     for layer in kan.layers[:-1]:
         inputs.append(layer(inputs[-1]))
     return inputs
 
 
 def edge_scores(kan: KAN, z: Tensor, differentiable: bool = False) -> list[Tensor]:
-    """``std`` over the samples of every edge's output: list of (out_l, in_l).
+    """``std`` over the samples of every edge's output: list of (out_l, in_l) (for an ensemble
+    KAN and z (M, n, in), (M, out_l, in_l): each member's over its own samples).
 
     With ``differentiable`` the result carries gradients (for the sparsity
     penalty); the std is then ``sqrt(var + 1e-12)`` so that its gradient is
@@ -67,8 +70,8 @@ def edge_scores(kan: KAN, z: Tensor, differentiable: bool = False) -> list[Tenso
     with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
         scores = []
         for layer, x in zip(kan.layers, layer_inputs(kan, z)):
-            phi = layer.edge_activations(x)                                   # (n, out, in)
-            var = phi.var(dim=0, unbiased=False)
+            phi = layer.edge_activations(x)                                   # ([M,] n, out, in)
+            var = phi.var(dim=-3, unbiased=False)
             scores.append(torch.sqrt(var + 1e-12) if differentiable else var.sqrt())
     return scores
 

@@ -17,9 +17,8 @@ import torch
 
 import kanode.compiled as compiled
 from kanode.config import ConfigError, FitConfig
-from kanode.ensemble.fit import _make_trainer as make_ensemble_trainer
-from kanode.fit import _make_trainer
-from kanode.train import training_loss
+from kanode.lifecycle import make_trainer, prepare
+from kanode.train import Trainer, training_loss
 
 SMALL = dict(widths=[2, 4, 2], grid_size=3, train_fraction=0.25, n_test_traj=1, eval_every=1000,
              checkpoint_every=1000, plots=False, threads=1)
@@ -45,7 +44,7 @@ def route(request, monkeypatch) -> str:
 
 
 def losses_of(config: FitConfig) -> list[float]:
-    return [r.train_loss for r in _make_trainer(config).steps()]
+    return [s.records[0].train_loss for s in make_trainer([config]).steps()]
 
 
 def rel_errs(got: list[float], want: list[float]) -> list[float]:
@@ -56,8 +55,8 @@ def rel_errs(got: list[float], want: list[float]) -> list[float]:
 @pytest.mark.slow
 def test_single_fit_adam_steps_match_eager(route: str):
     eager = losses_of(FitConfig(compile="off", **ADAM))
-    trainer = _make_trainer(FitConfig(compile="on", **ADAM))
-    got = [r.train_loss for r in trainer.steps()]
+    trainer = make_trainer([FitConfig(compile="on", **ADAM)])
+    got = [s.records[0].train_loss for s in trainer.steps()]
     assert trainer.compiled is not None and not trainer.compiled.broken
     assert trainer.compiled.last_route == route
     assert max(rel_errs(got, eager)) <= 1e-10
@@ -69,15 +68,17 @@ def test_lbfgs_steps_loss_and_gradient_match_eager(route: str):
     """At every point an (eager) Adam → L-BFGS run visits, the compiled loss and gradient
     are the eager ones."""
     config = FitConfig(compile="on", optimizer="adam+lbfgs", steps=20, lbfgs_steps=20, **SMALL)
-    trainer = _make_trainer(config)
-    params = list(trainer.field.parameters())
+    data, field = prepare(config)
+    trainer = Trainer.single(field, data, config)  # trains field itself
+    params = list(field.parameters())
     worst_loss, worst_grad = 0.0, 0.0
-    for record in trainer.steps():
+    for step in trainer.steps():
+        record = step.records[0]
         values = []
         for engine in (None, trainer.compiled):
             for p in params:
                 p.grad = None
-            loss = training_loss(trainer.field, trainer.data, config, compiled=engine)
+            loss = training_loss(field, data, config, compiled=engine)
             loss.backward()
             values.append((loss.item(), torch.cat([p.grad.flatten() for p in params])))
         (eager_loss, eager_grad), (loss, grad) = values
@@ -92,7 +93,7 @@ def test_ensemble_member_adam_steps_match_its_eager_single_fit(route: str):
     # learning rates whose trajectories do not amplify rounding: at (2e-2, 3e-2) member 1's loss
     # oscillates and even the eager ensemble differs from its eager single fit by 1e-9
     configs = [FitConfig(compile="on", seed=m, lr=(1e-2, 2e-2)[m], **ADAM) for m in range(2)]
-    trainer = make_ensemble_trainer(configs)
+    trainer = make_trainer(configs)
     assert trainer.compiled is not None
     steps = list(trainer.steps())
     assert not trainer.compiled.broken and trainer.compiled.last_route == route

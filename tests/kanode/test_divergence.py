@@ -13,7 +13,7 @@ import pytest
 
 from kanode.config import DEFAULT_DIVERGENCE_FACTOR, FitConfig
 from kanode.divergence import divergence_reason
-from kanode.ensemble.fit import fit_ensemble
+from kanode.fitting import fit_ensemble
 from kanode.fit import fit, main
 from kanode.runs import load_checkpoint, read_metrics
 

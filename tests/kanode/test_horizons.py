@@ -11,8 +11,8 @@ import torch
 
 from kanode.config import ConfigError, FitConfig
 from kanode.data import observed_mse
-from kanode.ensemble.fit import fit_ensemble
-from kanode.fit import _make_trainer, fit
+from kanode.fitting import fit, fit_ensemble
+from kanode.lifecycle import make_trainer, prepare
 from kanode.horizons import curriculum_windows, doubling_horizons, window_points
 from kanode.ode import solve
 from kanode.recipes import noise_variance
@@ -96,15 +96,17 @@ TINY = dict(system="lotka_volterra", n_traj=2, n_test_traj=1, train_fraction=0.1
 def test_the_first_step_fits_the_short_windows() -> None:
     """Step 1's loss is the MSE of every 3-point window solved from its observed start
     (solved here one window at a time), not the whole trajectory's."""
-    trainer = _make_trainer(FitConfig(**TINY))
-    d = trainer.data
+    config = FitConfig(**TINY)
+    trainer = make_trainer([config])
+    d, _ = prepare(config)
+    field = trainer.field.member(0)
     starts = [(k, i) for k in range(d.y_train.shape[0]) for i in range(d.n_train - 2)]   # trajectory-major
     with torch.no_grad():
-        pred = torch.stack([solve(trainer.field, d.y_train[k, i][None], d.t_train[i: i + 3] - d.t_train[i],
+        pred = torch.stack([solve(field, d.y_train[k, i][None], d.t_train[i: i + 3] - d.t_train[i],
                                   method="rk4", step_size=float(d.t[1] - d.t[0]))[:, 0] for k, i in starts], 1)
-        whole = trainer._objective(full=True).item()
+        whole = trainer._losses(full=True)[0].item()
     want = observed_mse(pred, torch.stack([d.y_train[k, i: i + 3] for k, i in starts], dim=1)).item()
-    record = next(trainer.steps())
+    record = next(trainer.steps()).records[0]
     assert record.train_loss == pytest.approx(want, rel=1e-12)
     assert want != pytest.approx(whole, rel=1e-2)
 

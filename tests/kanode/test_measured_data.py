@@ -13,10 +13,11 @@ from torch import nn
 import systems
 from kanode.config import ConfigError, FitConfig
 from kanode.data import load_data, observed_mse, sample_windows
-from kanode.ensemble.fit import _make_trainer as make_ensemble_trainer
-from kanode.fit import _make_trainer, main
+from kanode.fit import main
+from kanode.lifecycle import make_trainer as make_ensemble_trainer
+from kanode.lifecycle import prepare
 from kanode.ode import solve
-from kanode.train import training_loss
+from kanode.train import Trainer, training_loss
 
 HARE_LYNX = Path("/work/wt/_brief/hare_lynx.csv")
 SMALL = dict(method="rk4", widths=[2, 4, 2], grid_size=4, plots=False, steps=2, lbfgs_steps=0,
@@ -93,27 +94,27 @@ def write_lv(path: Path, missing: str = "", times: np.ndarray | None = None) -> 
 def test_missing_cells_are_left_out_of_the_loss(tmp_path):
     files = {m: write_lv(tmp_path / f"{m or 'full'}.csv", m) for m in ("", "row", "cell", "gone")}
     configs = {m: FitConfig(data=str(p), **SMALL) for m, p in files.items()}
-    trainers = {m: _make_trainer(c) for m, c in configs.items()}
-    field = trainers[""].field  # one field for all: the losses compare the data only
-    losses = {m: training_loss(field, trainers[m].data, configs[m]).item() for m in files}
+    prepared = {m: prepare(c) for m, c in configs.items()}                  # (data, field)
+    field = prepared[""][1]  # one field for all: the losses compare the data only
+    losses = {m: training_loss(field, prepared[m][0], configs[m]).item() for m in files}
     assert math.isfinite(losses["row"])
     # empty cells at one time = that time deleted from the file (solved on another grid)
     assert losses["row"] == pytest.approx(losses["gone"], rel=1e-12)
     # one empty cell: the complete data's squared errors without that one
-    data = trainers[""].data
+    data = prepared[""][0]
     pred = solve(field, data.y[:, 0], data.t, method="rk4", adjoint=False).detach()
     sq = (pred.transpose(0, 1) - data.y) ** 2                              # (n_traj, n_t, dim)
     want = (sq.sum() - sq[1, 9, 0]) / (sq.numel() - 1)
     assert losses["cell"] == pytest.approx(want.item(), rel=1e-12)
     assert losses["cell"] != pytest.approx(losses[""], rel=1e-6)          # the cell mattered
     # the gradient is finite where values are missing
-    trainer = trainers["row"]
-    trainer.field.zero_grad()
-    training_loss(trainer.field, trainer.data, trainer.config).backward()
-    assert all(torch.isfinite(p.grad).all() for p in trainer.field.parameters())
+    data_row, field_row = prepared["row"]
+    field_row.zero_grad()
+    training_loss(field_row, data_row, configs["row"]).backward()
+    assert all(torch.isfinite(p.grad).all() for p in field_row.parameters())
     # the trainer's evaluation: the same numbers
-    assert trainers["row"].evaluate().train_loss == pytest.approx(
-        training_loss(trainers["row"].field, trainers["row"].data, configs["row"]).item(), rel=1e-12)
+    assert Trainer.single(field_row, data_row, configs["row"]).evaluate()[0].train_loss == pytest.approx(
+        training_loss(field_row, data_row, configs["row"]).item(), rel=1e-12)
 
 
 def test_ensemble_losses_leave_missing_cells_out(tmp_path):
@@ -124,10 +125,11 @@ def test_ensemble_losses_leave_missing_cells_out(tmp_path):
         losses = ensemble._losses(full=True).tolist()
         evals = ensemble.evaluate()
         for m, config in enumerate(configs):
-            single = ensemble.member_trainer(m)
-            want = training_loss(single.field, single.data, config).item()
+            field, data = ensemble.field.member(m), ensemble.data.members[m]
+            want = training_loss(field, data, config).item()
             assert losses[m] == pytest.approx(want, rel=1e-10) and math.isfinite(want)
-            assert evals[m].extrap_loss == pytest.approx(single.evaluate().extrap_loss, rel=1e-10)
+            single = Trainer.single(field, data, config).evaluate()[0]
+            assert evals[m].extrap_loss == pytest.approx(single.extrap_loss, rel=1e-10)
     gone = make_ensemble_trainer([FitConfig(data=str(path_gone), seed=s, holdout_last=4, **SMALL)
                                   for s in (0, 1)])
     nan = make_ensemble_trainer([FitConfig(data=str(path_nan), seed=s, holdout_last=4, **SMALL)
@@ -140,8 +142,7 @@ def test_random_windows_on_an_irregular_grid_are_solved_at_their_own_times(tmp_p
     times = np.array([0.0, 0.1, 0.25, 0.3, 0.5, 0.55, 0.7, 0.9, 1.0, 1.2, 1.25, 1.4])
     path = write_lv(tmp_path / "irregular.csv", missing, times=times)
     config = FitConfig(data=str(path), batch_time=4, batch_size=6, **SMALL)
-    trainer = _make_trainer(config)
-    data, field = trainer.data, trainer.field
+    data, field = prepare(config)
     generator = torch.Generator().manual_seed(3)
     y0, target, start = sample_windows(data.y_train, 4, 6, torch.Generator().manual_seed(3))
     got = training_loss(field, data, config, full=False, generator=generator)
@@ -232,7 +233,7 @@ def test_a_fit_of_scaled_data_is_the_fit_with_losses_times_c_squared(tmp_path, c
 
 
 def test_an_ensemble_of_scaled_data_is_the_ensemble_with_losses_times_c_squared(tmp_path):
-    from kanode.ensemble.fit import fit_ensemble
+    from kanode.fitting import fit_ensemble
 
     c = 2.0**-10
     base = write_lv(tmp_path / "base.csv")

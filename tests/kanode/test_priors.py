@@ -14,9 +14,10 @@ from torch import nn
 
 from kanode.config import ConfigError, FitConfig
 from kanode.ensemble.field import EnsembleVectorField
-from kanode.ensemble.fit import fit_ensemble
 from kanode.ensemble.solve import solve_ensemble
-from kanode.fit import _make_trainer, fit
+from kanode.fit import fit
+from kanode.fitting import fit_ensemble
+from kanode.lifecycle import prepare
 from kanode.nn import KAN, MLP
 from kanode.ode import VectorField, solve
 from kanode.train import training_loss
@@ -135,8 +136,7 @@ def test_initial_states_start_at_the_first_observations() -> None:
 def test_the_initial_state_gradient_matches_finite_differences(positive: bool) -> None:
     config = FitConfig(n_test_traj=0, n_traj=2, train_fraction=0.1, model="mlp", widths=[2, 6, 2],
                        positive=positive, fit_initial_state=True, noise=0.01, plots=False)
-    trainer = _make_trainer(config)
-    field, data = trainer.field, trainer.data
+    data, field = prepare(config)
     assert field.initial_state.shape == (2, 2)
     with torch.no_grad():
         field.initial_state.add_(0.05 * torch.randn(2, 2, generator=torch.Generator().manual_seed(3)))

@@ -128,7 +128,7 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "other grid": (lambda run: edit_state(run, lambda s: s.update(grid_size=7)),
                    "has grid_size 7; the run's config allows [5]"),
     "other shapes": (lambda run: edit_state(run, lambda s: shape_mismatch(s)),
-                     "does not fit the run's model and config (Error(s) in loading state_dict"),
+                     "does not fit the run's model and config (member state '"),
     "metrics missing": (lambda run: (run / "metrics.csv").unlink(), "metrics.csv does not exist"),
     "metrics empty": (lambda run: (run / "metrics.csv").write_text(""),
                       "metrics.csv is empty (no header)"),

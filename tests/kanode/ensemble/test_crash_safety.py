@@ -24,7 +24,7 @@ import torch
 
 import kanode.runs
 from kanode.config import FitConfig
-from kanode.ensemble.fit import fit_ensemble
+from kanode.fitting import fit_ensemble
 from kanode.fit import main
 from kanode.runs import load_checkpoint, read_metrics
 

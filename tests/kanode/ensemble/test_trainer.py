@@ -19,13 +19,12 @@ import pytest
 import torch
 
 from kanode.config import ConfigError, FitConfig, load_config
-from kanode.ensemble.fit import _make_trainer as make_ensemble_trainer
-from kanode.ensemble.fit import fit_ensemble
 from kanode.ensemble.packing import check_packable, pack_groups, pack_key
-from kanode.ensemble.trainer import EnsembleStep, EnsembleTrainer
-from kanode.fit import _make_trainer, fit, main
+from kanode.fit import fit, main
+from kanode.fitting import fit_ensemble
+from kanode.lifecycle import make_trainer as make_ensemble_trainer
 from kanode.runs import load_checkpoint, read_metrics
-from kanode.train import Diverged, StepRecord
+from kanode.train import StepRecord, Trainer, TrainStep
 
 # t <= 1.3 (14 points), [2, 5, 2] networks: a step of a 4-member ensemble is a few ms.
 SMALL = dict(method="rk4", train_fraction=0.1, widths=[2, 5, 2], grid_size=5, n_test_traj=1,
@@ -45,12 +44,12 @@ def member_configs(n: int = 4, **settings: Any) -> list[FitConfig]:
     return [FitConfig(seed=m, lr=LRS[m], lbfgs_lr=LBFGS_LRS[m], **settings) for m in range(n)]
 
 
-def run_ensemble(configs: Sequence[FitConfig]) -> tuple[EnsembleTrainer, list[EnsembleStep]]:
+def run_ensemble(configs: Sequence[FitConfig]) -> tuple[Trainer, list[TrainStep]]:
     trainer = make_ensemble_trainer(configs)
     return trainer, list(trainer.steps())
 
 
-def member_records(steps: Sequence[EnsembleStep], m: int) -> list[StepRecord]:
+def member_records(steps: Sequence[TrainStep], m: int) -> list[StepRecord]:
     return [s.records[m] for s in steps if m in s.records]
 
 
@@ -74,11 +73,11 @@ def test_members_train_as_their_single_fits(model: str) -> None:
     assert len(steps) == 20 and all(not s.diverged for s in steps)
     final = trainer.evaluate()
     for m, config in enumerate(configs):
-        single = _make_trainer(config)
-        records = list(single.steps())
+        single, alone = run_ensemble([config])  # its single fit: an ensemble of one
+        records = member_records(alone, 0)
         assert [r.phase for r in records] == ["adam"] * 15 + ["lbfgs"] * 5
         assert_close_records(member_records(steps, m), records, rel=1e-8)
-        want = single.evaluate()
+        want = single.evaluate()[0]
         assert rel_err(final[m].train_loss, want.train_loss) <= 1e-8
         assert rel_err(final[m].val_loss, want.val_loss) <= 1e-8
         assert rel_err(final[m].extrap_loss, want.extrap_loss) <= 1e-8
@@ -94,15 +93,15 @@ def test_members_draw_their_own_random_windows() -> None:
     trainer, steps = run_ensemble(configs)
     final = trainer.evaluate()
     for m, config in enumerate(configs):
-        single = _make_trainer(config)
-        assert_close_records(member_records(steps, m), list(single.steps()), rel=1e-8)
-        want = single.evaluate()
+        single, alone = run_ensemble([config])
+        assert_close_records(member_records(steps, m), member_records(alone, 0), rel=1e-8)
+        want = single.evaluate()[0]
         assert rel_err(final[m].train_loss, want.train_loss) <= 1e-8
         assert rel_err(final[m].extrap_loss, want.extrap_loss) <= 1e-8
 
 
 def test_members_that_share_data_simulate_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    fit_module = sys.modules["kanode.fit"]  # the package's `fit` attribute is the function
+    fit_module = sys.modules["kanode.lifecycle"]
     calls: list[int] = []
     real = fit_module.load_data
     monkeypatch.setattr(fit_module, "load_data", lambda c: calls.append(c.data_seed) or real(c))
@@ -133,16 +132,14 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on() -> None:
     assert trainer.frozen == {2: steps[1].diverged[2]}
     assert [s.step for s in member_records(steps, 2)] == [1]  # no record from the step it failed
     # its single fit fails at the same step, from the same first loss and parameters
-    single = _make_trainer(configs[2])
-    alone = []
-    with pytest.raises(Diverged):
-        for record in single.steps():
-            alone.append(record)
-    assert_close_records(member_records(steps, 2), alone, rel=1e-8)
+    single, single_steps = run_ensemble([configs[2]])
+    assert [list(s.diverged) for s in single_steps] == [[], [0]]  # alone, it diverges there too
+    assert "non-finite" in single_steps[1].diverged[0]
+    assert_close_records(member_records(steps, 2), member_records(single_steps, 0), rel=1e-8)
     frozen = trainer.field.member_state_dict(2)
-    for name, value in single.field.state_dict().items():
+    for name, value in single.field.member_state_dict(0).items():
         assert torch.allclose(frozen[name], value, rtol=1e-10, atol=0), name
-    assert trainer.member_trainer(2).state.step == 1
+    assert trainer.states[2].step == single.states[0].step == 1
     # the other three: bitwise the course they take beside a member 2 that does not diverge
     # (same M, same kernels), and to rounding that of an ensemble of the three alone
     healthy, steps_healthy = run_ensemble(member_configs(**settings))
@@ -313,11 +310,13 @@ def test_check_packable_allows_member_fields_only() -> None:
                                        data_seed=4, y0_spread=0.2, lr_schedule="step")])
     with pytest.raises(ConfigError, match="member 2 has steps=16 but member 0 has 15"):
         check_packable([base, base.replace(seed=1), base.replace(steps=16)])
-    with pytest.raises(ConfigError, match="member 1 has a sparsity penalty"):
+    with pytest.raises(ConfigError, match="member 1 has coef_l1=0.001 but member 0 has 0.0"):
         check_packable([base, base.replace(coef_l1=1e-3)])
+    check_packable([base.replace(sparsity=1e-3), base.replace(sparsity=1e-3, seed=1)])  # sparsity packs
     with pytest.raises(ConfigError, match="at least one config"):
         check_packable([])
-    assert pack_key(base.replace(sparsity=1e-3)) is None
+    assert pack_key(base.replace(sparsity=1e-3)) == pack_key(base.replace(sparsity=1e-3, seed=2))
+    assert pack_key(base.replace(sparsity=1e-3)) != pack_key(base)
     assert pack_key(base) == pack_key(base.replace(seed=9, lr=1.0))
     assert pack_key(base) != pack_key(base.replace(grid_size=6))
 
@@ -328,13 +327,12 @@ def test_pack_groups_by_shape_in_order_and_split_at_max_members() -> None:
     sparse = a.replace(sparsity=1e-3)
     configs = [a, b, a.replace(seed=1), sparse, a.replace(seed=2, lr=0.1), b.replace(seed=1),
                a.replace(seed=3), sparse.replace(seed=1)]
-    assert pack_groups(configs) == [[0, 2, 4, 6], [1, 5], [3], [7]]
-    assert pack_groups(configs, max_members=2) == [[0, 2], [1, 5], [3], [4, 6], [7]]
+    assert pack_groups(configs) == [[0, 2, 4, 6], [1, 5], [3, 7]]
+    assert pack_groups(configs, max_members=2) == [[0, 2], [1, 5], [3, 7], [4, 6]]
     assert pack_groups(configs, max_members=1) == [[i] for i in (0, 1, 2, 3, 4, 5, 6, 7)]
     assert pack_groups([]) == []
     for group in pack_groups(configs):
-        if pack_key(configs[group[0]]) is not None:
-            check_packable([configs[i] for i in group])
+        check_packable([configs[i] for i in group])
 
 
 @pytest.mark.parametrize("text", ["", "{}", '{"members": []}', '{"members": [{"run_dir": "x"}]}',
