@@ -203,6 +203,8 @@ class CompiledLoss:
     step_size : the solver step (``kanode.train.solver_options``).
     torch_compile : where the fused window kernel does not apply, compile the solver step
         with ``torch.compile`` (False: return None there, and the caller trains eagerly).
+    fused : take the fused window kernel where it applies (False: benchmarks and tests of
+        the ``torch.compile`` route).
 
     :meth:`__call__` returns the (M,) losses (differentiable in the field's
     parameters and initial states), or None when neither route applies or
@@ -213,10 +215,11 @@ class CompiledLoss:
     solver step (no missing values, no positive fields).
     """
 
-    def __init__(self, method: str, step_size: float, torch_compile: bool = True) -> None:
+    def __init__(self, method: str, step_size: float, torch_compile: bool = True, fused: bool = True) -> None:
         if method not in STEPPERS:
             raise ValueError(f"method {method!r} has no compiled solve; use one of {sorted(STEPPERS)}")
-        self.method, self.step_size, self.torch_compile = method, float(step_size), torch_compile
+        self.method, self.step_size = method, float(step_size)
+        self.torch_compile, self.fused = torch_compile, fused
         # the eager solve's grid (kanode.ode.output_grid: every output time a grid point)
         self._stepper = STEPPERS[method](func=None, y0=torch.zeros(1), grid_constructor=output_grid(self.step_size),
                                          atol=0.0)
@@ -253,7 +256,7 @@ class CompiledLoss:
             return None
         layers, grid, outputs, out_index, buffers, positive = inputs
         losses = None
-        if out_index is not None:
+        if self.fused and out_index is not None:
             flat = [b.reshape(y0.shape[0], y0.shape[-1]) for b in buffers]
             losses = window_losses(layers, *flat, torch.log(y0) if positive else y0, grid, out_index, target,
                                    self.method, bool(field.time_input), positive)
@@ -272,7 +275,7 @@ class CompiledLoss:
         """(n_t, M, B, dim) the fixed-step solution of ``field`` from y0 (M, B, dim) at times t,
         without gradients, by the fused window kernel; None where it does not apply (the
         caller solves eagerly). Counts the evaluations in ``field.nfe``."""
-        inputs = self._inputs(field, y0, t)
+        inputs = self._inputs(field, y0, t) if self.fused else None
         if inputs is None or inputs[3] is None:
             return None
         layers, grid, outputs, out_index, buffers, positive = inputs
