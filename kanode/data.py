@@ -68,6 +68,12 @@ class FitData:
         return self.y.shape[-1]
 
     @property
+    def labels(self) -> tuple[str, ...]:
+        """Axis labels of the states: ``"name [unit]"`` where the unit is known, else the name."""
+        units = self.units or ("",) * len(self.state_names)
+        return tuple(f"{name} [{unit}]" if unit else name for name, unit in zip(self.state_names, units))
+
+    @property
     def t_train(self) -> Tensor:
         """(n_train,) times of the training window."""
         return self.t[: self.n_train]

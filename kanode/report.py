@@ -59,15 +59,15 @@ def run_figures(result: "FitResult") -> dict[str, Callable[[], "Figure"]]:
     title = f"{result.summary['model']} on {result.summary['system']}"
     figures: dict[str, Callable[[], "Figure"]] = {
         "loss_curves.png": lambda: loss_curves(result.history, title=title),
-        "trajectory_fit.png": lambda: trajectory_fit(t, y, pred, data.n_train, data.state_names, t_pred=t_pred),
-        "phase_portrait.png": lambda: phase_portrait(y, pred, data.state_names, system),
+        "trajectory_fit.png": lambda: trajectory_fit(t, y, pred, data.n_train, data.labels, t_pred=t_pred),
+        "phase_portrait.png": lambda: phase_portrait(y, pred, data.labels, system),
     }
     if data.dim == 2:
         def vector_field() -> "Figure":
             grid = vector_field_grid(result.field, data)
             if grid.true is None:  # measured data: no truth to compare with
-                return learned_vector_field(grid.xs, grid.ys, grid.learned, grid.states, data.state_names)
-            return vector_field_error(grid.xs, grid.ys, grid.learned, grid.true, grid.states, data.state_names)
+                return learned_vector_field(grid.xs, grid.ys, grid.learned, grid.states, data.labels)
+            return vector_field_error(grid.xs, grid.ys, grid.learned, grid.true, grid.states, data.labels)
 
         figures["vector_field.png"] = vector_field
     return figures

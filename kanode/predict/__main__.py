@@ -143,7 +143,7 @@ def _draw(run: LoadedRun | LoadedEnsemble, result: Forecast, coverage: float | N
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # matplotlib's notes would add stderr lines
         fig = forecast_figure(data.t.numpy(), data.y.numpy(), data.n_train, result.t, result.median(),
-                              data.state_names, low, high, center_label=center_label, band_label=band_label,
+                              data.labels, low, high, center_label=center_label, band_label=band_label,
                               title=title)
         fig.savefig(path, dpi=110)
 

@@ -249,3 +249,16 @@ def test_trajectory_plot_is_the_solution_between_observations_with_data_as_marke
         halfway = np.interp(0.5 * (data.t[1] + data.t[2]), t_dense, want)
         chord = 0.5 * (data.y[0, 1, d] + data.y[0, 2, d])
         assert abs(halfway - float(chord)) > 1e-3  # a straight segment would be this far off
+
+
+def test_units_label_the_axes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """States with units (a CSV header ``hare [thousands]``) label every state axis as
+    ``name [unit]``; a state without a unit keeps its bare name."""
+    drawn = record_figures(monkeypatch)
+    base = lv_data()
+    data = FitData(base.t, base.y, base.y_held_out, base.n_train, None, ("hare", "lynx"), ("thousands", ""))
+    assert data.labels == ("hare [thousands]", "lynx")
+    save_run_plots(result_for(data, TrueField()), tmp_path / "plots")
+    assert [ax.get_ylabel() for ax in panels(drawn["trajectory_fit.png"])] == ["hare [thousands]", "lynx"]
+    (phase,) = panels(drawn["phase_portrait.png"])
+    assert (phase.get_xlabel(), phase.get_ylabel()) == ("hare [thousands]", "lynx")
