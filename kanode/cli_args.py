@@ -72,6 +72,9 @@ HELP = {
     "grad_clip": "clip the gradient norm to this value; 0 disables",
     "divergence_factor": "a training loss above this multiple of the run's first one (or not finite) "
                          "ends the run as diverged (exit 3)",
+    "plateau_steps": "stop once the training loss fell by less than --plateau-rtol over the last this "
+                     "many L-BFGS steps; 0 trains every step",
+    "plateau_rtol": "relative drop below which --plateau-steps stops the run",
     "sparsity": "weight λ of the KAN paper's sparsity penalty on the edge scores (std of each edge "
                 "over the training states; see kanode.symbolic); 0 disables",
     "sparsity_l1": "weight of the L1 term inside the sparsity penalty",

@@ -132,6 +132,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "checkpoint_every": (1, MAX_STEPS),
     "seed": (0, MAX_SEED),
     "threads": (0, MAX_THREADS),
+    "plateau_steps": (0, MAX_STEPS),
 }
 # Float fields: name -> (lowest, highest, whether the lowest is excluded); all finite.
 FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
@@ -151,6 +152,7 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "sparsity_entropy": (0.0, math.inf, False),
     "coef_l1": (0.0, math.inf, False),
     "l2": (0.0, math.inf, False),
+    "plateau_rtol": (0.0, 1.0, True),
 }
 
 
@@ -212,6 +214,10 @@ class FitConfig:
         ``batch_time = 0``) splits the Adam steps into a curriculum of every
         window of each length from the observed states, then the whole
         trajectory (:mod:`kanode.horizons`).
+    Convergence
+        ``plateau_steps = N > 0`` stops a run (an ensemble member) once its
+        training loss fell by less than ``plateau_rtol`` (relative) over its
+        last N L-BFGS steps; 0 trains every step (:mod:`kanode.plateau`).
     Divergence
         A step whose training loss is not finite, or above
         ``divergence_factor`` (default 1e6) times the run's first training
@@ -267,6 +273,8 @@ class FitConfig:
     lbfgs_max_iter: int = 1
     grad_clip: float = 0.0
     divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR
+    plateau_steps: int = 0
+    plateau_rtol: float = 0.01
     sparsity: float = 0.0
     sparsity_l1: float = 1.0
     sparsity_entropy: float = 2.0

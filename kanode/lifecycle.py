@@ -35,7 +35,7 @@ from .summary import summarize
 from .train import Evaluation, Trainer, TrainState, TrainStep
 
 __all__ = ["prepare", "make_trainer", "resumed_config", "RESUME_OVERRIDES", "read_checkpoint",
-           "diverged_summary", "remove_if_bare", "read_member_states", "restore", "train_runs",
+           "final_summary", "remove_if_bare", "read_member_states", "restore", "train_runs",
            "save_best", "draw_plots"]
 
 
@@ -100,10 +100,12 @@ def resumed_config(base: FitConfig, overrides: dict[str, Any]) -> FitConfig:
 
 
 # --------------------------------------------------------------- run files
-def diverged_summary(run: RunDir) -> dict[str, Any] | None:
-    """The run's ``summary.json`` if it says the run diverged (a final state), else None."""
+def final_summary(run: RunDir) -> dict[str, Any] | None:
+    """The run's ``summary.json`` if it is a final state, else None: the run diverged, or the
+    plateau rule stopped it (a resume, even with a longer schedule, does not train it again)."""
     summary = run.read_summary()
-    return summary if summary is not None and summary.get("status") == "diverged" else None
+    final = summary is not None and (summary.get("status") == "diverged" or summary.get("stopped_on") == "plateau")
+    return summary if final else None
 
 
 def read_checkpoint(run: RunDir, config: FitConfig, previous: bool = False) -> dict[str, Any]:
@@ -146,12 +148,13 @@ def remove_if_bare(run: RunDir, lock: Any) -> None:
 def read_member_states(runs: Sequence[RunDir], configs: Sequence[FitConfig]) -> tuple[
         list[dict[str, Any] | None], dict[int, dict[str, Any]], set[int]]:
     """Every member's checkpoint (None for one never checkpointed: it starts over), the live
-    ones brought to one step; the summaries of the members that diverged (kept frozen); the
+    ones brought to one step; the summaries of the members that are done (diverged, or stopped
+    by the plateau rule: kept frozen); the
     members rolled back. A member one checkpoint ahead rolls back to its ``previous.pt``.
     Read before any data is simulated: a damaged run directory is refused at once."""
     kept, states, rolled_back = {}, [], set()
     for m, (run, config) in enumerate(zip(runs, configs)):
-        summary = diverged_summary(run)
+        summary = final_summary(run)
         if summary is not None:
             kept[m] = summary
         fresh = summary is None and run.never_checkpointed()
@@ -252,6 +255,14 @@ def train_runs(trainer: Trainer, runs: Sequence[RunDir] | None, quiet: bool, sto
                     if record.step % c.checkpoint_every == 0 or record.step == trainer.total_steps:
                         runs[m].save_last(trainer.member_state(m), keep_previous=keep_previous)
                         best_saved[m] = save_best(trainer.states[m], _grid(trainer), runs[m], best_saved[m])
+            for m, evaluation in step.converged.items():  # the plateau rule: done, recorded at once
+                window = trainer.configs[m].plateau_steps
+                reasons[m] = (f"plateau at step {trainer.states[m].step}: the training loss fell by less than "
+                              f"{trainer.configs[m].plateau_rtol:g} over the last {window} L-BFGS steps")
+                if runs is not None:
+                    runs[m].save_last(trainer.member_state(m), keep_previous=keep_previous)
+                done[m] = _finish(trainer, m, run_of(m), histories[m], status[m], reasons[m], best_saved[m],
+                                  evaluation)
             if step.records:
                 bar.set_postfix_str(_postfix(step, n), refresh=False)
                 bar.update(1)

@@ -11,6 +11,7 @@ import torch
 from .compiled import compile_report
 from .config import FitConfig
 from .data import FitData, split_counts
+from .plateau import plateau_drop
 from .ode import VectorField
 from .train import Evaluation, TrainState, count_parameters
 
@@ -60,7 +61,20 @@ def summarize(field: VectorField, data: FitData, config: FitConfig, state: Train
         "fitted_initial_state": fitted_initial_state(field, data),
         # seconds this process spent compiling training steps (kanode.compiled), once per shape
         "compile_s": compile_report()["compile_s"],
+        **plateau_fields(config, history, reason),
     }
+
+
+def plateau_fields(config: FitConfig, history: list[dict[str, Any]], reason: str) -> dict[str, Any]:
+    """With the plateau rule on (``plateau_steps > 0``): ``stopped_on`` ("plateau" when the
+    rule stopped the run, else "cap": it ran its steps) and ``plateau_drop``, the relative
+    drop of the training loss over its last ``plateau_steps`` L-BFGS steps (None when it took
+    fewer). Empty otherwise."""
+    if not config.plateau_steps:
+        return {}
+    losses = [r["train_loss"] for r in history if r["phase"] == "lbfgs" and r["train_loss"] is not None]
+    return {"stopped_on": "plateau" if reason.startswith("plateau") else "cap",
+            "plateau_drop": plateau_drop(losses, config.plateau_steps)}
 
 
 def fitted_initial_state(field: VectorField, data: FitData) -> dict[str, Any] | None:

@@ -31,6 +31,7 @@ from .ensemble.field import EnsembleVectorField
 from .ensemble.packing import check_packable
 from .ensemble.solve import solve_ensemble
 from .horizons import curriculum_windows, window_points
+from .plateau import plateaued
 from .ode import SolverError, VectorField, backward_guarded, solve
 from .optim import BatchedAdam, BatchedLBFGS
 
@@ -252,15 +253,18 @@ class TrainState:
     best_step: int = -1
     best_model: dict[str, Tensor] | None = field(default=None, repr=False)
     first_loss: float | None = None  # step 1's training loss: the divergence rule's reference
+    lbfgs_losses: list[float] = field(default_factory=list)  # the last ones: the plateau rule's window
 
 
 @dataclass(frozen=True)
 class TrainStep:
-    """One optimiser step: a record per member that took it, and the members that diverged
-    at it (member → reason)."""
+    """One optimiser step: a record per member that took it, the members that diverged at it
+    (member → reason), and the members the plateau rule stopped after it (member → their
+    evaluation at the parameters they keep: those of their last record)."""
 
     records: dict[int, StepRecord]
     diverged: dict[int, str]
+    converged: dict[int, "Evaluation"] = field(default_factory=dict)
 
 
 @dataclass
@@ -581,7 +585,7 @@ class Trainer:
                                         nfe_forward=counters.forward, nfe_backward=counters.backward,
                                         wall_time=state.wall_time, grad_norm=counters.grad_norms[m],
                                         reg_loss=counters.first_regs[m] if counters.first_regs else None)
-            yield TrainStep(records, bad)
+            yield TrainStep(records, bad, self._plateaus(phase, records, saved, evals))
 
     def _diverged(self, counters: _Counters) -> dict[int, str]:
         """Live members that diverged at this step (→ reason)."""
@@ -599,6 +603,26 @@ class Trainer:
             if reason is not None:
                 bad[m] = reason
         return bad
+
+    def _plateaus(self, phase: str, records: dict[int, StepRecord], saved: dict[str, Tensor],
+                  evals: list[Evaluation] | None) -> dict[int, Evaluation]:
+        """Members the plateau rule (:mod:`kanode.plateau`) stops after this step, frozen at
+        ``saved`` (the parameters of their last record), → their evaluation there."""
+        window = self.config.plateau_steps
+        if phase != "lbfgs" or not window:
+            return {}
+        done = []
+        for m, record in records.items():
+            kept = self.states[m].lbfgs_losses
+            kept.append(record.train_loss)
+            del kept[: -(window + 1)]
+            if plateaued(kept, window, self.config.plateau_rtol) and self.step < self.total_steps:
+                done.append(m)
+        if not done:
+            return {}
+        evals = evals or self._evaluate_at(saved)
+        self._freeze({m: "plateau" for m in done}, saved)
+        return {m: evals[m] for m in done}
 
     def _culprits(self, reason: str) -> dict[int, str]:
         """Members whose own full-window solve fails (all active members if none does alone)."""
@@ -623,6 +647,7 @@ class Trainer:
         state = self.states[m]
         return {"step": state.step, "wall_time": state.wall_time, "best_loss": state.best_loss,
                 "best_step": state.best_step, "first_loss": state.first_loss, "phase": self._phase,
+                "lbfgs_losses": list(state.lbfgs_losses),
                 "model": self.field.member_state_dict(m),
                 "grid_size": getattr(self.field.net, "grid_size", None),
                 "optimizer": self.optimizer.member_state(m),
@@ -649,7 +674,8 @@ class Trainer:
             self.states[m] = TrainState(step=int(state["step"]), wall_time=float(state["wall_time"]),
                                         best_loss=float(state["best_loss"]),
                                         best_step=int(state["best_step"]),
-                                        first_loss=None if first is None else float(first))
+                                        first_loss=None if first is None else float(first),
+                                        lbfgs_losses=[float(v) for v in state.get("lbfgs_losses", [])])
             if m not in frozen:
                 self.optimizer.load_member_state(m, state["optimizer"])
             self.generators[m].set_state(state["generator"])
