@@ -110,7 +110,7 @@ class _ActivationSpec:
 def _layers(net: nn.Module) -> list[tuple[Any, list[Tensor]]] | None:
     """The network as (spec, tensors) per layer, tensors with a member axis first, or None
     when it has no compiled formulation. Works on single (kanode.nn) and ensemble networks."""
-    from kanode.ensemble.bspline_layer import EnsembleKANLayer
+    from kanode.ensemble import EnsembleKANLayer
     from kanode.ensemble.linear import EnsembleLinear
     from kanode.nn import KAN, MLP, KANLayer
 

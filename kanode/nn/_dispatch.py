@@ -35,6 +35,12 @@ recorded graph (``torch.no_grad``) each path calls its plain function instead
 of its autograd node. The thresholds were measured with
 ``experiments/bench_layers.py`` on a 2-core CPU.
 
+**Member axis** (``KANLayer(members=M)``, x (M, batch, in)): the same
+table on M · batch rows; "small" and "fused" take the member axis as they
+are; "kept", "dense" and "sparse" run the member-axis eager Function of
+:mod:`kanode.nn._member_fn` (dense features and one batched GEMM; it keeps
+the features for a first-order backward and recomputes them otherwise).
+
 The fused kernel's switch ``KANODE_NATIVE`` is read once
 (:func:`kanode.nn._native.enabled`; ``_native.refresh`` / ``set_enabled``
 change it in a running process).
@@ -50,6 +56,7 @@ import torch
 from kanode.nn import _native
 from kanode.nn._contract import DENSE_MAX_COEF
 from kanode.nn._fused_fn import FusedLayerFn, fused_forward
+from kanode.nn._member_fn import MemberSplineFn, member_grid, spline_forward
 from kanode.nn._small import MIN_ORDER, SmallConstants, SmallLayerFn, small_constants, small_layer
 from kanode.nn._spline_fn import SplineLayerFn, spline_layer
 
@@ -112,6 +119,18 @@ def choose_path(layer: "KANLayer", batch: int, x: torch.Tensor, graph: bool, wra
     return eager_contraction(layer.grid_size + layer.spline_order, elements)
 
 
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # a type check, no sync
+
+
+def _run_members(layer: "KANLayer", x: torch.Tensor, graph: bool) -> torch.Tensor:
+    """The eager paths with a member axis: x (M, batch, in) → (M, batch, out)."""
+    args = (x, layer.spline_coef, layer.spline_scale, layer.base_weight, member_grid(layer, x.dtype),
+            layer.base_activation)
+    if torch.is_grad_enabled() and not _is_wrapped(x):  # old-style Function: not under torch.func
+        return MemberSplineFn.apply(*args)
+    return spline_forward(*args, differentiable=graph)
+
+
 def _run_small(layer: "KANLayer", x: torch.Tensor, graph: bool) -> torch.Tensor:
     # SmallLayerFn is an old-style Function (cheap apply) without torch.func support
     if graph and not torch._C._are_functorch_transforms_active():
@@ -132,6 +151,8 @@ def _run_fused(layer: "KANLayer", x: torch.Tensor, graph: bool) -> torch.Tensor:
 
 def _eager(mode: str) -> Callable[["KANLayer", torch.Tensor, bool], torch.Tensor]:
     def run(layer: "KANLayer", x: torch.Tensor, graph: bool) -> torch.Tensor:
+        if layer.members is not None:
+            return _run_members(layer, x, graph)
         args = (x, layer.spline_coef, layer.spline_scale, layer.base_weight, layer.knots, layer._grid_shift,
                 layer._grid_inv_h, layer.spline_order, layer.uniform, layer.base_activation, mode)
         return SplineLayerFn.apply(*args)[0] if graph else spline_layer(*args)[0]

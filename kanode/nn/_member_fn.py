@@ -1,4 +1,8 @@
-"""The ensemble B-spline layer's computation: one batched GEMM per member axis.
+"""The B-spline layer with a member axis on any grids: one batched GEMM.
+
+The member-axis layer's eager path (:mod:`kanode.nn._dispatch` sends member
+layers here where neither the truncated powers nor the fused kernel apply:
+non-uniform grids, torch.func transforms, no kernel).
 
 For member ``m`` and input ``i`` the features are the ``n_coef`` bases
 ``B_j(x_i)`` (dense, zeros off the support; with the linear continuation
@@ -12,16 +16,14 @@ outside the grid) followed by ``act(x_i)``; the weights are
 which for member ``m`` is exactly the single layer's
 ``base_weight · act(x) + spline_scale · Σ_j spline_coef_j B_j(x)``.
 
-When every member's grid is uniform (float64, spline order >= 2) the bases
-are truncated powers of the position in cells (:func:`kanode.nn._small.power_terms`,
-the single layer's tiny-batch formulas): a few elementwise ops, no cell search. Otherwise they come from
+The bases come from
 :func:`kanode.nn.bspline.local_basis` on the inputs flattened to
 ``(batch, M · in)`` against the knots flattened to ``(M · in, n_knots)``:
 every (member, input) pair is a column with its own knots, so members may
 have different, non-uniform grids (closed form where uniform, local de Boor
 otherwise) — then scattered into the dense layout.
 
-:class:`EnsembleSplineFn` is one autograd node per layer call: forward keeps
+:class:`MemberSplineFn` is one autograd node per layer call: forward keeps
 the features and their x-derivatives, first-order backward is two batched
 GEMMs (at batch 1 two broadcast products, far faster than BLAS's batched
 GEMM with an inner dimension of 1). A backward that builds a graph (double
@@ -32,14 +34,16 @@ layer runs :func:`spline_forward` instead.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
 
-from kanode.nn._small import PowerConstants, power_terms
 from kanode.nn.activations import ACTIVATIONS
 from kanode.nn.bspline import local_basis
+
+if TYPE_CHECKING:
+    from kanode.nn.kan import KANLayer
 
 
 class Grid(NamedTuple):
@@ -51,7 +55,15 @@ class Grid(NamedTuple):
     offsets: Tensor  # (k + 1,) int64  0 .. k
     order: int
     uniform: bool  # every row uniform: closed-form bases
-    powers: PowerConstants | None  # set: truncated-power bases (uniform, float64, order >= 2)
+
+
+def member_grid(layer: "KANLayer", dtype: torch.dtype) -> Grid:
+    """The :class:`Grid` of a member-axis layer, on ``dtype``."""
+    knots, shift, inv_h = layer.knots, layer._grid_shift, layer._grid_inv_h
+    if knots.dtype != dtype:
+        knots, shift, inv_h = knots.to(dtype), shift.to(dtype), inv_h.to(dtype)
+    offsets = torch.arange(layer.spline_order + 1, device=knots.device)
+    return Grid(knots.view(-1, knots.shape[-1]), shift, inv_h, offsets, layer.spline_order, layer.uniform)
 
 
 def features(x: Tensor, grid: Grid, activation: str, derivative: bool,
@@ -64,15 +76,6 @@ def features(x: Tensor, grid: Grid, activation: str, derivative: bool,
     """
     n_members, batch, n_in = x.shape
     act, dact = ACTIVATIONS[activation]
-    if grid.powers is not None:
-        inv_h = grid.inv_h.view(n_members, 1, n_in)
-        s = torch.addcmul(grid.shift.view(n_members, 1, n_in), x, inv_h)  # (M, batch, in) in cells
-        terms, r_low = power_terms(s.unsqueeze(-1).unsqueeze(-1), grid.powers)  # (M, batch, in, n_coef, k+2)
-        feats = torch.cat([terms @ grid.powers.weight, act(x).unsqueeze(-1)], dim=-1)
-        if not derivative:
-            return feats, None
-        derivs = (r_low @ grid.powers.slope) * inv_h.unsqueeze(-1)  # (M, batch, in, n_coef)
-        return feats, torch.cat([derivs, dact(x).unsqueeze(-1)], dim=-1)
     k = grid.order
     n_coef = grid.knots.shape[-1] - k - 1
     flat = x.transpose(0, 1).reshape(batch, n_members * n_in)  # (batch, M·in) one column per (m, i)
@@ -112,7 +115,7 @@ def spline_forward(x: Tensor, coef: Tensor, scale: Tensor, base_weight: Tensor, 
     return torch.bmm(feats.view(n_members, batch, -1), weight.view(n_members, coef.shape[1], -1).transpose(1, 2))
 
 
-class EnsembleSplineFn(torch.autograd.Function):
+class MemberSplineFn(torch.autograd.Function):
     """:func:`spline_forward` as one autograd node (see the module docstring).
 
     Inputs: x (M, batch, in), coef (M, out, in, n_coef), scale, base_weight
