@@ -111,7 +111,6 @@ def _layers(net: nn.Module) -> list[tuple[Any, list[Tensor]]] | None:
     """The network as (spec, tensors) per layer, tensors with a member axis first, or None
     when it has no compiled formulation. Works on single (kanode.nn) and ensemble networks."""
     from kanode.ensemble import EnsembleKANLayer
-    from kanode.ensemble.linear import EnsembleLinear
     from kanode.nn import KAN, MLP, KANLayer
 
     ensemble = hasattr(net, "n_members")
@@ -128,7 +127,7 @@ def _layers(net: nn.Module) -> list[tuple[Any, list[Tensor]]] | None:
     if type(net).__name__ == "EnsembleMLP" or isinstance(net, MLP):
         out = []
         for module in net.net:
-            if isinstance(module, (nn.Linear, EnsembleLinear)):
+            if isinstance(module, nn.Linear):  # kanode.nn.linear.Linear, with or without a member axis
                 out.append((_LinearSpec(), [lift(module.weight), lift(module.bias)]))
             else:
                 out.append((_ActivationSpec(module), []))

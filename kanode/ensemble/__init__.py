@@ -22,9 +22,8 @@ schedule on every member (see :mod:`kanode.ensemble.trainer`);
 """
 
 from kanode.ensemble._members import flatten_members, unflatten_members
-from kanode.ensemble._stacked import EnsembleKANLayer, EnsembleRSWAFLayer
+from kanode.ensemble._stacked import EnsembleKANLayer, EnsembleLinear, EnsembleRSWAFLayer
 from kanode.ensemble.field import EnsembleVectorField
-from kanode.ensemble.linear import EnsembleLinear
 from kanode.ensemble.networks import ENSEMBLES, EnsembleKAN, EnsembleMLP, stack_models
 from kanode.ensemble.solve import NORMS, finite_members, member_rms_norm, solve_ensemble
 from kanode.ensemble.data import StackedData

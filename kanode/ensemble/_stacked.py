@@ -1,4 +1,4 @@
-"""Stacking single KAN layers into the member-axis layers of :mod:`kanode.nn`.
+"""Stacking single layers (KAN, RSWAF, linear) into the member-axis layers of :mod:`kanode.nn`.
 
 The ensemble layers are the single layers' own classes with ``members=M``
 (one implementation of each layer: :class:`kanode.nn.KANLayer`,
@@ -16,6 +16,7 @@ from torch import nn
 
 from kanode.ensemble._members import MemberState, check_members, check_same, stack
 from kanode.nn import KANLayer, RSWAFLayer
+from kanode.nn.linear import Linear
 
 SHARED = ("in_features", "out_features", "grid_size", "spline_order", "base_activation")
 # per layer class: the settings its members must share beyond SHARED (constructor arguments)
@@ -81,3 +82,28 @@ class EnsembleRSWAFLayer(MemberState, RSWAFLayer):
     def member(self, m: int) -> RSWAFLayer:
         """Member ``m`` as a new single :class:`kanode.nn.RSWAFLayer`."""
         return member_layer(self, self._check_member(m), RSWAFLayer)
+
+
+class EnsembleLinear(MemberState, Linear):
+    """M :class:`torch.nn.Linear` s (with bias) stacked: a :class:`kanode.nn.linear.Linear`
+    with ``members=M``; :meth:`member` gives one back."""
+
+    def __init__(self, layers: Sequence[nn.Linear]) -> None:
+        layers = check_members("Linear", layers, nn.Linear)
+        check_same("Linear", layers, ("in_features", "out_features"))
+        for m, layer in enumerate(layers):
+            if layer.bias is None:
+                raise ValueError(f"member {m} is a Linear without bias; EnsembleLinear needs biases")
+        with torch.device("meta"):  # no RNG use: the parameters are replaced below
+            Linear.__init__(self, layers[0].in_features, layers[0].out_features, members=len(layers))
+        self.n_members = self.members
+        self.weight = nn.Parameter(stack("Linear", "weight", [layer.weight for layer in layers]))
+        self.bias = nn.Parameter(stack("Linear", "bias", [layer.bias for layer in layers]))
+
+    def member(self, m: int) -> nn.Linear:
+        """Member ``m`` as a new :class:`torch.nn.Linear` (copies; same dtype and device)."""
+        m = self._check_member(m)
+        layer = nn.Linear(self.in_features, self.out_features, device="meta")
+        layer = layer.to_empty(device=self.weight.device).to(self.weight.dtype)
+        layer.load_state_dict(self.member_state_dict(m))
+        return layer

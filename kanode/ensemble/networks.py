@@ -14,8 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from kanode.ensemble._members import MemberState, check_ensemble_input, check_members, check_same
-from kanode.ensemble._stacked import EnsembleKANLayer, EnsembleRSWAFLayer, layer_settings
-from kanode.ensemble.linear import EnsembleLinear
+from kanode.ensemble._stacked import EnsembleKANLayer, EnsembleLinear, EnsembleRSWAFLayer, layer_settings
 from kanode.nn import KAN, MLP
 from kanode.nn.network import LAYERS
 
@@ -76,19 +75,20 @@ class EnsembleKAN(MemberState, KAN):
             x = torch.stack([layer.member(m)(x[m]) for m in range(self.n_members)])
 
 
-class EnsembleMLP(MemberState, nn.Module):
+class EnsembleMLP(MemberState, MLP):
     """M MLPs of equal widths and activation, (M, ..., widths[0]) → (M, ..., widths[-1]).
 
-    ``net`` mirrors :class:`kanode.nn.MLP`'s ``net`` with each ``Linear``
-    replaced by an :class:`EnsembleLinear`, so the state-dict keys are the
-    MLP's (``net.0.weight`` …) with a leading member axis.
+    A :class:`kanode.nn.MLP` with ``members=M`` built from single MLPs: ``net``
+    mirrors the MLP's ``net`` with each ``Linear`` an :class:`EnsembleLinear`
+    (a :class:`kanode.nn.linear.Linear` with a member axis), so the state-dict
+    keys are the MLP's (``net.0.weight`` …) with a leading member axis.
     """
 
     def __init__(self, models: Sequence[MLP]) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         models = check_members("MLP", models, MLP)
         check_same("MLP", models, ("__class__", "widths", "activation"))
-        self.n_members = len(models)
+        self.n_members = self.members = len(models)
         self.widths, self.activation = list(models[0].widths), models[0].activation
         layers: list[nn.Module] = []
         for n, module in enumerate(models[0].net):
@@ -102,11 +102,6 @@ class EnsembleMLP(MemberState, nn.Module):
     def from_models(cls, models: Sequence[MLP]) -> "EnsembleMLP":
         """The ensemble of ``models`` (the constructor): member m is models[m]."""
         return cls(models)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (M, ..., widths[0]) → (M, ..., widths[-1])."""
-        check_ensemble_input(x, self.n_members, self.widths[0])
-        return self.net(x)
 
     def member(self, m: int) -> MLP:
         """Member ``m`` as a new single :class:`kanode.nn.MLP` (copies; no RNG use)."""

@@ -1,0 +1,148 @@
+"""Benchmark: the member-axis layers at M = 1 (a single model) and M = 8, 32 against a reference commit.
+
+Run ``python experiments/bench_members.py [--reference 1b8ba9f]``. The reference
+commit's ``kanode`` is extracted (``git archive``) into a temporary directory
+as the package ``kanode_ref`` and imported next to this tree's ``kanode``, so
+both are timed in ONE process (eager, float64, one thread), alternating
+repeats; compare the ratios, not the absolute times, on a shared machine.
+
+Rows (median seconds per call over the repeats; per member for M > 1):
+
+* ``layer`` forward + backward (``y.sum().backward()``, input and parameter
+  gradients) of KANLayer(2, 10) and KANLayer(10, 2) at batch 1, 35, 1000
+  (single layers, and ensembles of M stacked from single layers);
+* ``step``: the default fit's training step, ``kanode.train.training_loss`` +
+  ``backward()`` (KAN [2, 10, 2], grid 5, RK4 at the sampling interval, the
+  default Lotka-Volterra data), and at M > 1 the same solve of an
+  ``EnsembleVectorField`` of M copies by ``solve_ensemble`` + MSE + backward.
+
+Writes ``experiments/results/bench_members.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import io
+import re
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def reference_package(commit: str, into: Path) -> None:
+    """``kanode`` at ``commit`` → ``into/kanode_ref`` with its imports renamed."""
+    blob = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "kanode"], check=True,
+                          capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(into, filter="data")
+    (into / "kanode").rename(into / "kanode_ref")
+    for path in (into / "kanode_ref").rglob("*.py"):
+        text = path.read_text()
+        path.write_text(re.sub(r"\bkanode(?=[. ])", "kanode_ref", text).replace("from . ", "from . "))
+
+
+def timer(fn, repeats: int, inner: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        out.append((time.perf_counter() - t0) / inner)
+    return out
+
+
+def layer_case(pkg: str, n_in: int, n_out: int, batch: int, members: int):
+    nn_mod = importlib.import_module(f"{pkg}.nn")
+    gen = torch.Generator().manual_seed(0)
+    singles = [nn_mod.KANLayer(n_in, n_out, grid_size=5, generator=gen).double() for _ in range(members)]
+    if members == 1:
+        layer, x = singles[0], torch.randn(batch, n_in, dtype=torch.float64, generator=gen)
+    else:
+        layer = importlib.import_module(f"{pkg}.ensemble").EnsembleKANLayer(singles)
+        x = torch.randn(members, batch, n_in, dtype=torch.float64, generator=gen)
+    x.requires_grad_(True)
+
+    def run():
+        layer(x).sum().backward()
+    return run
+
+
+def step_case(pkg: str, members: int):
+    config_mod = importlib.import_module(f"{pkg}.config")
+    fit_mod = importlib.import_module(f"{pkg}.fit")
+    train_mod = importlib.import_module(f"{pkg}.train")
+    config = config_mod.FitConfig()
+    torch.manual_seed(0)
+    data, field = fit_mod.prepare(config)
+    torch.set_num_threads(1)
+    if members == 1:
+        def run():
+            train_mod.training_loss(field, data, config).backward()
+        return run
+    ens = importlib.import_module(f"{pkg}.ensemble")
+    efield = ens.EnsembleVectorField.from_fields([field] * members)
+    options = train_mod.solver_options(config, data)
+    y0, t, target, _ = train_mod.training_window(field, data, config)
+    y0 = y0.unsqueeze(0).expand(members, *y0.shape).contiguous()
+
+    def run():
+        pred = ens.solve_ensemble(efield, y0, t, adjoint=False, **options)  # (M, n_t, batch, dim) or so
+        ((pred - target.unsqueeze(0).expand_as(pred)) ** 2).mean().backward()
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", default="1b8ba9f", help="commit to compare against (default: the base of issue 22's layers)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--members", type=int, nargs="*", default=[1, 8, 32])
+    parser.add_argument("--csv", default=str(ROOT / "experiments" / "results" / "bench_members.csv"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    tmp = Path(tempfile.mkdtemp(prefix="kanode_ref_"))
+    reference_package(args.reference, tmp)
+    sys.path.insert(0, str(tmp))
+    rows = []
+    cases = []
+    for members in args.members:
+        for n_in, n_out in ((2, 10), (10, 2)):
+            for batch in (1, 35, 1000):
+                inner = max(1, int(2000 / (batch * members) ** 0.7))
+                cases.append((f"layer {n_in}->{n_out} batch {batch}", members, inner,
+                              lambda pkg, a=n_in, b=n_out, c=batch, m=members: layer_case(pkg, a, b, c, m)))
+        cases.append(("step [2,10,2] rk4 35 pts", members, 3 if members < 32 else 1,
+                      lambda pkg, m=members: step_case(pkg, m)))
+    print(f"{'case':32s} {'M':>3s} {'ref s/member':>13s} {'new s/member':>13s} {'new/ref':>8s}")
+    for name, members, inner, make in cases:
+        runs = {pkg: make(pkg) for pkg in ("kanode_ref", "kanode")}
+        for run in runs.values():  # warm up (and build a kernel)
+            run(), run()
+        times = {pkg: [] for pkg in runs}
+        for _ in range(args.repeats):
+            for pkg, run in runs.items():
+                times[pkg] += timer(run, 1, inner)
+        ref, new = (statistics.median(times[p]) / members for p in ("kanode_ref", "kanode"))
+        rows.append(dict(case=name, members=members, ref_s_per_member=ref, new_s_per_member=new, ratio=new / ref))
+        print(f"{name:32s} {members:3d} {ref:13.3e} {new:13.3e} {new / ref:8.3f}", flush=True)
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.csv, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.csv}")
+
+
+if __name__ == "__main__":
+    main()
