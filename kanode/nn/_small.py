@@ -124,17 +124,13 @@ def small_constants(knots: torch.Tensor, order: int) -> SmallConstants:
                           powers.floor, powers.cap, powers.weight, slope.contiguous(), grid_size, order)
 
 
-def _positions(x: torch.Tensor, const: SmallConstants) -> torch.Tensor:
-    """x ([M,] batch, in) of any strides → positions in cells ([M,] batch, in, 1, 1)."""
-    x = x.contiguous()  # strided x gives strided terms, which the callers' views cannot flatten
-    return torch.addcmul(const.shift, x.view(*x.shape, 1, 1), const.inv_h)
-
-
 def small_basis(x: torch.Tensor, const: SmallConstants) -> tuple[torch.Tensor, torch.Tensor]:
     """All bases ([M,] batch, in, n_coef) and the powers ``r^(k-1)`` ([M,] batch, in, n_coef, k+2)
     of their x-derivatives (``r^(k-1) @ const.slope``) by plain ops from x ([M,] batch, in)
     of any strides; see :func:`power_terms`."""
-    terms, r_low = power_terms(_positions(x, const), const)
+    x = x.contiguous()  # strided x gives strided terms, which the callers' views cannot flatten
+    s = torch.addcmul(const.shift, x.view(*x.shape, 1, 1), const.inv_h)  # ([M,] batch, in, 1, 1) in cells
+    terms, r_low = power_terms(s, const)
     return terms @ const.weight, r_low
 
 
@@ -146,7 +142,9 @@ def small_layer(x: torch.Tensor, coef: torch.Tensor, scale: torch.Tensor, base_w
     activation. x may have any strides (a transposed or sliced input).
     """
     lead, out_f = x.shape[:-1], coef.shape[-3]
-    terms, _ = power_terms(_positions(x, const), const)  # ([M,] batch, in, n_coef, k+2)
+    x = x.contiguous()  # strided x gives strided terms, which terms.view cannot flatten
+    s = torch.addcmul(const.shift, x.view(*x.shape, 1, 1), const.inv_h)  # ([M,] batch, in, 1, 1) in cells
+    terms, _ = power_terms(s, const)  # ([M,] batch, in, n_coef, k+2)
     # Σ_i w_i terms, contracted with the table: weights ([M,] out, in·n_coef·(k+2))
     table = ((coef * scale.unsqueeze(-1)).unsqueeze(-1) * const.weight).view(*coef.shape[:-3], out_f, -1)
     spline = linear(terms.view(*lead, -1), table)  # ([M,] batch, out)
@@ -172,11 +170,14 @@ class SmallLayerFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, coef, scale, base_weight, const, activation):
         basis, r_low = small_basis(x, const)
-        table = (coef * scale.unsqueeze(-1)).flatten(-2)  # ([M,] out, in·n_coef)
+        *lead, batch, _ = x.shape  # lead: [] or [M]
+        table = (coef * scale.unsqueeze(-1)).view(*lead, coef.shape[-3], -1)  # ([M,] out, in·n_coef)
         act = ACTIVATIONS[activation][0](x)
         ctx.save_for_backward(x, coef, scale, base_weight)
         ctx.kept = (basis, r_low, act, const, activation)
-        return linear(act, base_weight, linear(basis.flatten(-2), table))  # ([M,] batch, out)
+        if not lead:  # no member axis: plain mm (the neural-ODE hot path)
+            return F.linear(act, base_weight, F.linear(basis.view(batch, -1), table))  # (batch, out)
+        return linear(act, base_weight, linear(basis.view(*lead, batch, -1), table))  # (M, batch, out)
 
     @staticmethod
     def backward(ctx, grad):
@@ -184,23 +185,24 @@ class SmallLayerFn(torch.autograd.Function):
         x, coef, scale, base_weight = ctx.saved_tensors
         basis, r_low, act, const, activation = ctx.kept
         need_x, need_coef, need_scale, need_base = ctx.needs_input_grad[:4]
-        n_coef = coef.shape[-1]
+        *lead, batch, n_in = x.shape  # lead: [] or [M]
+        out_f, n_coef = coef.shape[-3], coef.shape[-1]
         graph = torch.is_grad_enabled() or _functorch(grad) or _functorch(x)
         if graph:  # recompute differentiably (double backward, transforms)
             basis, r_low = small_basis(x, const)
             act = ACTIVATIONS[activation][0](x) if need_base else None
-        table = (coef * scale.unsqueeze(-1)).flatten(-2) if need_x else None  # ([M,] out, in·n_coef)
+        table = (coef * scale.unsqueeze(-1)).view(*lead, out_f, -1) if need_x else None  # ([M,] out, in·n_coef)
         g_x = g_coef = g_scale = g_base = None
         if need_x:
-            g_basis = (grad @ table).view(*x.shape, 1, n_coef)
-            g_x = (g_basis @ r_low @ const.slope).view(x.shape)  # Σ_c g_basis dB/dx
+            g_basis = (grad @ table).view(*lead, batch, n_in, 1, n_coef)
+            g_x = (g_basis @ r_low @ const.slope).view(*lead, batch, n_in)  # Σ_c g_basis dB/dx
             if activation == "silu" and not graph:  # fused kernel, first order only
                 g_x = g_x + torch.ops.aten.silu_backward(grad @ base_weight, x)
             else:
                 g_x = g_x + (grad @ base_weight) * ACTIVATIONS[activation][1](x)
-        grad_t = grad.transpose(-1, -2)  # ([M,] out, batch)
+        grad_t = grad.transpose(1, 2) if lead else grad.t()  # ([M,] out, batch)
         if need_coef or need_scale:
-            g_table = (grad_t @ basis.flatten(-2)).view(coef.shape)
+            g_table = (grad_t @ basis.view(*lead, batch, -1)).view(*lead, out_f, n_in, n_coef)
             g_coef = g_table * scale.unsqueeze(-1) if need_coef else None
             g_scale = torch.linalg.vecdot(g_table, coef) if need_scale else None
         if need_base:

@@ -163,9 +163,14 @@ class KANLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ([M,] ..., in) → ([M,] ..., out)."""
-        flat = self._rows(x)
+        if self.members is None:  # inline: a neural-ODE solve calls this hundreds of times per step
+            check_input(x, self.in_features)
+            flat = x if x.ndim == 2 else x.reshape(-1, self.in_features)
+            rows = flat.shape[0]
+        else:
+            flat = self._rows(x)
+            rows = flat.shape[0] * flat.shape[1]
         wrapped, graph = _is_wrapped(x), torch.is_grad_enabled()
-        rows = flat.shape[:-1].numel()
         out = PATHS[choose_path(self, rows, flat, graph, wrapped)].run(self, flat, graph or wrapped)
         return out if x.ndim == flat.ndim else out.reshape(*x.shape[:-1], self.out_features)
 
