@@ -64,6 +64,8 @@ class KANLayer(nn.Module):
     ``member_uniform`` the per-member flags.
     """
 
+    members: int | None = None  # no member axis (also for instances built without __init__, old pickles)
+
     def __init__(self, in_features: int, out_features: int, grid_size: int = 5,
                  spline_order: int = 3, grid_range: Sequence[float] = (-1.0, 1.0),
                  base_activation: str = "silu", grid_eps: float = 0.02,

@@ -18,6 +18,8 @@ class Linear(nn.Linear):
     ``weight`` (M, out, in), ``bias`` (M, out), inputs (M, ..., in) → (M, ..., out),
     member m initialised as an ``nn.Linear`` would be (kaiming-uniform, a = √5)."""
 
+    members: int | None = None  # no member axis (also for instances built without __init__, old pickles)
+
     def __init__(self, in_features: int, out_features: int, members: int | None = None) -> None:
         self.members = check_members_arg(members)
         if members is None:

@@ -26,6 +26,8 @@ class MLP(nn.Module):
     ``members=M``: M MLPs on a leading member axis (parameters and inputs (M, ...)).
     """
 
+    members: int | None = None  # no member axis (also for instances built without __init__, old pickles)
+
     def __init__(self, widths: Sequence[int] = (2, 50, 2), activation: str = "tanh", *,
                  members: int | None = None) -> None:
         super().__init__()

@@ -29,6 +29,8 @@ class KAN(nn.Module):
     (parameters and inputs (M, ...)); ``regularization`` is then per member (M,).
     """
 
+    members: int | None = None  # no member axis (also for instances built without __init__, old pickles)
+
     def __init__(self, widths: Sequence[int] = (2, 10, 2), basis: str = "bspline", *,
                  members: int | None = None, **layer_kwargs) -> None:
         super().__init__()

@@ -39,6 +39,8 @@ class RSWAFLayer(nn.Module):
     ``spline_order`` is accepted for interface compatibility and ignored.
     """
 
+    members: int | None = None  # no member axis (also for instances built without __init__, old pickles)
+
     def __init__(self, in_features: int, out_features: int, grid_size: int = 5,
                  spline_order: int = 3, grid_range: Sequence[float] = (-1.0, 1.0),
                  base_activation: str = "silu", coef_std: float = 0.1,
