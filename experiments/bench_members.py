@@ -14,7 +14,8 @@ ratio of the medians and of the minima, new / reference):
 * ``layer`` forward + backward (``y.sum().backward()``, input and parameter
   gradients) of KANLayer(2, 10) and KANLayer(10, 2) at batch 1, 35, 1000
   (model ``single``: a single layer; ``ens M``: ``EnsembleKANLayer`` of M
-  stacked single layers, M = 1 the ensemble of one);
+  stacked single layers, M = 1 the ensemble of one); ``adapted``: at batch 1
+  after ``update_grid`` (non-uniform knots);
 * ``step``: the default fit's training step, ``kanode.train.training_loss`` +
   ``backward()`` (KAN [2, 10, 2], grid 5, RK4 at the sampling interval, the
   default Lotka-Volterra data), and at M > 1 the same solve of an
@@ -66,10 +67,12 @@ def timer(fn, inner: int) -> float:
     return (time.process_time() - t0) / inner
 
 
-def layer_case(pkg: str, n_in: int, n_out: int, batch: int, members: int, ensemble: bool):
+def layer_case(pkg: str, n_in: int, n_out: int, batch: int, members: int, ensemble: bool, adapted: bool = False):
     nn_mod = importlib.import_module(f"{pkg}.nn")
     gen = torch.Generator().manual_seed(0)
     singles = [nn_mod.KANLayer(n_in, n_out, grid_size=5, generator=gen).double() for _ in range(members)]
+    for layer in singles if adapted else ():  # non-uniform knots: the eager local-basis paths
+        layer.update_grid(torch.randn(200, n_in, dtype=torch.float64, generator=gen) ** 3)
     if not ensemble:
         layer, x = singles[0], torch.randn(batch, n_in, dtype=torch.float64, generator=gen)
     else:
@@ -129,9 +132,12 @@ def main() -> None:
                     cases.append((f"layer {n_in}->{n_out} b{batch}", label, members, inner,
                                   lambda pkg, a=n_in, b=n_out, c=batch, m=members, e=ensemble:
                                   layer_case(pkg, a, b, c, m, e)))
+            for n_in, n_out in ((2, 10), (10, 2)):
+                cases.append((f"layer {n_in}->{n_out} b1 adapted", label, members, max(1, int(300 / members ** 0.6)),
+                              lambda pkg, a=n_in, b=n_out, m=members, e=ensemble: layer_case(pkg, a, b, 1, m, e, True)))
             cases.append(("step [2,10,2] rk4", label, members, 1,
                           lambda pkg, m=members, e=ensemble: step_case(pkg, m, e)))
-    print(f"{'case':22s} {'model':>7s} {'ref s/member':>13s} {'new s/member':>13s} {'new/ref':>8s} {'min/min':>8s}")
+    print(f"{'case':26s} {'model':>7s} {'ref s/member':>13s} {'new s/member':>13s} {'new/ref':>8s} {'min/min':>8s}")
     rng = random.Random(0)
     for name, label, members, inner, make in cases:
         runs = {pkg: make(pkg) for pkg in ("kanode_ref", "kanode")}
@@ -145,7 +151,7 @@ def main() -> None:
         best = min(times["kanode"]) / min(times["kanode_ref"])
         rows.append(dict(case=name, model=label, members=members, ref_s_per_member=ref, new_s_per_member=new,
                          ratio=new / ref, ratio_of_minima=best))
-        print(f"{name:22s} {label:>7s} {ref:13.3e} {new:13.3e} {new / ref:8.3f} {best:8.3f}", flush=True)
+        print(f"{name:26s} {label:>7s} {ref:13.3e} {new:13.3e} {new / ref:8.3f} {best:8.3f}", flush=True)
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     with open(args.csv, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -19,9 +19,11 @@ name       what runs                                       taken by ``contractio
            saves only the input                            float64), spline_order + 1 <=
                                                            _native.MAX_WIDTH, no torch.func
                                                            transform, kernel switched on and built
-"kept"     :class:`SplineLayerFn` in its mode that keeps   else: a graph is recorded (grad on),
-           the dense bases for the first-order backward    x not wrapped, batch × in <=
-           (per-op overhead dominates, memory is tiny)     SMALL_ELEMENTS
+"kept"     :mod:`kanode.nn._member_fn`: dense features    else: a graph is recorded (grad on),
+           and one GEMM, features kept for the first-      x not wrapped, batch × in <=
+           order backward (per-op overhead dominates,      SMALL_ELEMENTS
+           memory is tiny); a single layer runs it at
+           M = 1
 "dense"    :class:`SplineLayerFn`, scatter + one GEMM;     else: n_coef <= DENSE_MAX_COEF, or
            saves x and its cells, recomputes the bases     n_coef <= DENSE_MAX_COEF_SMALL_BATCH
                                                            and batch × in <= SMALL_BATCH_ELEMENTS
@@ -122,8 +124,9 @@ def choose_path(layer: "KANLayer", batch: int, x: torch.Tensor, graph: bool, wra
 _is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # a type check, no sync
 
 
-def _run_members(layer: "KANLayer", x: torch.Tensor, graph: bool) -> torch.Tensor:
-    """The eager paths with a member axis: x (M, batch, in) → (M, batch, out)."""
+def _run_kept(layer: "KANLayer", x: torch.Tensor, graph: bool) -> torch.Tensor:
+    """The member-axis eager Function that keeps its dense features for backward:
+    x ([M,] batch, in) → ([M,] batch, out) (the single layer runs it at M = 1)."""
     args = (x, layer.spline_coef, layer.spline_scale, layer.base_weight, member_grid(layer, x.dtype),
             layer.base_activation)
     if torch.is_grad_enabled() and not _is_wrapped(x):  # old-style Function: not under torch.func
@@ -152,7 +155,7 @@ def _run_fused(layer: "KANLayer", x: torch.Tensor, graph: bool) -> torch.Tensor:
 def _eager(mode: str) -> Callable[["KANLayer", torch.Tensor, bool], torch.Tensor]:
     def run(layer: "KANLayer", x: torch.Tensor, graph: bool) -> torch.Tensor:
         if layer.members is not None:
-            return _run_members(layer, x, graph)
+            return _run_kept(layer, x, graph)
         args = (x, layer.spline_coef, layer.spline_scale, layer.base_weight, layer.knots, layer._grid_shift,
                 layer._grid_inv_h, layer.spline_order, layer.uniform, layer.base_activation, mode)
         return SplineLayerFn.apply(*args)[0] if graph else spline_layer(*args)[0]
@@ -163,7 +166,7 @@ def _eager(mode: str) -> Callable[["KANLayer", torch.Tensor, bool], torch.Tensor
 PATHS: dict[str, CodePath] = {
     "small": CodePath(_run_small, "tiny batch, uniform float64 grid: truncated powers by plain ops"),
     "fused": CodePath(_run_fused, "fused C++ CPU kernel, uniform grid"),
-    "kept": CodePath(_eager("kept"), "tiny batch: eager Function keeping the dense bases for backward"),
+    "kept": CodePath(_run_kept, "tiny batch: the member-axis eager Function, keeping its dense features for backward"),
     "dense": CodePath(_eager("dense"), "eager Function: scatter + GEMM, bases recomputed in backward"),
     "sparse": CodePath(_eager("sparse"), "eager Function: gather of the k+1 non-zero bases"),
 }

@@ -107,8 +107,12 @@ def weights(coef: Tensor, scale: Tensor, base_weight: Tensor) -> Tensor:
 
 def spline_forward(x: Tensor, coef: Tensor, scale: Tensor, base_weight: Tensor, grid: Grid,
                    activation: str, differentiable: bool = True) -> Tensor:
-    """The layer by plain ops. x: (M, batch, in) → (M, batch, out).
-    ``differentiable``: False only where no graph is built (fills in place)."""
+    """The layer by plain ops. x: (M, batch, in) → (M, batch, out) (or the single
+    layer's shapes, run at M = 1). ``differentiable``: False only where no graph is
+    built (fills in place)."""
+    if x.ndim == 2:
+        return spline_forward(x[None], coef[None], scale[None], base_weight[None], grid, activation,
+                              differentiable)[0]
     n_members, batch, _ = x.shape
     feats, _ = features(x, grid, activation, derivative=False, differentiable=differentiable)
     weight = weights(coef, scale, base_weight)
@@ -119,21 +123,33 @@ class MemberSplineFn(torch.autograd.Function):
     """:func:`spline_forward` as one autograd node (see the module docstring).
 
     Inputs: x (M, batch, in), coef (M, out, in, n_coef), scale, base_weight
-    (M, out, in), grid (:class:`Grid`), activation name → y (M, batch, out).
+    (M, out, in), grid (:class:`Grid`), activation name → y (M, batch, out);
+    or the single layer's shapes without the member axis (run as M = 1: the
+    "kept" path of :mod:`kanode.nn._dispatch`).
     """
 
     @staticmethod
     def forward(ctx, x, coef, scale, base_weight, grid, activation):
+        ctx.save_for_backward(x, coef, scale, base_weight)
+        ctx.single = x.ndim == 2
+        if ctx.single:  # one layer: M = 1 (views; nothing is recorded inside a Function)
+            x, coef, scale, base_weight = x[None], coef[None], scale[None], base_weight[None]
         n_members, batch, _ = x.shape
         feats, dfeats = features(x, grid, activation, derivative=ctx.needs_input_grad[0], differentiable=False)
         weight = weights(coef, scale, base_weight).view(n_members, coef.shape[1], -1)  # (M, out, F)
-        ctx.save_for_backward(x, coef, scale, base_weight)
         ctx.kept = (feats, dfeats, weight, grid, activation)
-        return torch.bmm(feats.view(n_members, batch, -1), weight.transpose(1, 2))
+        y = torch.bmm(feats.view(n_members, batch, -1), weight.transpose(1, 2))
+        return y[0] if ctx.single else y
 
     @staticmethod
     def backward(ctx, grad):
-        x, coef, scale, base_weight = ctx.saved_tensors
+        if ctx.single:
+            return tuple(None if g is None else g[0] for g in MemberSplineFn._backward(ctx, grad[None]))
+        return MemberSplineFn._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
+        x, coef, scale, base_weight = (t.unsqueeze(0) if ctx.single else t for t in ctx.saved_tensors)
         feats, dfeats, weight, grid, activation = ctx.kept
         need_x, need_coef, need_scale, need_base = ctx.needs_input_grad[:4]
         n_members, batch, n_in = x.shape
