@@ -2,7 +2,10 @@
 
 The member-axis layer's eager path (:mod:`kanode.nn._dispatch` sends member
 layers here where neither the truncated powers nor the fused kernel apply:
-non-uniform grids, torch.func transforms, no kernel).
+non-uniform grids, torch.func transforms, no kernel), and the single layer's
+tiny-batch "kept" path (run at M = 1). Without a member axis, larger batches
+take :mod:`kanode.nn._spline_fn` instead, which keeps nothing of size
+batch × in × n_coef for backward (members have no such path yet).
 
 For member ``m`` and input ``i`` the features are the ``n_coef`` bases
 ``B_j(x_i)`` (dense, zeros off the support; with the linear continuation
