@@ -55,13 +55,6 @@ def linear(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -
     return torch.bmm(a, w.transpose(1, 2)) if bias is None else torch.baddbmm(bias, a, w.transpose(1, 2))
 
 
-def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` of matrices by ``mm``, or of stacks of them by ``bmm`` (``matmul``
-    adds a dispatch, and for 3-d tensors broadcasting views, which cost more than
-    the product at these sizes)."""
-    return torch.bmm(a, b) if a.ndim == 3 else torch.mm(a, b)
-
-
 class PowerConstants(NamedTuple):
     """Constants of the truncated powers for ``grid_size`` cells of spline ``order``
     (no knots: shared by every input and member)."""
@@ -201,17 +194,17 @@ class SmallLayerFn(torch.autograd.Function):
         table = (coef * scale.unsqueeze(-1)).view(*lead, out_f, -1) if need_x else None  # ([M,] out, in·n_coef)
         g_x = g_coef = g_scale = g_base = None
         if need_x:
-            g_basis = _mm(grad, table).view(*lead, batch, n_in, 1, n_coef)
+            g_basis = (grad @ table).view(*lead, batch, n_in, 1, n_coef)
             g_x = (g_basis @ r_low @ const.slope).view(*lead, batch, n_in)  # Σ_c g_basis dB/dx
             if activation == "silu" and not graph:  # fused kernel, first order only
-                g_x = g_x + torch.ops.aten.silu_backward(_mm(grad, base_weight), x)
+                g_x = g_x + torch.ops.aten.silu_backward(grad @ base_weight, x)
             else:
-                g_x = g_x + _mm(grad, base_weight) * ACTIVATIONS[activation][1](x)
+                g_x = g_x + (grad @ base_weight) * ACTIVATIONS[activation][1](x)
         grad_t = grad.transpose(1, 2) if lead else grad.t()  # ([M,] out, batch)
         if need_coef or need_scale:
-            g_table = _mm(grad_t, basis.view(*lead, batch, -1)).view(*lead, out_f, n_in, n_coef)
+            g_table = (grad_t @ basis.view(*lead, batch, -1)).view(*lead, out_f, n_in, n_coef)
             g_coef = g_table * scale.unsqueeze(-1) if need_coef else None
             g_scale = torch.linalg.vecdot(g_table, coef) if need_scale else None
         if need_base:
-            g_base = _mm(grad_t, act)
+            g_base = grad_t @ act
         return g_x, g_coef, g_scale, g_base, None, None

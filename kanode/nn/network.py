@@ -55,7 +55,10 @@ class KAN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ([M,] ..., widths[0]) → ([M,] ..., widths[-1])."""
-        self._check(x)
+        if self.members is None:  # inline: a neural-ODE solve calls this hundreds of times per step
+            check_input(x, self.widths[0])
+        else:
+            check_member_input(x, self.members, self.widths[0])
         for layer in self.layers:
             x = layer(x)
         return x
