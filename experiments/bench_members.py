@@ -55,7 +55,7 @@ def reference_package(commit: str, into: Path) -> None:
     (into / "kanode").rename(into / "kanode_ref")
     for path in (into / "kanode_ref").rglob("*.py"):
         text = path.read_text()
-        path.write_text(re.sub(r"\bkanode(?=[. ])", "kanode_ref", text).replace("from . ", "from . "))
+        path.write_text(re.sub(r"\bkanode(?=[. ])", "kanode_ref", text))
 
 
 def timer(fn, inner: int) -> float:
@@ -111,7 +111,8 @@ def step_case(pkg: str, members: int, ensemble: bool):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", default="1b8ba9f", help="commit to compare against (default: the base of issue 22's layers)")
+    parser.add_argument("--reference", default="1b8ba9f",
+                        help="commit to compare against (default: the code before the member axis)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--members", type=int, nargs="*", default=[1, 8, 32])
     parser.add_argument("--csv", default=str(ROOT / "experiments" / "results" / "bench_members.csv"))
