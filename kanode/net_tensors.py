@@ -43,12 +43,11 @@ class ActivationSpec:
 def network_tensors(net: nn.Module) -> list[tuple[Any, list[Tensor]]] | None:
     """The network as (spec, tensors) per layer, tensors with a member axis first, or None
     when it is not a B-spline KAN or an MLP."""
-    from kanode.ensemble.bspline_layer import EnsembleKANLayer
-    from kanode.ensemble.linear import EnsembleLinear
+    from kanode.ensemble import EnsembleKANLayer
     from kanode.nn import KAN, MLP, KANLayer
 
-    ensemble = hasattr(net, "n_members")
-    lift = (lambda tensor: tensor) if ensemble else (lambda tensor: tensor.unsqueeze(0))
+    stacked = hasattr(net, "n_members") or getattr(net, "members", None) is not None  # parameters (M, ...)
+    lift = (lambda tensor: tensor) if stacked else (lambda tensor: tensor.unsqueeze(0))
     if type(net).__name__ == "EnsembleKAN" or isinstance(net, KAN):
         out = []
         for layer in net.layers:
@@ -61,7 +60,7 @@ def network_tensors(net: nn.Module) -> list[tuple[Any, list[Tensor]]] | None:
     if type(net).__name__ == "EnsembleMLP" or isinstance(net, MLP):
         out = []
         for module in net.net:
-            if isinstance(module, (nn.Linear, EnsembleLinear)):
+            if isinstance(module, nn.Linear):  # kanode.nn.linear.Linear, with or without a member axis
                 out.append((LinearSpec(), [lift(module.weight), lift(module.bias)]))
             else:
                 out.append((ActivationSpec(module), []))

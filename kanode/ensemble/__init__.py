@@ -21,11 +21,9 @@ member; ``check_packable`` / ``pack_groups`` say which configs can share one.
 """
 
 from kanode.ensemble._members import flatten_members, unflatten_members
-from kanode.ensemble.bspline_layer import EnsembleKANLayer
+from kanode.ensemble._stacked import EnsembleKANLayer, EnsembleLinear, EnsembleRSWAFLayer
 from kanode.ensemble.field import EnsembleVectorField
-from kanode.ensemble.linear import EnsembleLinear
 from kanode.ensemble.networks import ENSEMBLES, EnsembleKAN, EnsembleMLP, stack_models
-from kanode.ensemble.rswaf_layer import EnsembleRSWAFLayer
 from kanode.ensemble.solve import NORMS, finite_members, member_rms_norm, solve_ensemble
 from kanode.ensemble.data import StackedData
 from kanode.ensemble.packing import MEMBER_FIELDS, check_packable, pack_groups, pack_key

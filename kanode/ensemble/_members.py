@@ -9,12 +9,13 @@ single model's state dict loads into one member.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from kanode.nn._checks import check_member_input as check_ensemble_input  # noqa: F401  (ensemble modules' name)
 
 
 def check_members(kind: str, members: Sequence[Any], cls: type | tuple[type, ...]) -> list[Any]:
@@ -103,37 +104,6 @@ class MemberState:
             sync = getattr(module, "_sync_grid", None)
             if sync is not None:
                 sync([m])
-
-
-def check_ensemble_input(x: Tensor, n_members: int, in_features: int) -> None:
-    """x must be (n_members, ..., in_features)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
-    if x.ndim < 2 or x.shape[0] != n_members or x.shape[-1] != in_features:
-        raise ValueError(f"expected input of shape ({n_members}, ..., {in_features}) (members first, "
-                         f"features last), got {tuple(x.shape)}")
-
-
-def edge_l1_entropy(edges: Tensor, l1: float, entropy: float) -> Tensor:
-    """Per member ``l1 · Σ|φ|₁ + entropy · S`` (KAN paper) of edge outputs (M, batch, out, in) → (M,)."""
-    magnitude = edges.abs().mean(dim=1)  # (M, out, in)
-    total = magnitude.sum(dim=(1, 2))  # (M,)
-    p = magnitude / (total[:, None, None] + 1e-12)
-    return l1 * total + entropy * (-(p * torch.log(p + 1e-12)).sum(dim=(1, 2)))
-
-
-def each_member(ensemble: nn.Module, x: Tensor, update: Callable[[nn.Module, Tensor], None]) -> None:
-    """Run ``update(single_model, x[m])`` on every member (as ``ensemble.member(m)``)
-    and load the result back in place, re-issuing the single model's warnings
-    with the member index. A host-side loop, for rare operations (grid updates)."""
-    for m in range(ensemble.n_members):
-        model = ensemble.member(m)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            update(model, x[m])
-        for warning in caught:
-            warnings.warn(f"member {m}: {warning.message}", warning.category, stacklevel=3)
-        ensemble.load_member(m, model)
 
 
 def flatten_members(tensors: Sequence[Tensor]) -> Tensor:

@@ -1,5 +1,10 @@
-"""What the ensemble KAN layers (B-spline and RSWAF) share: stacking single
-layers, rebuilding a member, and the rare per-member grid operations."""
+"""Stacking single layers (KAN, RSWAF, linear) into the member-axis layers of :mod:`kanode.nn`.
+
+The ensemble layers are the single layers' own classes with ``members=M``
+(one implementation of each layer: :class:`kanode.nn.KANLayer`,
+:class:`kanode.nn.RSWAFLayer`); this module only builds them from single
+layers (``EnsembleKANLayer([layer_0, ...])``) and gives members back.
+"""
 
 from __future__ import annotations
 
@@ -7,83 +12,98 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from kanode.ensemble._members import (MemberState, check_ensemble_input, check_members, check_same,
-                                      each_member, edge_l1_entropy, stack)
-from kanode.nn.activations import check_activation
+from kanode.ensemble._members import MemberState, check_members, check_same, stack
+from kanode.nn import KANLayer, RSWAFLayer
+from kanode.nn.linear import Linear
 
 SHARED = ("in_features", "out_features", "grid_size", "spline_order", "base_activation")
+# per layer class: the settings its members must share beyond SHARED (constructor arguments)
+SETTINGS: dict[type, tuple[str, ...]] = {KANLayer: ("grid_eps", "contraction"), RSWAFLayer: ()}
 
 
-class StackedLayer(MemberState, nn.Module):
-    """Base of the ensemble KAN layers. A subclass sets ``single`` (the single
-    layer class it stacks), calls :meth:`_stack` in ``__init__``, defines
-    ``forward`` and ``edge_activations``, and may override
-    :meth:`_member_kwargs` (per-member constructor settings) and
-    :meth:`_grid_changed` (refresh what forward derives from the knots)."""
+def layer_settings(layer: nn.Module, single: type) -> dict[str, Any]:
+    """The constructor arguments that rebuild ``layer``'s shape and settings (no RNG use)."""
+    return {name: getattr(layer, name) for name in SHARED[2:] + SETTINGS[single]}
 
-    single: type[nn.Module]
 
-    def _stack(self, layers: Sequence[Any]) -> list[Any]:
-        """Check ``layers`` (same ``SHARED`` settings, dtype, device) and stack their
-        parameters ``spline_coef``, ``spline_scale``, ``base_weight`` and buffer
-        ``knots`` on a leading member axis; return them as a list."""
-        kind = self.single.__name__
-        layers = check_members(kind, layers, self.single)
-        check_same(kind, layers, SHARED)
-        first = layers[0]
-        self.n_members = len(layers)
-        self.in_features, self.out_features = first.in_features, first.out_features
-        self.grid_size, self.spline_order = first.grid_size, first.spline_order
-        self.base_activation = check_activation(first.base_activation)
-        for name in ("spline_coef", "spline_scale", "base_weight"):
-            setattr(self, name, nn.Parameter(stack(kind, name, [getattr(la, name) for la in layers])))
-        self.register_buffer("knots", stack(kind, "knots", [layer.knots for layer in layers]))
-        return layers
+def stack_layers(layers: Sequence[nn.Module], single: type, target: nn.Module | None = None) -> nn.Module:
+    """Single layers of class ``single`` (same shape, settings, dtype, device) → one
+    ``single(..., members=M)`` layer whose member m is layers[m]; into ``target`` (an
+    instance being constructed) when given."""
+    kind = single.__name__
+    layers = check_members(kind, layers, single)
+    check_same(kind, layers, SHARED + SETTINGS[single])
+    first = layers[0]
+    settings = layer_settings(first, single)
+    if target is None:
+        target = single.__new__(single)
+    single.__init__(target, first.in_features, first.out_features, members=len(layers),
+                    generator=torch.Generator(), **settings)
+    for name in ("spline_coef", "spline_scale", "base_weight"):
+        setattr(target, name, nn.Parameter(stack(kind, name, [getattr(layer, name) for layer in layers])))
+    target.knots = stack(kind, "knots", [layer.knots for layer in layers])
+    sync = getattr(target, "_sync_grid", None)
+    if sync is not None:
+        sync()
+    return target
 
-    def _member_kwargs(self, m: int) -> dict[str, Any]:
-        return {}
 
-    def _grid_changed(self) -> None:
-        pass
+def member_layer(layer: nn.Module, m: int, single: type) -> nn.Module:
+    """Member ``m`` of a member-axis layer as a new single layer (copies; same dtype and device)."""
+    out = single(layer.in_features, layer.out_features, generator=torch.Generator(), **layer_settings(layer, single))
+    out = out.to(device=layer.spline_coef.device, dtype=layer.spline_coef.dtype)
+    out.load_state_dict({key: value[m].clone() for key, value in layer.state_dict().items()})
+    return out
 
-    def regularization(self, x: Tensor, l1: float = 1.0, entropy: float = 2.0) -> Tensor:
-        """Per member, the single layer's ``regularization`` over x[m]. x: (M, ..., in) → (M,)."""
-        return edge_l1_entropy(self.edge_activations(x), l1, entropy)
 
-    def member(self, m: int) -> nn.Module:
-        """Member ``m`` as a new single layer of class ``single`` (copies; same dtype and device)."""
+class EnsembleKANLayer(MemberState, KANLayer):
+    """M :class:`kanode.nn.KANLayer` s stacked: a ``KANLayer(..., members=M)``
+    built from single layers; :meth:`member` gives one back."""
+
+    def __init__(self, layers: Sequence[KANLayer]) -> None:
+        stack_layers(layers, KANLayer, self)
+        self.n_members = self.members
+
+    def member(self, m: int) -> KANLayer:
+        """Member ``m`` as a new single :class:`kanode.nn.KANLayer`."""
+        return member_layer(self, self._check_member(m), KANLayer)
+
+
+class EnsembleRSWAFLayer(MemberState, RSWAFLayer):
+    """M :class:`kanode.nn.RSWAFLayer` s stacked: a ``RSWAFLayer(..., members=M)``
+    built from single layers; :meth:`member` gives one back."""
+
+    def __init__(self, layers: Sequence[RSWAFLayer]) -> None:
+        stack_layers(layers, RSWAFLayer, self)
+        self.n_members = self.members
+
+    def member(self, m: int) -> RSWAFLayer:
+        """Member ``m`` as a new single :class:`kanode.nn.RSWAFLayer`."""
+        return member_layer(self, self._check_member(m), RSWAFLayer)
+
+
+class EnsembleLinear(MemberState, Linear):
+    """M :class:`torch.nn.Linear` s (with bias) stacked: a :class:`kanode.nn.linear.Linear`
+    with ``members=M``; :meth:`member` gives one back."""
+
+    def __init__(self, layers: Sequence[nn.Linear]) -> None:
+        layers = check_members("Linear", layers, nn.Linear)
+        check_same("Linear", layers, ("in_features", "out_features"))
+        for m, layer in enumerate(layers):
+            if layer.bias is None:
+                raise ValueError(f"member {m} is a Linear without bias; EnsembleLinear needs biases")
+        with torch.device("meta"):  # no RNG use: the parameters are replaced below
+            Linear.__init__(self, layers[0].in_features, layers[0].out_features, members=len(layers))
+        self.n_members = self.members
+        self.weight = nn.Parameter(stack("Linear", "weight", [layer.weight for layer in layers]))
+        self.bias = nn.Parameter(stack("Linear", "bias", [layer.bias for layer in layers]))
+
+    def member(self, m: int) -> nn.Linear:
+        """Member ``m`` as a new :class:`torch.nn.Linear` (copies; same dtype and device)."""
         m = self._check_member(m)
-        layer = self.single(self.in_features, self.out_features, grid_size=self.grid_size,
-                            spline_order=self.spline_order, base_activation=self.base_activation,
-                            **self._member_kwargs(m), generator=torch.Generator())
-        layer = layer.to(device=self.spline_coef.device, dtype=self.spline_coef.dtype)
+        layer = nn.Linear(self.in_features, self.out_features, device="meta")
+        layer = layer.to_empty(device=self.weight.device).to(self.weight.dtype)
         layer.load_state_dict(self.member_state_dict(m))
         return layer
-
-    @torch.no_grad()
-    def update_grid(self, x: Tensor) -> None:
-        """Each member's single-layer ``update_grid`` on its own samples x[m].
-
-        x: (M, ..., in). Runs the single layer's algorithm member by member (a
-        host-side loop; grid updates are rare), so the knots may then differ
-        per member. Parameters are updated in place. The single layer's
-        warnings are re-issued with the member index.
-        """
-        check_ensemble_input(x, self.n_members, self.in_features)
-        samples = x.reshape(self.n_members, -1, self.in_features)
-        each_member(self, samples, lambda layer, xm: layer.update_grid(xm))
-
-    @torch.no_grad()
-    def extend_grid(self, new_grid_size: int) -> None:
-        """Every member's single-layer ``extend_grid``. Replaces ``spline_coef``
-        (a new Parameter: rebuild optimisers) and ``knots``."""
-        kind = self.single.__name__
-        layers = [self.member(m) for m in range(self.n_members)]
-        for layer in layers:
-            layer.extend_grid(new_grid_size)
-        self.spline_coef = nn.Parameter(stack(kind, "spline_coef", [la.spline_coef for la in layers]))
-        self.knots = stack(kind, "knots", [layer.knots for layer in layers])
-        self.grid_size = new_grid_size
-        self._grid_changed()

@@ -13,28 +13,30 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from kanode.ensemble._members import MemberState, check_ensemble_input, check_members, check_same, each_member
-from kanode.ensemble.bspline_layer import EnsembleKANLayer
-from kanode.ensemble.linear import EnsembleLinear
-from kanode.ensemble.rswaf_layer import EnsembleRSWAFLayer
+from kanode.ensemble._members import MemberState, check_ensemble_input, check_members, check_same
+from kanode.ensemble._stacked import EnsembleKANLayer, EnsembleLinear, EnsembleRSWAFLayer, layer_settings
 from kanode.nn import KAN, MLP
+from kanode.nn.network import LAYERS
 
 _LAYERS = {"bspline": EnsembleKANLayer, "rswaf": EnsembleRSWAFLayer}
 
 
-class EnsembleKAN(MemberState, nn.Module):
+class EnsembleKAN(MemberState, KAN):
     """M KANs of equal widths and settings, (M, ..., widths[0]) → (M, ..., widths[-1]).
 
-    ``layers`` holds one :class:`EnsembleKANLayer` (``basis="bspline"``) or
-    :class:`EnsembleRSWAFLayer` (``"rswaf"``) per KAN layer; the state-dict
-    keys are the KAN's (``layers.0.spline_coef`` …) with a leading member axis.
+    A :class:`kanode.nn.KAN` with ``members=M`` (the same code: forward,
+    ``update_grid`` and ``extend_grid`` per member, ``regularization`` (M,)),
+    built from single KANs; ``layers`` holds one :class:`EnsembleKANLayer`
+    (``basis="bspline"``) or :class:`EnsembleRSWAFLayer` (``"rswaf"``) per KAN
+    layer; the state-dict keys are the KAN's (``layers.0.spline_coef`` …) with
+    a leading member axis.
     """
 
     def __init__(self, models: Sequence[KAN]) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         models = check_members("KAN", models, KAN)
         check_same("KAN", models, ("__class__", "widths", "basis"))
-        self.n_members = len(models)
+        self.n_members = self.members = len(models)
         self.model_type = type(models[0])  # KAN or a subclass (kanode.nn.RSWAF): what member() returns
         self.widths, self.basis = list(models[0].widths), models[0].basis
         layer_cls = _LAYERS[self.basis]
@@ -46,26 +48,14 @@ class EnsembleKAN(MemberState, nn.Module):
         """The ensemble of ``models`` (the constructor): member m is models[m]."""
         return cls(models)
 
-    @property
-    def grid_size(self) -> int:
-        return self.layers[0].grid_size
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (M, ..., widths[0]) → (M, ..., widths[-1])."""
-        check_ensemble_input(x, self.n_members, self.widths[0])
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
     def member(self, m: int) -> KAN:
         """Member ``m`` as a new single model of the stacked models' class (copies)."""
         m = self._check_member(m)
-        first = self.layers[0]
-        settings = dict(grid_size=first.grid_size, spline_order=first.spline_order, generator=torch.Generator())
+        settings = layer_settings(self.layers[0], LAYERS[self.basis])
         if self.model_type is KAN:
-            kan = KAN(self.widths, basis=self.basis, **settings)
+            kan = KAN(self.widths, basis=self.basis, generator=torch.Generator(), **settings)
         else:  # a subclass fixes its basis
-            kan = self.model_type(self.widths, **settings)
+            kan = self.model_type(self.widths, generator=torch.Generator(), **settings)
         kan.layers = nn.ModuleList(layer.member(m) for layer in self.layers)
         return kan
 
@@ -73,41 +63,32 @@ class EnsembleKAN(MemberState, nn.Module):
     def update_grid(self, x: Tensor) -> None:
         """Each member's :meth:`KAN.update_grid` on its own states x[m], x: (M, ..., widths[0]).
 
-        The single algorithm member by member (a host loop; grid updates are
-        rare), so the knots may then differ per member; in place.
+        Every layer refits all members at once (:meth:`kanode.nn.KANLayer.update_grid`
+        with a member axis); the activations passed to the next layer are each
+        member's single-layer forward, so the result is bitwise the single
+        models' (a host loop over members for that forward only; grid updates are rare).
         """
         check_ensemble_input(x, self.n_members, self.widths[0])
-        each_member(self, x.reshape(self.n_members, -1, self.widths[0]), lambda kan, xm: kan.update_grid(xm))
-
-    def extend_grid(self, new_grid_size: int) -> None:
-        """Every member's :meth:`KAN.extend_grid` (new ``spline_coef`` Parameters: rebuild optimisers)."""
-        for layer in self.layers:
-            layer.extend_grid(new_grid_size)
-
-    def regularization(self, x: Tensor, l1: float = 1.0, entropy: float = 2.0) -> Tensor:
-        """Per member, :meth:`KAN.regularization` over x[m]. x: (M, ..., widths[0]) → (M,)."""
-        check_ensemble_input(x, self.n_members, self.widths[0])
         x = x.reshape(self.n_members, -1, self.widths[0])
-        total = x.new_zeros(self.n_members)
         for layer in self.layers:
-            total = total + layer.regularization(x, l1=l1, entropy=entropy)
-            x = layer(x)
-        return total
+            layer.update_grid(x)
+            x = torch.stack([layer.member(m)(x[m]) for m in range(self.n_members)])
 
 
-class EnsembleMLP(MemberState, nn.Module):
+class EnsembleMLP(MemberState, MLP):
     """M MLPs of equal widths and activation, (M, ..., widths[0]) → (M, ..., widths[-1]).
 
-    ``net`` mirrors :class:`kanode.nn.MLP`'s ``net`` with each ``Linear``
-    replaced by an :class:`EnsembleLinear`, so the state-dict keys are the
-    MLP's (``net.0.weight`` …) with a leading member axis.
+    A :class:`kanode.nn.MLP` with ``members=M`` built from single MLPs: ``net``
+    mirrors the MLP's ``net`` with each ``Linear`` an :class:`EnsembleLinear`
+    (a :class:`kanode.nn.linear.Linear` with a member axis), so the state-dict
+    keys are the MLP's (``net.0.weight`` …) with a leading member axis.
     """
 
     def __init__(self, models: Sequence[MLP]) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         models = check_members("MLP", models, MLP)
         check_same("MLP", models, ("__class__", "widths", "activation"))
-        self.n_members = len(models)
+        self.n_members = self.members = len(models)
         self.widths, self.activation = list(models[0].widths), models[0].activation
         layers: list[nn.Module] = []
         for n, module in enumerate(models[0].net):
@@ -121,11 +102,6 @@ class EnsembleMLP(MemberState, nn.Module):
     def from_models(cls, models: Sequence[MLP]) -> "EnsembleMLP":
         """The ensemble of ``models`` (the constructor): member m is models[m]."""
         return cls(models)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (M, ..., widths[0]) → (M, ..., widths[-1])."""
-        check_ensemble_input(x, self.n_members, self.widths[0])
-        return self.net(x)
 
     def member(self, m: int) -> MLP:
         """Member ``m`` as a new single :class:`kanode.nn.MLP` (copies; no RNG use)."""

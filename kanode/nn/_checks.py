@@ -35,6 +35,22 @@ def check_input(x: torch.Tensor, in_features: int) -> None:
         )
 
 
+def check_members_arg(members: int | None) -> int | None:
+    """A layer's ``members``: None (a single layer) or a positive int (the member axis' length)."""
+    if members is not None and (isinstance(members, bool) or not isinstance(members, int) or members < 1):
+        raise ValueError(f"members must be None (one model) or a positive int, got {members!r}")
+    return members
+
+
+def check_member_input(x: torch.Tensor, n_members: int, in_features: int) -> None:
+    """x must be (n_members, ..., in_features)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
+    if x.ndim < 2 or x.shape[0] != n_members or x.shape[-1] != in_features:
+        raise ValueError(f"expected input of shape ({n_members}, ..., {in_features}) (members first, "
+                         f"features last), got {tuple(x.shape)}")
+
+
 def check_widths(widths: Sequence[int]) -> list[int]:
     """Layer widths of a network: at least two positive ints → as a list."""
     widths = list(widths)

@@ -19,9 +19,11 @@ name       what runs                                       taken by ``contractio
            saves only the input                            float64), spline_order + 1 <=
                                                            _native.MAX_WIDTH, no torch.func
                                                            transform, kernel switched on and built
-"kept"     :class:`SplineLayerFn` in its mode that keeps   else: a graph is recorded (grad on),
-           the dense bases for the first-order backward    x not wrapped, batch × in <=
-           (per-op overhead dominates, memory is tiny)     SMALL_ELEMENTS
+"kept"     :mod:`kanode.nn._member_fn`: dense features    else: a graph is recorded (grad on),
+           and one GEMM, features kept for the first-      x not wrapped, batch × in <=
+           order backward (per-op overhead dominates,      SMALL_ELEMENTS
+           memory is tiny); a single layer runs it at
+           M = 1
 "dense"    :class:`SplineLayerFn`, scatter + one GEMM;     else: n_coef <= DENSE_MAX_COEF, or
            saves x and its cells, recomputes the bases     n_coef <= DENSE_MAX_COEF_SMALL_BATCH
                                                            and batch × in <= SMALL_BATCH_ELEMENTS
@@ -34,6 +36,12 @@ name       what runs                                       taken by ``contractio
 recorded graph (``torch.no_grad``) each path calls its plain function instead
 of its autograd node. The thresholds were measured with
 ``experiments/bench_layers.py`` on a 2-core CPU.
+
+**Member axis** (``KANLayer(members=M)``, x (M, batch, in)): the same
+table on M · batch rows; "small" and "fused" take the member axis as they
+are; "kept", "dense" and "sparse" run the member-axis eager Function of
+:mod:`kanode.nn._member_fn` (dense features and one batched GEMM; it keeps
+the features for a first-order backward and recomputes them otherwise).
 
 The fused kernel's switch ``KANODE_NATIVE`` is read once
 (:func:`kanode.nn._native.enabled`; ``_native.refresh`` / ``set_enabled``
@@ -50,6 +58,7 @@ import torch
 from kanode.nn import _native
 from kanode.nn._contract import DENSE_MAX_COEF
 from kanode.nn._fused_fn import FusedLayerFn, fused_forward
+from kanode.nn._member_fn import MemberSplineFn, member_grid, spline_forward
 from kanode.nn._small import MIN_ORDER, SmallConstants, SmallLayerFn, small_constants, small_layer
 from kanode.nn._spline_fn import SplineLayerFn, spline_layer
 
@@ -112,6 +121,19 @@ def choose_path(layer: "KANLayer", batch: int, x: torch.Tensor, graph: bool, wra
     return eager_contraction(layer.grid_size + layer.spline_order, elements)
 
 
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # a type check, no sync
+
+
+def _run_kept(layer: "KANLayer", x: torch.Tensor, graph: bool) -> torch.Tensor:
+    """The member-axis eager Function that keeps its dense features for backward:
+    x ([M,] batch, in) → ([M,] batch, out) (the single layer runs it at M = 1)."""
+    args = (x, layer.spline_coef, layer.spline_scale, layer.base_weight, member_grid(layer, x.dtype),
+            layer.base_activation)
+    if torch.is_grad_enabled() and not _is_wrapped(x):  # old-style Function: not under torch.func
+        return MemberSplineFn.apply(*args)
+    return spline_forward(*args, differentiable=graph)
+
+
 def _run_small(layer: "KANLayer", x: torch.Tensor, graph: bool) -> torch.Tensor:
     # SmallLayerFn is an old-style Function (cheap apply) without torch.func support
     if graph and not torch._C._are_functorch_transforms_active():
@@ -132,6 +154,8 @@ def _run_fused(layer: "KANLayer", x: torch.Tensor, graph: bool) -> torch.Tensor:
 
 def _eager(mode: str) -> Callable[["KANLayer", torch.Tensor, bool], torch.Tensor]:
     def run(layer: "KANLayer", x: torch.Tensor, graph: bool) -> torch.Tensor:
+        if layer.members is not None:
+            return _run_kept(layer, x, graph)
         args = (x, layer.spline_coef, layer.spline_scale, layer.base_weight, layer.knots, layer._grid_shift,
                 layer._grid_inv_h, layer.spline_order, layer.uniform, layer.base_activation, mode)
         return SplineLayerFn.apply(*args)[0] if graph else spline_layer(*args)[0]
@@ -142,7 +166,7 @@ def _eager(mode: str) -> Callable[["KANLayer", torch.Tensor, bool], torch.Tensor
 PATHS: dict[str, CodePath] = {
     "small": CodePath(_run_small, "tiny batch, uniform float64 grid: truncated powers by plain ops"),
     "fused": CodePath(_run_fused, "fused C++ CPU kernel, uniform grid"),
-    "kept": CodePath(_eager("kept"), "tiny batch: eager Function keeping the dense bases for backward"),
+    "kept": CodePath(_run_kept, "tiny batch: the member-axis eager Function, keeping its dense features for backward"),
     "dense": CodePath(_eager("dense"), "eager Function: scatter + GEMM, bases recomputed in backward"),
     "sparse": CodePath(_eager("sparse"), "eager Function: gather of the k+1 non-zero bases"),
 }

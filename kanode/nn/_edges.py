@@ -14,5 +14,11 @@ def score_l1_entropy(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def edge_entropy_l1(edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edge outputs (batch, out, in) → (L1, entropy) of their mean magnitudes (out, in)."""
-    return score_l1_entropy(edges.abs().mean(dim=0))
+    """Edge outputs ([M,] batch, out, in) → (L1, entropy), each ([M],), of their mean
+    magnitudes ([M,] out, in) (per member: :func:`score_l1_entropy`)."""
+    scores = edges.abs().mean(dim=-3)
+    if scores.ndim == 2:
+        return score_l1_entropy(scores)
+    total = scores.sum(dim=(-2, -1))
+    p = scores / (total[:, None, None] + 1e-12)
+    return total, -(p * torch.log(p + 1e-12)).sum(dim=(-2, -1))

@@ -22,6 +22,14 @@ integers, so values agree with de Boor to rounding. Outside the range
 the knots, so the slope at a range end is unambiguous); the layer uses it in
 float64 with at most ``DENSE_MAX_COEF`` coefficients, where the cancellation
 error (~10 ulp of ``grid_size``) stays far below 1e-12.
+
+**Member axis.** Every function takes the single layer's shapes — x (batch,
+in), coef (out, in, n_coef), knots (in, n_knots) — or the same with a leading
+member axis M (x (M, batch, in), coef (M, out, in, n_coef), knots (M, in,
+n_knots): M independent layers, the ensembles of :mod:`kanode.ensemble`).
+The code is the same for both; only the matrix products switch between
+``mm`` and ``bmm`` (:func:`linear`), so a single layer pays nothing for the
+member axis.
 """
 
 from __future__ import annotations
@@ -39,9 +47,17 @@ from kanode.nn.bspline import grid_scale
 MIN_ORDER = 2
 
 
+def linear(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ w.T (+ bias)``: a (batch, K), w (N, K) → (batch, N) by ``mm``, or
+    with a member axis a (M, batch, K), w (M, N, K) → (M, batch, N) by ``bmm``."""
+    if w.ndim == 2:
+        return F.linear(a, w, bias)
+    return torch.bmm(a, w.transpose(1, 2)) if bias is None else torch.baddbmm(bias, a, w.transpose(1, 2))
+
+
 class PowerConstants(NamedTuple):
     """Constants of the truncated powers for ``grid_size`` cells of spline ``order``
-    (no knots: shared by every input, and by the members of kanode.ensemble)."""
+    (no knots: shared by every input and member)."""
 
     offset: torch.Tensor  # (n_coef, k+2)  j - k + i: r = clamp(s - offset, 0, cap)
     floor: torch.Tensor  # (n_coef, k+2)  zeros
@@ -81,7 +97,9 @@ def power_terms(s: torch.Tensor, const: "PowerConstants | SmallConstants") -> tu
 
 
 class SmallConstants(NamedTuple):
-    """Per-layer constants of the fast path (uniform knots, spline_order >= 2)."""
+    """Per-layer constants of the fast path (uniform knots, spline_order >= 2);
+    with a member axis ``shift``, ``inv_h`` are (M, 1, in, 1, 1) and ``slope``
+    (M, 1, in, k+2, 1)."""
 
     shift: torch.Tensor  # (in, 1, 1)  x * inv_h + shift = s, position in cells from the range start
     inv_h: torch.Tensor  # (in, 1, 1)  1 / cell width
@@ -95,42 +113,42 @@ class SmallConstants(NamedTuple):
 
 
 def small_constants(knots: torch.Tensor, order: int) -> SmallConstants:
-    """Constants for uniform ``knots`` (in, n_knots) of spline ``order`` (>= 2)."""
+    """Constants for uniform ``knots`` ([M,] in, n_knots) of spline ``order`` (>= 2)."""
     grid_size = knots.shape[-1] - 2 * order - 1
-    shift, inv_h = grid_scale(knots, order)
+    lead = knots.shape[:-2]  # () or (M,)
+    shape = (*lead, 1, knots.shape[-2], 1, 1) if lead else (knots.shape[-2], 1, 1)
+    shift, inv_h = grid_scale(knots.reshape(-1, knots.shape[-1]), order)  # ([M·] in,)
     powers = power_constants(grid_size, order, knots.dtype, knots.device)
-    return SmallConstants(shift.reshape(-1, 1, 1).clone(), inv_h.reshape(-1, 1, 1).clone(), powers.offset,
-                          powers.floor, powers.cap, powers.weight,
-                          (powers.slope * inv_h.reshape(-1, 1)).unsqueeze(-1).contiguous(), grid_size, order)
+    slope = (powers.slope * inv_h.reshape(-1, 1)).reshape(*shape[:-2], order + 2, 1)
+    return SmallConstants(shift.reshape(shape).clone(), inv_h.reshape(shape).clone(), powers.offset,
+                          powers.floor, powers.cap, powers.weight, slope.contiguous(), grid_size, order)
 
 
 def small_basis(x: torch.Tensor, const: SmallConstants) -> tuple[torch.Tensor, torch.Tensor]:
-    """All bases (batch, in, n_coef) and the powers ``r^(k-1)`` (batch, in, n_coef, k+2)
-    of their x-derivatives (``r^(k-1) @ const.slope``) by plain ops from x (batch, in)
+    """All bases ([M,] batch, in, n_coef) and the powers ``r^(k-1)`` ([M,] batch, in, n_coef, k+2)
+    of their x-derivatives (``r^(k-1) @ const.slope``) by plain ops from x ([M,] batch, in)
     of any strides; see :func:`power_terms`."""
-    batch, n_in = x.shape
     x = x.contiguous()  # strided x gives strided terms, which the callers' views cannot flatten
-    s = torch.addcmul(const.shift, x.view(batch, n_in, 1, 1), const.inv_h)  # (batch, in, 1, 1) in cells
+    s = torch.addcmul(const.shift, x.view(*x.shape, 1, 1), const.inv_h)  # ([M,] batch, in, 1, 1) in cells
     terms, r_low = power_terms(s, const)
     return terms @ const.weight, r_low
 
 
 def small_layer(x: torch.Tensor, coef: torch.Tensor, scale: torch.Tensor, base_weight: torch.Tensor,
                 const: SmallConstants, act) -> torch.Tensor:
-    """KAN layer by plain autograd ops. x: (batch, in) → (batch, out).
+    """KAN layer by plain autograd ops. x: ([M,] batch, in) → ([M,] batch, out).
 
-    coef: (out, in, n_coef); scale, base_weight: (out, in); ``act`` the base
+    coef: ([M,] out, in, n_coef); scale, base_weight: ([M,] out, in); ``act`` the base
     activation. x may have any strides (a transposed or sliced input).
     """
-    batch, n_in = x.shape
-    out_f, _, n_coef = coef.shape
+    lead, out_f = x.shape[:-1], coef.shape[-3]
     x = x.contiguous()  # strided x gives strided terms, which terms.view cannot flatten
-    s = torch.addcmul(const.shift, x.view(batch, n_in, 1, 1), const.inv_h)  # (batch, in, 1, 1) in cells
-    terms, _ = power_terms(s, const)  # (batch, in, n_coef, k+2)
-    # Σ_i w_i terms, contracted with the table: weights (out, in·n_coef·(k+2))
-    table = ((coef * scale.unsqueeze(-1)).unsqueeze(-1) * const.weight).view(out_f, -1)
-    spline = F.linear(terms.view(batch, -1), table)  # (batch, out)
-    return torch.addmm(spline, act(x), base_weight.t())
+    s = torch.addcmul(const.shift, x.view(*x.shape, 1, 1), const.inv_h)  # ([M,] batch, in, 1, 1) in cells
+    terms, _ = power_terms(s, const)  # ([M,] batch, in, n_coef, k+2)
+    # Σ_i w_i terms, contracted with the table: weights ([M,] out, in·n_coef·(k+2))
+    table = ((coef * scale.unsqueeze(-1)).unsqueeze(-1) * const.weight).view(*coef.shape[:-3], out_f, -1)
+    spline = linear(terms.view(*lead, -1), table)  # ([M,] batch, out)
+    return linear(act(x), base_weight, spline)
 
 
 class SmallLayerFn(torch.autograd.Function):
@@ -143,8 +161,8 @@ class SmallLayerFn(torch.autograd.Function):
     parameters. A backward that builds a graph (double backward) recomputes them by
     plain differentiable ops from the saved inputs instead.
 
-    Inputs: x (batch, in), coef (out, in, n_coef), scale, base_weight (out, in),
-    const, activation name → y (batch, out). Old-style (``forward(ctx, ...)``):
+    Inputs: x ([M,] batch, in), coef ([M,] out, in, n_coef), scale, base_weight
+    ([M,] out, in), const, activation name → y ([M,] batch, out). Old-style (``forward(ctx, ...)``):
     its ``apply`` costs ~10 µs against ~65 µs with ``setup_context``, but it
     does not support torch.func, so call it only outside transforms.
     """
@@ -152,11 +170,14 @@ class SmallLayerFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, coef, scale, base_weight, const, activation):
         basis, r_low = small_basis(x, const)
-        table = (coef * scale.unsqueeze(-1)).view(coef.shape[0], -1)  # (out, in·n_coef)
+        *lead, batch, _ = x.shape  # lead: [] or [M]
+        table = (coef * scale.unsqueeze(-1)).view(*lead, coef.shape[-3], -1)  # ([M,] out, in·n_coef)
         act = ACTIVATIONS[activation][0](x)
         ctx.save_for_backward(x, coef, scale, base_weight)
         ctx.kept = (basis, r_low, act, const, activation)
-        return F.linear(act, base_weight, F.linear(basis.view(x.shape[0], -1), table))  # (batch, out)
+        if not lead:  # no member axis: plain mm (the neural-ODE hot path)
+            return F.linear(act, base_weight, F.linear(basis.view(batch, -1), table))  # (batch, out)
+        return linear(act, base_weight, linear(basis.view(*lead, batch, -1), table))  # (M, batch, out)
 
     @staticmethod
     def backward(ctx, grad):
@@ -164,24 +185,24 @@ class SmallLayerFn(torch.autograd.Function):
         x, coef, scale, base_weight = ctx.saved_tensors
         basis, r_low, act, const, activation = ctx.kept
         need_x, need_coef, need_scale, need_base = ctx.needs_input_grad[:4]
-        batch, n_in = x.shape
-        out_f, _, n_coef = coef.shape
+        *lead, batch, n_in = x.shape  # lead: [] or [M]
+        out_f, n_coef = coef.shape[-3], coef.shape[-1]
         graph = torch.is_grad_enabled() or _functorch(grad) or _functorch(x)
         if graph:  # recompute differentiably (double backward, transforms)
             basis, r_low = small_basis(x, const)
             act = ACTIVATIONS[activation][0](x) if need_base else None
-        table = (coef * scale.unsqueeze(-1)).view(out_f, -1) if need_x else None  # (out, in·n_coef)
+        table = (coef * scale.unsqueeze(-1)).view(*lead, out_f, -1) if need_x else None  # ([M,] out, in·n_coef)
         g_x = g_coef = g_scale = g_base = None
         if need_x:
-            g_basis = (grad @ table).view(batch, n_in, 1, n_coef)
-            g_x = (g_basis @ r_low @ const.slope).view(batch, n_in)  # Σ_c g_basis dB/dx
+            g_basis = (grad @ table).view(*lead, batch, n_in, 1, n_coef)
+            g_x = (g_basis @ r_low @ const.slope).view(*lead, batch, n_in)  # Σ_c g_basis dB/dx
             if activation == "silu" and not graph:  # fused kernel, first order only
                 g_x = g_x + torch.ops.aten.silu_backward(grad @ base_weight, x)
             else:
                 g_x = g_x + (grad @ base_weight) * ACTIVATIONS[activation][1](x)
-        grad_t = grad.t()  # (out, batch)
+        grad_t = grad.transpose(1, 2) if lead else grad.t()  # ([M,] out, batch)
         if need_coef or need_scale:
-            g_table = (grad_t @ basis.view(batch, -1)).view(out_f, n_in, n_coef)
+            g_table = (grad_t @ basis.view(*lead, batch, -1)).view(*lead, out_f, n_in, n_coef)
             g_coef = g_table * scale.unsqueeze(-1) if need_coef else None
             g_scale = torch.linalg.vecdot(g_table, coef) if need_scale else None
         if need_base:

@@ -6,10 +6,9 @@ ops and the Functions of :mod:`kanode.nn._contract`, so double backward
 (Hessian-vector products) works, and ``torch.func`` transforms work through
 ``generate_vmap_rule`` (plus the contraction Functions' own vmap rules).
 
-Mode ``"kept"`` (the "kept" path of :mod:`kanode.nn._dispatch`, for tiny
-batches) keeps the dense bases from forward for a
-first-order backward, because there the cost is per-op overhead rather than
-memory; double backward and transforms still recompute.
+The tiny-batch variant that keeps its dense bases for backward (the "kept"
+path of :mod:`kanode.nn._dispatch`) is :mod:`kanode.nn._member_fn`'s Function
+at M = 1.
 """
 
 from __future__ import annotations
@@ -46,12 +45,6 @@ def spline_layer(x, coef, scale, base_weight, knots, shift, inv_h, order, unifor
     needed, else through :class:`SplineLayerFn`.
     """
     table = coef_table(coef, scale, rows=mode == "sparse")
-    if mode == "kept":  # dense bases, and what else backward needs (tiny batches only)
-        cell, values, derivs = local_basis(x, knots, order, uniform, derivative=True, scale=(shift, inv_h))
-        idx = flat_index(cell, table.shape[0] // x.shape[-1], order).reshape(x.shape[0], -1)
-        basis = values.new_zeros(x.shape[0], table.shape[0]).scatter_(1, idx, values.reshape(x.shape[0], -1))
-        act = ACTIVATIONS[activation][0](x)
-        return torch.addmm(basis @ table, act, base_weight.T), cell, basis, idx, derivs, act, table
     cell, values, _ = local_basis(x, knots, order, uniform, scale=(shift, inv_h))
     # under vmap the Function's own batching rule avoids a per-sample loop
     contract = Contract.apply if _functorch(values) else contract_impl
@@ -73,7 +66,6 @@ class SplineLayerFn(torch.autograd.Function):
         x, coef, scale, base_weight, knots, shift, inv_h, order, uniform, activation, mode = inputs
         ctx.save_for_backward(x, output[1], coef, scale, base_weight, knots, shift, inv_h)
         ctx.mark_non_differentiable(*output[1:])
-        ctx.kept = output[2:] if mode == "kept" else None
         ctx.set_materialize_grads(False)
         ctx.settings = (order, uniform, activation, mode)
 
@@ -86,9 +78,6 @@ class SplineLayerFn(torch.autograd.Function):
             return (None,) * 11
         grad = grad.contiguous()  # e.g. the expanded ones of y.sum(): strided kernels are slow
         graph = torch.is_grad_enabled() or _functorch(grad) or _functorch(x)
-        if ctx.kept is not None and not graph:
-            return _kept_backward(ctx, grad, x, coef, scale, base_weight) + (None,) * 7
-        mode = "dense" if mode == "kept" else mode
         _, values, derivs = local_basis(x, knots, order, uniform, cell=cell, derivative=need_x, scale=(shift, inv_h))
         out_f, n_in, n_coef = coef.shape
         # differentiable Functions only when a graph is being built (double backward)
@@ -114,26 +103,3 @@ class SplineLayerFn(torch.autograd.Function):
         if need_base:
             g_base = grad.T @ ACTIVATIONS[activation][0](x)
         return g_x, g_coef, g_scale, g_base, None, None, None, None, None, None, None
-
-
-def _kept_backward(ctx, grad, x, coef, scale, base_weight):
-    """First-order backward from the bases kept by a "kept" forward."""
-    basis, idx, derivs, act, table = ctx.kept
-    need_x, need_coef, need_scale, need_base = ctx.needs_input_grad[:4]
-    activation = ctx.settings[2]
-    out_f, n_in, n_coef = coef.shape
-    g_x = g_coef = g_scale = g_base = None
-    if need_x:
-        g_values = (grad @ table.T).gather(1, idx).reshape(derivs.shape)
-        g_x = torch.linalg.vecdot(g_values, derivs)
-        if activation == "silu":
-            g_x = g_x + torch.ops.aten.silu_backward(grad @ base_weight, x)
-        else:
-            g_x = g_x + (grad @ base_weight) * ACTIVATIONS[activation][1](x)
-    if need_coef or need_scale:
-        g_table = (grad.T @ basis).reshape(out_f, n_in, n_coef)
-        g_coef = g_table * scale.unsqueeze(-1) if need_coef else None
-        g_scale = torch.linalg.vecdot(g_table, coef) if need_scale else None
-    if need_base:
-        g_base = grad.T @ act
-    return g_x, g_coef, g_scale, g_base

@@ -98,3 +98,11 @@ def solve_least_squares(
     a, b = torch.cat(rows, dim=1), torch.cat(rhs, dim=1)
     driver = "gelsd" if a.device.type == "cpu" else None
     return torch.linalg.lstsq(a, b, driver=driver).solution
+
+
+def solve_per_layer(design: torch.Tensor, target: torch.Tensor, n_in: int) -> torch.Tensor:
+    """:func:`solve_least_squares` on columns grouped by layer: design (C, batch, n_coef),
+    target (C, batch, out) with C = [M ·] n_in → (C, n_coef, out). One stacked solve per
+    member, exactly the single layer's call (a stacked LAPACK solve over more columns
+    rounds differently)."""
+    return torch.cat([solve_least_squares(d, t) for d, t in zip(design.split(n_in), target.split(n_in))])

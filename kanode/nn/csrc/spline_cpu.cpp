@@ -10,7 +10,10 @@
 // grid size.
 //
 // Shapes: x (batch, in); coef (out, in, n_coef); scale, base (out, in);
-// shift, inv_h (in,) with s = x * inv_h + shift the position in cells; mat
+// shift, inv_h (in,) with s = x * inv_h + shift the position in cells; or,
+// with a leading member axis (M independent layers, kanode's ensembles), x
+// (M, batch, in), coef (M, out, in, n_coef), scale, base (M, out, in), shift,
+// inv_h (M * in,), computed member after member; mat
 // (k+1, 2(k+1)): rows p = powers of u, columns = values then h * slopes of
 // the k+1 cardinal pieces (kanode.nn.bspline.value_slope_matrix). Outside
 // the grid each basis is continued linearly (value + slope at the clamped
@@ -124,13 +127,7 @@ at::Tensor workspace(int slot, at::IntArrayRef shape, const at::TensorOptions& o
 // (in, n_coef + 1, out) packed table (see the header), one input's slab at a
 // time so that the strided writes stay in L1.
 template <typename T>
-at::Tensor pack_table(const at::Tensor& coef, const at::Tensor& scale, const at::Tensor& base) {
-  const int64_t n_out = coef.size(0), n_in = coef.size(1), n_coef = coef.size(2);
-  auto table = workspace(0, {n_in, n_coef + 1, n_out}, coef.options());
-  const T* cp = coef.data_ptr<T>();
-  const T* sp = scale.data_ptr<T>();
-  const T* bp = base.data_ptr<T>();
-  T* tp = table.data_ptr<T>();
+void pack_table(const T* cp, const T* sp, const T* bp, int64_t n_out, int64_t n_in, int64_t n_coef, T* tp) {
   at::parallel_for(0, n_in, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       T* slab = tp + i * (n_coef + 1) * n_out;
@@ -142,17 +139,13 @@ at::Tensor pack_table(const at::Tensor& coef, const at::Tensor& scale, const at:
       }
     }
   });
-  return table;
 }
 
 // The table gradient (in, n_coef + 1, out) → gradients of coef, scale, base
 // (each written only when its pointer is given).
 template <typename T>
-void unpack_grad(const at::Tensor& g_table, const at::Tensor& coef, const at::Tensor& scale, T* gc, T* gs, T* gb) {
-  const int64_t n_out = coef.size(0), n_in = coef.size(1), n_coef = coef.size(2);
-  const T* gt = g_table.data_ptr<T>();
-  const T* cp = coef.data_ptr<T>();
-  const T* sp = scale.data_ptr<T>();
+void unpack_grad(const T* gt, const T* cp, const T* sp, int64_t n_out, int64_t n_in, int64_t n_coef, T* gc, T* gs,
+                 T* gb) {
   at::parallel_for(0, n_in, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const T* slab = gt + i * (n_coef + 1) * n_out;
@@ -280,42 +273,58 @@ void backward_width(int64_t width, const T* gp, const T* xp, const T* tp, const 
   TORCH_CHECK(false, "kanode native spline: spline order must be 1..", kMaxWidth - 1);
 }
 
-void check_args(const at::Tensor& x, const at::Tensor& coef, const at::Tensor& scale, const at::Tensor& base,
-                const at::Tensor& shift, const at::Tensor& inv_h, const at::Tensor& mat, int64_t grid_size) {
+// The member count M (1 without a member axis) after checking every shape.
+int64_t check_args(const at::Tensor& x, const at::Tensor& coef, const at::Tensor& scale, const at::Tensor& base,
+                   const at::Tensor& shift, const at::Tensor& inv_h, const at::Tensor& mat, int64_t grid_size) {
   TORCH_CHECK(x.device().is_cpu(), "kanode native spline: CPU tensors only");
-  TORCH_CHECK(x.dim() == 2 && coef.dim() == 3 && mat.dim() == 2, "kanode native spline: bad ranks");
-  const int64_t width = mat.size(0), n_in = x.size(1), n_out = coef.size(0);
+  const bool members = x.dim() == 3;
+  TORCH_CHECK((x.dim() == 2 || members) && coef.dim() == x.dim() + 1 && scale.dim() == x.dim() && mat.dim() == 2,
+              "kanode native spline: bad ranks");
+  const int64_t n_members = members ? x.size(0) : 1;
+  const int64_t width = mat.size(0), n_in = x.size(-1), n_out = coef.size(-3);
   TORCH_CHECK(width >= 2 && width <= kMaxWidth && mat.size(1) == 2 * width, "kanode native spline: bad mat");
-  TORCH_CHECK(grid_size >= 1 && coef.size(1) == n_in && coef.size(2) == grid_size + width - 1,
-              "kanode native spline: coef must be (out, in, grid_size + order)");
-  TORCH_CHECK(scale.sizes() == base.sizes() && scale.size(0) == n_out && scale.size(1) == n_in,
-              "kanode native spline: scale and base must be (out, in)");
-  TORCH_CHECK(shift.numel() == n_in && inv_h.numel() == n_in, "kanode native spline: bad grid scale");
+  TORCH_CHECK(grid_size >= 1 && coef.size(-2) == n_in && coef.size(-1) == grid_size + width - 1 &&
+                  (!members || coef.size(0) == n_members),
+              "kanode native spline: coef must be ([M,] out, in, grid_size + order)");
+  TORCH_CHECK(scale.sizes() == base.sizes() && scale.size(-2) == n_out && scale.size(-1) == n_in &&
+                  (!members || scale.size(0) == n_members),
+              "kanode native spline: scale and base must be ([M,] out, in)");
+  TORCH_CHECK(shift.numel() == n_members * n_in && inv_h.numel() == n_members * n_in,
+              "kanode native spline: bad grid scale");
   for (const auto* t : {&coef, &scale, &base, &shift, &inv_h, &mat})
     TORCH_CHECK(t->scalar_type() == x.scalar_type(), "kanode native spline: dtypes must match");
+  return n_members;
 }
 
 }  // namespace
 
-// -> y (batch, out)
+// -> y ([M,] batch, out)
 at::Tensor layer_forward(const at::Tensor& x_, const at::Tensor& coef_, const at::Tensor& scale_,
                                       const at::Tensor& base_, const at::Tensor& shift_, const at::Tensor& inv_h_,
                                       const at::Tensor& mat_, int64_t grid_size, int64_t act) {
   auto x = x_.contiguous(), coef = coef_.contiguous(), scale = scale_.contiguous(), base = base_.contiguous();
   auto shift = shift_.contiguous(), inv_h = inv_h_.contiguous(), mat = mat_.contiguous();
-  check_args(x, coef, scale, base, shift, inv_h, mat, grid_size);
-  const int64_t batch = x.size(0), n_in = x.size(1), n_out = coef.size(0), width = mat.size(0);
-  auto y = at::empty({batch, n_out}, x.options());
+  const int64_t n_members = check_args(x, coef, scale, base, shift, inv_h, mat, grid_size);
+  const int64_t batch = x.size(-2), n_in = x.size(-1), n_out = coef.size(-3), width = mat.size(0);
+  const int64_t n_coef = grid_size + width - 1;
+  auto y = x.dim() == 3 ? at::empty({n_members, batch, n_out}, x.options()) : at::empty({batch, n_out}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kanode_layer_forward", [&] {
     using T = scalar_t;
-    const auto table = pack_table<T>(coef, scale, base);
-    Grid<T> grid{shift.data_ptr<T>(), inv_h.data_ptr<T>(), mat.data_ptr<T>(), grid_size, grid_size + width - 1};
-    forward_width<T>(width, x.data_ptr<T>(), table.data_ptr<T>(), grid, act, batch, n_in, n_out, y.data_ptr<T>());
+    auto table = workspace(0, {n_in, n_coef + 1, n_out}, coef.options());
+    for (int64_t m = 0; m < n_members; ++m) {
+      const int64_t edges = m * n_out * n_in;
+      pack_table<T>(coef.data_ptr<T>() + edges * n_coef, scale.data_ptr<T>() + edges, base.data_ptr<T>() + edges,
+                    n_out, n_in, n_coef, table.data_ptr<T>());
+      Grid<T> grid{shift.data_ptr<T>() + m * n_in, inv_h.data_ptr<T>() + m * n_in, mat.data_ptr<T>(), grid_size,
+                   n_coef};
+      forward_width<T>(width, x.data_ptr<T>() + m * batch * n_in, table.data_ptr<T>(), grid, act, batch, n_in,
+                       n_out, y.data_ptr<T>() + m * batch * n_out);
+    }
   });
   return y;
 }
 
-// -> (d/dx (batch, in), d/dcoef (out, in, n_coef), d/dscale (out, in), d/dbase (out, in));
+// -> (d/dx ([M,] batch, in), d/dcoef ([M,] out, in, n_coef), d/dscale ([M,] out, in), d/dbase ([M,] out, in));
 //    each undefined (None) unless asked for
 std::vector<at::Tensor> layer_backward(const at::Tensor& grad_, const at::Tensor& x_, const at::Tensor& coef_,
                                        const at::Tensor& scale_, const at::Tensor& base_, const at::Tensor& shift_,
@@ -324,12 +333,12 @@ std::vector<at::Tensor> layer_backward(const at::Tensor& grad_, const at::Tensor
   auto grad = grad_.contiguous(), x = x_.contiguous(), coef = coef_.contiguous();
   auto scale = scale_.contiguous(), base = base_.contiguous();
   auto shift = shift_.contiguous(), inv_h = inv_h_.contiguous(), mat = mat_.contiguous();
-  check_args(x, coef, scale, base, shift, inv_h, mat, grid_size);
-  const int64_t batch = x.size(0), n_in = x.size(1), n_out = coef.size(0), width = mat.size(0);
+  const int64_t n_members = check_args(x, coef, scale, base, shift, inv_h, mat, grid_size);
+  const int64_t batch = x.size(-2), n_in = x.size(-1), n_out = coef.size(-3), width = mat.size(0);
   const int64_t n_coef = grid_size + width - 1;
-  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == batch && grad.size(1) == n_out &&
-                  grad.scalar_type() == x.scalar_type(),
-              "kanode native spline: grad must be (batch, out) of the input's dtype");
+  TORCH_CHECK(grad.dim() == x.dim() && grad.size(-2) == batch && grad.size(-1) == n_out &&
+                  (x.dim() == 2 || grad.size(0) == n_members) && grad.scalar_type() == x.scalar_type(),
+              "kanode native spline: grad must be ([M,] batch, out) of the input's dtype");
   const bool need_table = need_coef || need_scale || need_base;
   at::Tensor g_x = need_x ? at::empty_like(x) : at::Tensor();
   at::Tensor g_coef = need_coef ? at::empty_like(coef) : at::Tensor();
@@ -337,15 +346,27 @@ std::vector<at::Tensor> layer_backward(const at::Tensor& grad_, const at::Tensor
   at::Tensor g_base = need_base ? at::empty_like(base) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kanode_layer_backward", [&] {
     using T = scalar_t;
-    const auto table = pack_table<T>(coef, scale, base);
+    auto table = workspace(0, {n_in, n_coef + 1, n_out}, coef.options());
     at::Tensor g_table;
-    if (need_table) g_table = workspace(1, table.sizes(), table.options()).zero_();
-    Grid<T> grid{shift.data_ptr<T>(), inv_h.data_ptr<T>(), mat.data_ptr<T>(), grid_size, n_coef};
-    backward_width<T>(width, grad.data_ptr<T>(), x.data_ptr<T>(), table.data_ptr<T>(), grid, act, batch, n_in,
-                      n_out, need_x ? g_x.data_ptr<T>() : nullptr, need_table ? g_table.data_ptr<T>() : nullptr);
-    if (need_table)
-      unpack_grad<T>(g_table, coef, scale, need_coef ? g_coef.data_ptr<T>() : nullptr,
-                     need_scale ? g_scale.data_ptr<T>() : nullptr, need_base ? g_base.data_ptr<T>() : nullptr);
+    if (need_table) g_table = workspace(1, table.sizes(), table.options());
+    for (int64_t m = 0; m < n_members; ++m) {
+      const int64_t edges = m * n_out * n_in;
+      const T* cp = coef.data_ptr<T>() + edges * n_coef;
+      const T* sp = scale.data_ptr<T>() + edges;
+      pack_table<T>(cp, sp, base.data_ptr<T>() + edges, n_out, n_in, n_coef, table.data_ptr<T>());
+      if (need_table) g_table.zero_();
+      Grid<T> grid{shift.data_ptr<T>() + m * n_in, inv_h.data_ptr<T>() + m * n_in, mat.data_ptr<T>(), grid_size,
+                   n_coef};
+      backward_width<T>(width, grad.data_ptr<T>() + m * batch * n_out, x.data_ptr<T>() + m * batch * n_in,
+                        table.data_ptr<T>(), grid, act, batch, n_in, n_out,
+                        need_x ? g_x.data_ptr<T>() + m * batch * n_in : nullptr,
+                        need_table ? g_table.data_ptr<T>() : nullptr);
+      if (need_table)
+        unpack_grad<T>(g_table.data_ptr<T>(), cp, sp, n_out, n_in, n_coef,
+                       need_coef ? g_coef.data_ptr<T>() + edges * n_coef : nullptr,
+                       need_scale ? g_scale.data_ptr<T>() + edges : nullptr,
+                       need_base ? g_base.data_ptr<T>() + edges : nullptr);
+    }
   });
   return {g_x, g_coef, g_scale, g_base};
 }

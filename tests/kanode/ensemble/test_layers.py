@@ -4,7 +4,7 @@ values and gradients to 1e-12 in float64; state round trips; grid changes."""
 import pytest
 import torch
 
-import kanode.ensemble.bspline_layer as bspline_layer
+from kanode.nn import _dispatch
 from kanode.ensemble import (EnsembleKAN, EnsembleKANLayer, EnsembleMLP, flatten_members, stack_models,
                              unflatten_members)
 from kanode.nn import KAN, MLP, RSWAF, KANLayer
@@ -27,14 +27,15 @@ def assert_close(a, b, tol=TOL):
 @pytest.mark.parametrize("family", FAMILIES + PATH_FAMILIES)
 @pytest.mark.parametrize("batch", [1, 6])
 def test_member_equals_single_values_and_gradients(family, batch, monkeypatch):
-    if family == "bspline-large-batch":  # uniform grids through the local bases, not the powers
-        monkeypatch.setattr(bspline_layer, "POWERS_MAX_TERMS", 0)
+    if family == "bspline-large-batch":  # uniform grids through the eager local bases, not the powers
+        monkeypatch.setattr(_dispatch, "SMALL_ELEMENTS", 0)
     models = make_models(family)
     ensemble = stack_models(models)
     x = inputs(batch).requires_grad_(True)
     if family.startswith("bspline"):  # the code path this family is for
-        powers = ensemble.layers[0]._grid(x).powers is not None
-        assert powers == (family == "bspline")
+        path = ensemble.layers[0].contraction_for(batch, x)
+        expected = {"bspline": "small", "bspline-large-batch": ("fused", "dense")}.get(family, ("dense", "kept"))
+        assert path in expected
     y = ensemble(x)
     upstream = torch.randn_like(y)
     params = dict(ensemble.named_parameters())
@@ -135,8 +136,10 @@ def test_torch_func_jacobian_matches_single(family):
         assert jac[m, :, (m + 1) % N_MEMBERS].abs().max() == 0  # members do not mix
 
 
-@pytest.mark.parametrize("family", ["bspline", "bspline-nonuniform"])
-def test_bspline_double_backward_matches_single(family):
+@pytest.mark.parametrize("family", ["bspline", "bspline-nonuniform", "bspline-large-batch"])
+def test_bspline_double_backward_matches_single(family, monkeypatch):
+    if family == "bspline-large-batch":  # the fused kernel's (or the eager) path, not the powers
+        monkeypatch.setattr(_dispatch, "SMALL_ELEMENTS", 0)
     models = make_models(family)
     ensemble = stack_models(models)
     x = inputs(2).requires_grad_(True)

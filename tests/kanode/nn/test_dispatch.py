@@ -84,7 +84,7 @@ def path_of_node(y):
     kind = type(node).__name__
     if kind == "SplineLayerFnBackward":
         return node.settings[3]  # its contraction mode
-    return {"SmallLayerFnBackward": "small", "FusedLayerFnBackward": "fused"}[kind]
+    return {"SmallLayerFnBackward": "small", "FusedLayerFnBackward": "fused", "MemberSplineFnBackward": "kept"}[kind]
 
 
 @pytest.mark.parametrize("case, kwargs, batch, grad, with_kernel, without",

@@ -1,4 +1,11 @@
-"""The ensemble B-spline layer's computation: one batched GEMM per member axis.
+"""The B-spline layer with a member axis on any grids: one batched GEMM.
+
+The member-axis layer's eager path (:mod:`kanode.nn._dispatch` sends member
+layers here where neither the truncated powers nor the fused kernel apply:
+non-uniform grids, torch.func transforms, no kernel), and the single layer's
+tiny-batch "kept" path (run at M = 1). Without a member axis, larger batches
+take :mod:`kanode.nn._spline_fn` instead, which keeps nothing of size
+batch × in × n_coef for backward (members have no such path yet).
 
 For member ``m`` and input ``i`` the features are the ``n_coef`` bases
 ``B_j(x_i)`` (dense, zeros off the support; with the linear continuation
@@ -12,16 +19,14 @@ outside the grid) followed by ``act(x_i)``; the weights are
 which for member ``m`` is exactly the single layer's
 ``base_weight · act(x) + spline_scale · Σ_j spline_coef_j B_j(x)``.
 
-When every member's grid is uniform (float64, spline order >= 2) the bases
-are truncated powers of the position in cells (:func:`kanode.nn._small.power_terms`,
-the single layer's tiny-batch formulas): a few elementwise ops, no cell search. Otherwise they come from
+The bases come from
 :func:`kanode.nn.bspline.local_basis` on the inputs flattened to
 ``(batch, M · in)`` against the knots flattened to ``(M · in, n_knots)``:
 every (member, input) pair is a column with its own knots, so members may
 have different, non-uniform grids (closed form where uniform, local de Boor
 otherwise) — then scattered into the dense layout.
 
-:class:`EnsembleSplineFn` is one autograd node per layer call: forward keeps
+:class:`MemberSplineFn` is one autograd node per layer call: forward keeps
 the features and their x-derivatives, first-order backward is two batched
 GEMMs (at batch 1 two broadcast products, far faster than BLAS's batched
 GEMM with an inner dimension of 1). A backward that builds a graph (double
@@ -32,14 +37,16 @@ layer runs :func:`spline_forward` instead.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
 
-from kanode.nn._small import PowerConstants, power_terms
 from kanode.nn.activations import ACTIVATIONS
 from kanode.nn.bspline import local_basis
+
+if TYPE_CHECKING:
+    from kanode.nn.kan import KANLayer
 
 
 class Grid(NamedTuple):
@@ -51,7 +58,15 @@ class Grid(NamedTuple):
     offsets: Tensor  # (k + 1,) int64  0 .. k
     order: int
     uniform: bool  # every row uniform: closed-form bases
-    powers: PowerConstants | None  # set: truncated-power bases (uniform, float64, order >= 2)
+
+
+def member_grid(layer: "KANLayer", dtype: torch.dtype) -> Grid:
+    """The :class:`Grid` of a member-axis layer, on ``dtype``."""
+    knots, shift, inv_h = layer.knots, layer._grid_shift, layer._grid_inv_h
+    if knots.dtype != dtype:
+        knots, shift, inv_h = knots.to(dtype), shift.to(dtype), inv_h.to(dtype)
+    offsets = torch.arange(layer.spline_order + 1, device=knots.device)
+    return Grid(knots.view(-1, knots.shape[-1]), shift, inv_h, offsets, layer.spline_order, layer.uniform)
 
 
 def features(x: Tensor, grid: Grid, activation: str, derivative: bool,
@@ -64,15 +79,6 @@ def features(x: Tensor, grid: Grid, activation: str, derivative: bool,
     """
     n_members, batch, n_in = x.shape
     act, dact = ACTIVATIONS[activation]
-    if grid.powers is not None:
-        inv_h = grid.inv_h.view(n_members, 1, n_in)
-        s = torch.addcmul(grid.shift.view(n_members, 1, n_in), x, inv_h)  # (M, batch, in) in cells
-        terms, r_low = power_terms(s.unsqueeze(-1).unsqueeze(-1), grid.powers)  # (M, batch, in, n_coef, k+2)
-        feats = torch.cat([terms @ grid.powers.weight, act(x).unsqueeze(-1)], dim=-1)
-        if not derivative:
-            return feats, None
-        derivs = (r_low @ grid.powers.slope) * inv_h.unsqueeze(-1)  # (M, batch, in, n_coef)
-        return feats, torch.cat([derivs, dact(x).unsqueeze(-1)], dim=-1)
     k = grid.order
     n_coef = grid.knots.shape[-1] - k - 1
     flat = x.transpose(0, 1).reshape(batch, n_members * n_in)  # (batch, M·in) one column per (m, i)
@@ -104,33 +110,49 @@ def weights(coef: Tensor, scale: Tensor, base_weight: Tensor) -> Tensor:
 
 def spline_forward(x: Tensor, coef: Tensor, scale: Tensor, base_weight: Tensor, grid: Grid,
                    activation: str, differentiable: bool = True) -> Tensor:
-    """The layer by plain ops. x: (M, batch, in) → (M, batch, out).
-    ``differentiable``: False only where no graph is built (fills in place)."""
+    """The layer by plain ops. x: (M, batch, in) → (M, batch, out) (or the single
+    layer's shapes, run at M = 1). ``differentiable``: False only where no graph is
+    built (fills in place)."""
+    if x.ndim == 2:
+        return spline_forward(x[None], coef[None], scale[None], base_weight[None], grid, activation,
+                              differentiable)[0]
     n_members, batch, _ = x.shape
     feats, _ = features(x, grid, activation, derivative=False, differentiable=differentiable)
     weight = weights(coef, scale, base_weight)
     return torch.bmm(feats.view(n_members, batch, -1), weight.view(n_members, coef.shape[1], -1).transpose(1, 2))
 
 
-class EnsembleSplineFn(torch.autograd.Function):
+class MemberSplineFn(torch.autograd.Function):
     """:func:`spline_forward` as one autograd node (see the module docstring).
 
     Inputs: x (M, batch, in), coef (M, out, in, n_coef), scale, base_weight
-    (M, out, in), grid (:class:`Grid`), activation name → y (M, batch, out).
+    (M, out, in), grid (:class:`Grid`), activation name → y (M, batch, out);
+    or the single layer's shapes without the member axis (run as M = 1: the
+    "kept" path of :mod:`kanode.nn._dispatch`).
     """
 
     @staticmethod
     def forward(ctx, x, coef, scale, base_weight, grid, activation):
+        ctx.save_for_backward(x, coef, scale, base_weight)
+        ctx.single = x.ndim == 2
+        if ctx.single:  # one layer: M = 1 (views; nothing is recorded inside a Function)
+            x, coef, scale, base_weight = x[None], coef[None], scale[None], base_weight[None]
         n_members, batch, _ = x.shape
         feats, dfeats = features(x, grid, activation, derivative=ctx.needs_input_grad[0], differentiable=False)
         weight = weights(coef, scale, base_weight).view(n_members, coef.shape[1], -1)  # (M, out, F)
-        ctx.save_for_backward(x, coef, scale, base_weight)
         ctx.kept = (feats, dfeats, weight, grid, activation)
-        return torch.bmm(feats.view(n_members, batch, -1), weight.transpose(1, 2))
+        y = torch.bmm(feats.view(n_members, batch, -1), weight.transpose(1, 2))
+        return y[0] if ctx.single else y
 
     @staticmethod
     def backward(ctx, grad):
-        x, coef, scale, base_weight = ctx.saved_tensors
+        if ctx.single:
+            return tuple(None if g is None else g[0] for g in MemberSplineFn._backward(ctx, grad[None]))
+        return MemberSplineFn._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
+        x, coef, scale, base_weight = (t.unsqueeze(0) if ctx.single else t for t in ctx.saved_tensors)
         feats, dfeats, weight, grid, activation = ctx.kept
         need_x, need_coef, need_scale, need_base = ctx.needs_input_grad[:4]
         n_members, batch, n_in = x.shape
