@@ -168,7 +168,8 @@ def refit(model: TermModel, data: FitData, max_nfev: int = 40, ridge: float = 0.
             res = _bounded((pred - target).reshape(batch.shape[0], -1))
             return np.concatenate([res, penalty * batch[:, :n_theta]], axis=1) if ridge else res
 
-        if n_theta == 0:
+        if n_theta == 0:   # nothing to fit (a formula that is 0): its trajectories stay at y0
+            model.y0 = y0
             return float(np.mean(residuals(unknowns[None])[0] ** 2))
         result = _least_squares(residuals, unknowns, max_nfev)
         unknowns, result_fun = result.x, result.fun

@@ -89,3 +89,11 @@ def test_a_term_set_starts_the_first_refit_at_zero(lv_data, monkeypatch) -> None
     first.clear()
     polish_from(Formula(("x", "y"), (1.2 * x - 0.8 * x * y, 1.3 * x * y - 2.5 * y)), lv_data, rounds=1)
     assert sorted(first[0].tolist()) == [-2.5, -0.8, 1.2, 1.3]
+
+
+def test_a_formula_that_is_zero_stays_zero(lv_data) -> None:
+    """SINDy's threshold can remove every term (it does on the logistic law); the polish of that
+    start has nothing to fit and says so with the formula 0, instead of failing."""
+    polished = polish_from(Formula(("x", "y"), (sympy.Integer(0), sympy.Integer(0))), lv_data)
+    assert polished.formula.rhs == (0, 0)
+    assert polished.mse > 0.1   # the constant trajectory from (1, 1) is far from the orbit
