@@ -96,7 +96,7 @@ def suite_case(name: str) -> Case:
                    system=problem.system, state_names=problem.names)
     config = FitConfig(system=name, n_traj=1, n_test_traj=0, train_fraction=1.0, threads=1)
     return Case(name, 0.0, 0, data, config, problem.system.equations(), problem.t, problem.system.y0_test,
-                problem.clean_test, lambda: suite.run_stlsq(problem, False),
+                problem.clean_test, lambda: suite.run_stlsq(problem, False)[0],
                 term_library(problem.names, SUITE_DEGREE, trig=True))
 
 
