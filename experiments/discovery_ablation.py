@@ -181,7 +181,8 @@ def write_table(csv_path: Path, out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lv-noise", type=float, nargs="*", default=[], help="noise levels of the Lotka–Volterra case")
+    parser.add_argument("--lv-noise", type=float, nargs="*", default=[],
+                        help="noise levels of the Lotka–Volterra case")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="data seeds of the Lotka–Volterra case")
     parser.add_argument("--systems", nargs="*", default=[], choices=systems.textbook.names(), metavar="NAME")
     parser.add_argument("--starts", nargs="+", default=list(STARTS), choices=STARTS)
