@@ -12,7 +12,10 @@ the fit.
 Methods (one table, :data:`METHODS`):
 
 * ``kanode``: ``kanode.symbolic.discover`` with its defaults (the recipe of
-  ``python -m kanode.symbolic``), one torch thread;
+  ``python -m kanode.symbolic``), one torch thread, in a child process stopped after
+  ``--budget`` wall seconds (the row then says ``stopped: over the budget``); a formula its
+  verdict rejects (``kanode.symbolic.verdict``: it does not reproduce the data) is scored and
+  its status says ``rejected: <reason>``;
 * ``stlsq``: pysindy STLSQ (threshold 0.1, pysindy's default), polynomial (degree 3) plus
   Fourier (sin, cos of each state) library, finite-difference derivatives;
 * ``weak_sindy``: the same library and optimiser in the weak (integral) form
@@ -93,7 +96,7 @@ def make_problem(system: TextbookSystem, noise: float, seed: int, n_t: int | Non
 
 
 # ------------------------------------------------------------------------------------ methods
-def run_kanode(problem: Problem, smoke: bool) -> dict[str, str]:
+def run_kanode(problem: Problem, smoke: bool) -> tuple[dict[str, str], str]:
     import torch
 
     from kanode.config import FitConfig
@@ -109,7 +112,9 @@ def run_kanode(problem: Problem, smoke: bool) -> dict[str, str]:
     recipe = SymbolicConfig(**SMOKE_RECIPE) if smoke else SymbolicConfig()
     discovery = discover(data, config, recipe,
                          progress=lambda line: print(f"    kanode {line}", flush=True))
-    return discovery.formula.as_strings()
+    verdict = discovery.verdict
+    status = "ok" if verdict.accepted else f"rejected: {' '.join(verdict.reason.split())[:200]}"
+    return discovery.formula.as_strings(), status
 
 
 def _import_pysindy() -> None:
@@ -133,25 +138,25 @@ def _sindy_formula(model, names: tuple[str, ...]) -> dict[str, str]:
             for state, row in zip(names, model.coefficients())}
 
 
-def run_stlsq(problem: Problem, smoke: bool) -> dict[str, str]:
+def run_stlsq(problem: Problem, smoke: bool) -> tuple[dict[str, str], str]:
     import pysindy as ps
 
     model = ps.SINDy(optimizer=ps.STLSQ(threshold=0.1, alpha=ALPHA), feature_library=_library(),
                      differentiation_method=ps.FiniteDifference())
     model.fit(problem.y_train, t=problem.t, feature_names=list(problem.names))
-    return _sindy_formula(model, problem.names)
+    return _sindy_formula(model, problem.names), "ok"
 
 
-def run_weak_sindy(problem: Problem, smoke: bool) -> dict[str, str]:
+def run_weak_sindy(problem: Problem, smoke: bool) -> tuple[dict[str, str], str]:
     import pysindy as ps
 
     library = ps.WeakPDELibrary(function_library=_library(), spatiotemporal_grid=problem.t, K=100, p=4)
     model = ps.SINDy(optimizer=ps.STLSQ(threshold=0.1, alpha=ALPHA), feature_library=library)
     model.fit(problem.y_train, t=problem.t, feature_names=list(problem.names))
-    return _sindy_formula(model, problem.names)
+    return _sindy_formula(model, problem.names), "ok"
 
 
-def run_ensemble_sindy(problem: Problem, smoke: bool) -> dict[str, str]:
+def run_ensemble_sindy(problem: Problem, smoke: bool) -> tuple[dict[str, str], str]:
     import pysindy as ps
 
     np.random.seed(0)   # EnsembleOptimizer draws its bags from numpy's global generator
@@ -159,10 +164,10 @@ def run_ensemble_sindy(problem: Problem, smoke: bool) -> dict[str, str]:
     model = ps.SINDy(optimizer=optimizer, feature_library=_library(),
                      differentiation_method=ps.FiniteDifference())
     model.fit(problem.y_train, t=problem.t, feature_names=list(problem.names))
-    return _sindy_formula(model, problem.names)
+    return _sindy_formula(model, problem.names), "ok"
 
 
-METHODS: dict[str, Callable[[Problem, bool], dict[str, str]]] = {
+METHODS: dict[str, Callable[[Problem, bool], tuple[dict[str, str], str]]] = {
     "kanode": run_kanode,
     "stlsq": run_stlsq,
     "weak_sindy": run_weak_sindy,
@@ -171,25 +176,78 @@ METHODS: dict[str, Callable[[Problem, bool], dict[str, str]]] = {
 
 
 # --------------------------------------------------------------------------------- one cell
-def evaluate(problem: Problem, method: str, smoke: bool = False) -> dict[str, object]:
-    """Run ``method`` on ``problem`` and score it: one row of results.csv (as a dict)."""
+def _child(method: str, problem: Problem, smoke: bool, conn) -> None:
+    """In the child process: run the method, send (formula, status) or ("error", reason) back."""
+    try:
+        conn.send(("done", METHODS[method](problem, smoke)))
+    except Exception as exc:  # noqa: BLE001 - sent back to the parent as a result
+        traceback.print_exc()
+        conn.send(("error", " ".join(f"{type(exc).__name__}: {exc}".split())[:200]))
+    finally:
+        conn.close()
+
+
+def _run_with_budget(method: str, problem: Problem, smoke: bool,
+                     budget: float) -> tuple[str, object, float]:
+    """The method in a forked child, stopped after ``budget`` wall seconds: ("done", (formula,
+    status)) / ("error", reason) / ("stopped", None), with the child's CPU seconds."""
+    import multiprocessing
+    import resource
+
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    cpu_before = children_cpu()
+    child = context.Process(target=_child, args=(method, problem, smoke, send), daemon=True)
+    child.start()
+    send.close()
+    outcome: tuple[str, object] = ("stopped", None)
+    if receive.poll(budget):
+        try:
+            outcome = receive.recv()
+        except EOFError:   # the child died without a word (killed from outside, out of memory)
+            outcome = ("error", f"the child process ended with exit code {child.exitcode}")
+    if outcome[0] == "stopped":
+        child.terminate()
+    child.join()
+    return outcome[0], outcome[1], children_cpu() - cpu_before
+
+
+def evaluate(problem: Problem, method: str, smoke: bool = False, budget: float | None = None) -> dict[str, object]:
+    """Run ``method`` on ``problem`` and score it: one row of results.csv (as a dict). With a
+    ``budget`` (wall seconds) the method runs in a child process that is stopped when it is spent."""
     system = problem.system
     row: dict[str, object] = {"system": system.name, "dim": system.dim, "method": method}
     start, cpu_start = time.perf_counter(), time.process_time()
-    try:
-        formula = METHODS[method](problem, smoke)
-    except Exception as exc:  # noqa: BLE001 - a method that fails is a result, with its reason
-        traceback.print_exc()
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        return {**row, "status": f"failed: {reason}", "recon_r2": -math.inf, "gen_r2": -math.inf,
+
+    def missing(status: str, cpu: float) -> dict[str, object]:
+        return {**row, "status": status, "recon_r2": -math.inf, "gen_r2": -math.inf,
                 "exact_support": False, "worst_coef_error": 1.0,
-                "seconds": round(time.perf_counter() - start, 2),
-                "cpu_seconds": round(time.process_time() - cpu_start, 2), "formula": ""}
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+                "seconds": round(time.perf_counter() - start, 2), "cpu_seconds": round(cpu, 2), "formula": ""}
+
+    if budget is None:
+        try:
+            formula, status = METHODS[method](problem, smoke)
+        except Exception as exc:  # noqa: BLE001 - a method that fails is a result, with its reason
+            traceback.print_exc()
+            return missing(f"failed: {' '.join(f'{type(exc).__name__}: {exc}'.split())[:200]}",
+                           time.process_time() - cpu_start)
+        cpu_seconds = time.process_time() - cpu_start
+    else:
+        kind, payload, cpu_seconds = _run_with_budget(method, problem, smoke, budget)
+        if kind == "stopped":
+            return missing(f"stopped: over the budget of {budget:g} s", cpu_seconds)
+        if kind == "error":
+            return missing(f"failed: {payload}", cpu_seconds)
+        formula, status = payload
+    seconds = time.perf_counter() - start
     exact, worst = scoring.support_and_error(formula, system.equations(), problem.names)
     recon = scoring.simulate_formula(formula, problem.names, problem.t, system.y0, problem.clean_train)
     gen = scoring.simulate_formula(formula, problem.names, problem.t, system.y0_test, problem.clean_test)
-    return {**row, "status": "ok", "recon_r2": scoring.r2(recon, problem.clean_train),
+    return {**row, "status": status, "recon_r2": scoring.r2(recon, problem.clean_train),
             "gen_r2": scoring.r2(gen, problem.clean_test), "exact_support": exact,
             "worst_coef_error": worst, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
             "formula": "; ".join(f"{name}' = {formula[name]}" for name in problem.names)}
@@ -264,12 +322,14 @@ def write_table(csv_path: Path, out: Path, names: list[str]) -> str:
                 elif _stopped(row):
                     cells.append(f"not finished: stopped after {float(row['seconds']):.0f} s "
                                  f"({float(row['cpu_seconds']):.0f} CPU s)")
-                elif row["status"] != "ok":
+                elif row["status"] != "ok" and not row["status"].startswith("rejected"):
                     cells.append(f"failed ({row['seconds']} s)")
                 else:
                     support = "exact" if row["exact_support"] == "True" else "wrong"
+                    rejected = " / rejected by its verdict" if row["status"].startswith("rejected") else ""
                     cells.append(f"{_fmt(float(row['recon_r2']))} / {_fmt(float(row['gen_r2']))} / {support} / "
-                                 f"{100 * float(row['worst_coef_error']):.1f} % / {float(row['seconds']):.1f} s")
+                                 f"{100 * float(row['worst_coef_error']):.1f} % / {float(row['seconds']):.1f} s"
+                                 + rejected)
             lines.append(f"| {name} | {systems.get(name).dim} | " + " | ".join(cells) + " |")
         lines += ["", "Cells: recon R² / gen R² / support / worst coefficient error / time.", ""]
     text = "\n".join(lines)
@@ -288,10 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of results.csv and table.md")
     parser.add_argument("--smoke", action="store_true",
                         help=f"tiny kanode budgets and {SMOKE_POINTS} time points (tests the bookkeeping)")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="wall seconds per kanode run; a run over it is stopped and recorded as "
+                             "'stopped: over the budget' (default: no limit)")
     parser.add_argument("--table-only", action="store_true", help="only rebuild table.md from results.csv")
     args = parser.parse_args(argv)
     if not args.noise >= 0:
         parser.error(f"--noise must be >= 0, got {args.noise}")
+    if args.budget is not None and not (math.isfinite(args.budget) and args.budget > 0):
+        parser.error(f"--budget must be a positive number of seconds, got {args.budget}")
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / "results.csv"
     if not args.table_only:
@@ -307,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                                        SMOKE_POINTS if args.smoke else None)
                 for method in args.methods:
                     print(f"{name} / {method} ...", flush=True)
-                    row = evaluate(problem, method, args.smoke)
+                    row = evaluate(problem, method, args.smoke, args.budget if method == "kanode" else None)
                     row.update(noise=args.noise, commit=commit,
                                date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"))
                     writer.writerow(row)

@@ -10,10 +10,13 @@ Pure functions over models (each takes a model and returns a new one or a result
 * :func:`to_sympy`, :func:`simplify`, :func:`latex`, :func:`numpy_function`, :func:`to_system` — export;
 * :func:`polish`, :func:`fit_initial_states` — the formula's coefficients, terms and initial
   states fitted through its own trajectories;
+* :func:`polish_from`, :func:`term_library` — the polish started from a given formula or from
+  every library term at zero (the ablation of what the KAN contributes);
 * :func:`judge` — whether the formula reproduces the data (:mod:`kanode.symbolic.verdict`);
 * :func:`discover` — the whole recipe (``python -m kanode.symbolic``), :class:`SymbolicConfig` its settings.
 """
 
+from .ablation import TermSet, polish_from, term_library
 from .edge_fit import CandidateFit, EdgeChoice, fit_candidates, select
 from .export import Formula, NotSymbolicError, latex, numpy_function, python_source, simplify, to_sympy, to_system
 from .library import LIBRARY, Candidate, get_candidate
@@ -30,8 +33,9 @@ from .verdict import FORMULA_TOLERANCE, Verdict, judge
 __all__ = [
     "FORMULA_TOLERANCE", "LIBRARY", "Polished", "SelectionStep", "Verdict", "fit_initial_states", "judge", "PRUNED", "SPLINE", "SYMBOLIC", "Candidate", "CandidateFit", "Discovery", "DiscoveryError",
     "EdgeChoice", "EdgeReport", "Formula", "NotSymbolicError", "PruneError", "PruneWarning", "Scores", "SymbolicConfig",
-    "SymbolicKANLayer", "TermModel", "as_mixed", "attribution", "coefficient_l1", "connectivity", "discover",
-    "edge_scores", "fit_candidates", "formula_mse", "get_candidate", "latex", "layer_inputs", "member_sparsity_regularizer",
+    "SymbolicKANLayer", "TermModel", "TermSet", "polish_from", "term_library", "as_mixed", "attribution",
+    "coefficient_l1", "connectivity", "discover", "edge_scores", "fit_candidates", "formula_mse", "get_candidate",
+    "latex", "layer_inputs", "member_sparsity_regularizer",
     "numpy_function", "polish", "prune", "python_source", "score_l1", "select", "set_edge", "simplify",
     "sparsity_penalty", "sparsity_regularizer", "symbolify", "to_sympy", "to_system", "training_inputs",
 ]

@@ -168,7 +168,8 @@ def refit(model: TermModel, data: FitData, max_nfev: int = 40, ridge: float = 0.
             res = _bounded((pred - target).reshape(batch.shape[0], -1))
             return np.concatenate([res, penalty * batch[:, :n_theta]], axis=1) if ridge else res
 
-        if n_theta == 0:
+        if n_theta == 0:   # nothing to fit (a formula that is 0): its trajectories stay at y0
+            model.y0 = y0
             return float(np.mean(residuals(unknowns[None])[0] ** 2))
         result = _least_squares(residuals, unknowns, max_nfev)
         unknowns, result_fun = result.x, result.fun
@@ -302,7 +303,7 @@ def _forecast(model: TermModel, data: FitData, holdout: int) -> tuple[float, flo
 
 def polish(formula: Formula, data: FitData, states: np.ndarray, drop_threshold: float = 0.01,
            digits: int = 4, rounds: int = 4, max_nfev: int = 40, ridge: float = RIDGE,
-           holdout_fraction: float = HOLDOUT_FRACTION) -> Polished:
+           holdout_fraction: float = HOLDOUT_FRACTION, from_zero: bool = False) -> Polished:
     """Refit, drop, repeat; then choose the terms by forecasting held-out points; refit on all.
 
     The last ``K = holdout_points(n_train, holdout_fraction)`` points of every training
@@ -328,16 +329,20 @@ def polish(formula: Formula, data: FitData, states: np.ndarray, drop_threshold: 
     which term leaves); each support of step 3 is refitted without it before it forecasts, so
     the comparison does not carry its bias, and so is the final refit.
     ``states`` (n, dim) are the states of the drop rule; ``max_nfev`` bounds the least-squares
-    iterations of each refit.
+    iterations of each refit. ``from_zero``: the first refit starts every coefficient of
+    ``formula``'s terms at 0 instead of at its value (only the terms are taken from it; the
+    ablation's "all library terms at zero", :func:`kanode.symbolic.ablation.polish_from`).
     """
     holdout = holdout_points(data.n_train, holdout_fraction)
     fit_part = dataclasses.replace(data, n_train=data.n_train - holdout)
-    exported = _support(simplify(formula, states, drop_threshold, digits=17))
+    exported = _support(simplify(formula, states, 0.0 if from_zero else drop_threshold, digits=17))
     current = simplify(formula, states, drop_threshold=0.0, digits=17)   # round 1 refits every term
     done, y0 = 0, None
     for done in range(1, rounds + 1):
         model = TermModel(current)
         model.y0 = y0
+        if from_zero and done == 1:
+            model.theta = np.zeros_like(model.theta)
         refit(model, fit_part, max_nfev=max_nfev, ridge=ridge)
         y0 = model.y0
         refined = simplify(model.formula(), states, drop_threshold, digits=17)

@@ -115,3 +115,31 @@ def test_stlsq_baseline_recovers_lorenz():
     pytest.importorskip("pysindy")
     row = suite.evaluate(suite.make_problem(systems.get("lorenz"), noise=0.0, seed=0), "stlsq")
     assert row["status"] == "ok" and row["exact_support"] and row["worst_coef_error"] < 0.05
+
+
+def _never_returns(problem, smoke):
+    import threading
+
+    threading.Event().wait()    # blocks until the process is stopped
+
+
+def _fails(problem, smoke):
+    raise RuntimeError("no formula")
+
+
+def _rejected(problem, smoke):
+    return dict(zip(problem.names, problem.system.equations())), "rejected: a reason"
+
+
+def test_a_budget_stops_the_run_and_says_so(vdp, monkeypatch):
+    """A method still running when its budget is spent is stopped, and its row says so (the table
+    counts it as not finished); errors and verdicts come back from the child process as they are."""
+    monkeypatch.setitem(suite.METHODS, "kanode", _never_returns)
+    row = suite.evaluate(vdp, "kanode", budget=0.5)
+    assert row["status"] == "stopped: over the budget of 0.5 s" and row["recon_r2"] == -math.inf
+    assert suite._stopped({k: str(v) for k, v in row.items()})
+    monkeypatch.setitem(suite.METHODS, "kanode", _fails)
+    assert suite.evaluate(vdp, "kanode", budget=600)["status"] == "failed: RuntimeError: no formula"
+    monkeypatch.setitem(suite.METHODS, "kanode", _rejected)
+    row = suite.evaluate(vdp, "kanode", budget=600)
+    assert row["status"] == "rejected: a reason" and row["exact_support"] and row["gen_r2"] == pytest.approx(1.0)
