@@ -385,10 +385,6 @@ class Trainer:
 
     # ------------------------------------------------------- objective
     def _solve(self, y0: Tensor, t: Tensor, adjoint: bool) -> Tensor:
-        if self.compiled is not None and not torch.is_grad_enabled():  # evaluations: the fused kernel
-            solution = self.compiled.solution(self.field, y0, t)                 # (n_t, M, B, dim)
-            if solution is not None:
-                return solution
         try:
             return solve_ensemble(self.field, y0, t, adjoint=adjoint, allow_nonfinite=True, **self._solver)
         except SolverError as exc:
@@ -484,7 +480,7 @@ class Trainer:
         observed values (inf for a member whose solve is not finite)."""
         saved = self.field.nfe
         try:
-            return _evaluate(self.field, self.data, self._solver)
+            return _evaluate(self.field, self.data, self._solver, self.compiled)
         except _SharedSolverError:
             return [self._evaluate_alone(m) for m in range(self.n_members)]
         finally:
@@ -497,7 +493,7 @@ class Trainer:
             return failed
         alone = EnsembleVectorField.from_fields([self.field.member(m)])
         try:
-            return _evaluate(alone, self.data.member(m), self._solver)[0]
+            return _evaluate(alone, self.data.member(m), self._solver, self.compiled)[0]
         except _SharedSolverError:
             return failed
 
@@ -684,12 +680,18 @@ class Trainer:
             self._freeze(frozen, self.field.state_dict())
 
 
-def _evaluate(field: nn.Module, data: Any, solver: dict[str, Any]) -> list[Evaluation]:
+def _evaluate(field: nn.Module, data: Any, solver: dict[str, Any],
+              compiled: CompiledLoss | None = None) -> list[Evaluation]:
     """Each member's whole-window training, held-out and extrapolation MSE of ``field`` on
-    ``data`` (:class:`kanode.ensemble.data.StackedData`); raises _SharedSolverError."""
+    ``data`` (:class:`kanode.ensemble.data.StackedData`), solved by the fused window kernel
+    where ``compiled`` has it (:meth:`CompiledLoss.solution`), else by ``solver``'s solve;
+    raises _SharedSolverError."""
     d, n_members = data, field.n_members
 
     def run(y0: Tensor, t: Tensor) -> Tensor:  # (n_traj, M, n_t, dim): a member's rows in single order
+        y = compiled.solution(field, y0, t) if compiled is not None else None    # (n_t, M, B, dim)
+        if y is not None:
+            return y.permute(2, 1, 0, 3)
         try:
             y = solve_ensemble(field, y0, t, adjoint=False, allow_nonfinite=True, **solver)
         except SolverError as exc:
