@@ -14,6 +14,7 @@ import hashlib
 import platform
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -54,17 +55,16 @@ def build(source: Path, prefix: str, what: str) -> ModuleType:
 
 class Kernel:
     """One C++ kernel, built on first use: :meth:`get` returns the module, or None when
-    kanode's kernels are switched off (``KANODE_NATIVE=0``, :func:`kanode.nn._native.enabled`)
-    or the build failed (then one warning says why and the callers use their PyTorch code)."""
+    ``enabled()`` says kanode's kernels are switched off (``KANODE_NATIVE=0``: pass
+    :func:`kanode.nn._native.enabled`, the one switch) or the build failed (then one warning
+    says why and the callers use their PyTorch code)."""
 
-    def __init__(self, source: Path, prefix: str, what: str) -> None:
-        self.source, self.prefix, self.what = source, prefix, what
+    def __init__(self, source: Path, prefix: str, what: str, enabled: Callable[[], bool]) -> None:
+        self.source, self.prefix, self.what, self.enabled = source, prefix, what, enabled
         self._built: dict[str, ModuleType | None] = {}
 
     def get(self) -> ModuleType | None:
-        from kanode.nn import _native  # the one switch of kanode's kernels
-
-        if not _native.enabled():
+        if not self.enabled():
             return None
         if "module" not in self._built:
             try:

@@ -58,7 +58,8 @@ _MODULE_ACTIVATIONS = {nn.Tanh: "tanh", nn.SiLU: "silu", nn.ReLU: "relu", nn.GEL
 _KINDS = {"kan": 0, "linear": 1, "activation": 2}
 
 
-KERNEL = Kernel(Path(__file__).with_name("csrc") / "window_cpu.cpp", "kanode_window", "the fused CPU solve kernel")
+KERNEL = Kernel(Path(__file__).with_name("csrc") / "window_cpu.cpp", "kanode_window", "the fused CPU solve kernel",
+                _native.enabled)
 
 
 def available() -> bool:

@@ -9,19 +9,19 @@ same numbers more slowly. ``KANODE_NATIVE=0`` turns the kernel off; the
 variable is read once, on first use (:func:`refresh` reads it again,
 :func:`set_enabled` overrides it, e.g. in tests).
 
-The build uses ``-march=native``; the extension's name carries a hash of the
-CPU's model and flags, so machines of different kinds that share a home
-directory build their own copies.
+The build is :func:`kanode.native_build.build`'s (``-march=native``; the
+extension's name carries a hash of the source, the flags and the CPU's model
+and flags, so machines of different kinds that share a home directory build
+their own copies).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
-import sys
 import warnings
 from pathlib import Path
+
+from kanode.native_build import build
 
 ACTIVATION_CODES = {"identity": 0, "silu": 1, "tanh": 2, "relu": 3, "softplus": 4, "gelu": 5}  # as in the C++
 MAX_WIDTH = 8  # spline order + 1 <= kMaxWidth in the C++ source
@@ -56,33 +56,8 @@ def available() -> bool:
     return kernel() is not None
 
 
-def _cpu_tag() -> str:
-    text = platform.processor() + platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            text += "".join(line for line in fh if line.startswith(("model name", "flags")))[:20000]
-    except OSError:
-        pass
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
-
-
 def _build():
-    from torch.utils import cpp_extension
-
-    flags = ["-O3", "-fopenmp"]  # at::parallel_for is inline OpenMP; torch ships the libgomp it binds to
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        flags.append("-march=native")
-    digest = hashlib.sha1(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:8]
-    name = f"kanode_spline_{digest}_{_cpu_tag()}"
-    try:  # a private helper: only for the notice below
-        built = any(Path(cpp_extension._get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
-    except Exception:
-        built = False
-    if not built:
-        print("kanode: compiling the fused CPU spline kernel (once per machine, about a minute) ...",
-              file=sys.stderr, flush=True)
-    return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
-                              verbose=False)
+    return build(SOURCE, "kanode_spline", "the fused CPU spline kernel")
 
 
 def kernel():

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from kanode.native_build import Kernel
+from kanode.nn import _native
 
 from ._params import MemberOptimizer, MemberParams
 from .line_search import search_members, strong_wolfe
@@ -43,7 +44,7 @@ Closure = Callable[[], Tensor]   # sets gradients, returns the (M,) losses
 # the two-loop recursion of every member in one C++ call (the loops of _two_loop_torch);
 # ~100 host-side torch operations per history pair otherwise
 TWO_LOOP = Kernel(Path(__file__).resolve().parents[1] / "csrc" / "lbfgs_cpu.cpp", "kanode_lbfgs",
-                  "the L-BFGS CPU kernel")
+                  "the L-BFGS CPU kernel", _native.enabled)
 
 
 class BatchedLBFGS(MemberOptimizer):
