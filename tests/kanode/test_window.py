@@ -15,7 +15,8 @@ from kanode.nn import KAN, MLP, RSWAF
 from kanode.ode import VectorField, solve
 from kanode.window import TABLEAUX, available
 
-pytestmark = pytest.mark.skipif(not available(), reason="the fused CPU solve kernel is switched off (KANODE_NATIVE=0) or cannot be built")
+pytestmark = pytest.mark.skipif(
+    not available(), reason="the fused CPU solve kernel is switched off (KANODE_NATIVE=0) or cannot be built")
 
 T = torch.linspace(0.0, 1.6, 9, dtype=torch.float64)
 
