@@ -14,6 +14,7 @@ import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,8 @@ from kanode.train import Trainer, solver_options
 
 COLUMNS = ("stage", "system", "model", "family", "label", "budget", "lr", "seed", "n_params", "status",
            "final_train_loss", "best_train_loss", "final_val_loss", "final_extrap_loss", "test_loss",
-           "plateau", "steps", "time_per_step_s", "wall_time_s", "run_dir", "reason")
+           "plateau", "stopped_on", "plateau_drop", "steps", "time_per_step_s", "wall_time_s", "run_dir",
+           "reason")
 
 
 # ----------------------------------------------------------------- per run
@@ -322,7 +324,7 @@ def analyse(study: dict[str, Any], out: Path, results: Path, timing: dict[str, f
     budget_figure(points, slopes, references["reference"]).savefig(results / "budget.png", dpi=130)
     generalisation_figure(out, table).savefig(results / "generalisation.png", dpi=130)
     timing["analyse"] = time.perf_counter() - start  # summary.md is the last file written
-    (results / "summary.md").write_text(summary_markdown(table, points, slopes, timing, references))
+    (results / "summary.md").write_text(summary_markdown(table, points, slopes, timing, references, rows))
 
 
 def _flat(entry: dict[str, Any]) -> dict[str, Any]:
@@ -352,7 +354,7 @@ def _fmt(value: tuple[float, float, float]) -> str:
 
 def summary_markdown(table: list[dict[str, Any]], points: list[dict[str, Any]],
                      slopes: dict[str, dict[str, float]], timing: dict[str, float],
-                     references: dict[str, Any]) -> str:
+                     references: dict[str, Any], rows: Sequence[dict[str, Any]] = ()) -> str:
     lines = ["# KAN vs MLP study", "",
              "Median [min, max] over seeds at each family's chosen learning rate (lowest median validation "
              "loss). Wins: seeds (paired by seed) where the KAN's loss is lower. p: two-sided Mann–Whitney U.",
@@ -398,6 +400,11 @@ def summary_markdown(table: list[dict[str, Any]], points: list[dict[str, Any]],
         for label, r in references["reference"].items():
             lines.append(f"| {label} | {r['n_params']} | {r['lr']:g} | {r['steps']} | {r['median']:.2e} | "
                          f"{r['min']:.2e} | {r['max']:.2e} | {r['plateau']:.1%} |")
+    stopped = [r for r in rows if r.get("stopped_on")]  # runs with the plateau rule on (kanode.plateau)
+    if stopped:
+        on_plateau = sum(r["stopped_on"] == "plateau" for r in stopped)
+        lines += ["", f"Plateau rule: {on_plateau} of {len(stopped)} runs stopped on it; the other "
+                  f"{len(stopped) - on_plateau} ran to their step cap (`stopped_on`, `plateau_drop` in runs.csv)."]
     lines += ["", "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items()),
               "(`<stage>_packs_sum`: the packs' training times added up, one after another; packs.csv lists them.)", ""]
     return "\n".join(lines)
