@@ -13,8 +13,8 @@ import math
 import statistics
 import time
 from collections import defaultdict
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
