@@ -20,6 +20,8 @@ from types import ModuleType
 
 __all__ = ["Kernel", "build", "cpu_tag"]
 
+HEADERS = Path(__file__).with_name("csrc")  # headers the kernels' sources include
+
 
 def cpu_tag() -> str:
     """A short hash of this CPU's model and flags."""
@@ -33,7 +35,8 @@ def cpu_tag() -> str:
 
 
 def build(source: Path, prefix: str, what: str) -> ModuleType:
-    """The module compiled from ``source`` (``-O3 -fopenmp``, ``-march=native`` on x86-64);
+    """The module compiled from ``source`` (``-O3 -fopenmp``, ``-march=native`` on x86-64;
+    it may include the headers of ``kanode/csrc``);
     ``prefix`` starts its cache name, ``what`` names it in the first build's notice.
     Raises whatever the compiler raises (callers fall back to PyTorch code)."""
     from torch.utils import cpp_extension
@@ -41,7 +44,9 @@ def build(source: Path, prefix: str, what: str) -> ModuleType:
     flags = ["-O3", "-fopenmp"]  # at::parallel_for is inline OpenMP; torch ships the libgomp it binds to
     if platform.machine().lower() in ("x86_64", "amd64"):
         flags.append("-march=native")
-    digest = hashlib.sha1(source.read_bytes() + " ".join(flags).encode()).hexdigest()[:8]
+    # the shared headers (kanode/csrc/*.h) are part of every kernel: an edit rebuilds them all
+    text = b"".join(path.read_bytes() for path in [source, *sorted(HEADERS.glob("*.h"))])
+    digest = hashlib.sha1(text + " ".join(flags).encode()).hexdigest()[:8]
     name = f"{prefix}_{digest}_{cpu_tag()}"
     try:  # a private helper: only for the notice below
         built = any(Path(cpp_extension._get_build_directory(name, verbose=False)).glob(f"{name}*.so"))

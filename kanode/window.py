@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from kanode.native_build import Kernel
 from kanode.net_tensors import ActivationSpec, KANSpec, LinearSpec
 from kanode.nn import _native
 from kanode.nn.bspline import grid_scale, value_slope_matrix
+from kanode.nn.mlp import _ACTIVATIONS as MLP_ACTIVATIONS
 
 __all__ = ["TABLEAUX", "MAX_STORED", "available", "window_losses", "window_solution"]
 
@@ -54,7 +55,7 @@ TABLEAUX: dict[str, tuple[list[float], list[float], list[float]]] = {
             [0.125, 0.375, 0.375, 0.125], [0.0, _third, 2 * _third, 1.0]),
 }
 # activation module class → the kernel's activation code (kanode.nn._native.ACTIVATION_CODES)
-_MODULE_ACTIVATIONS = {nn.Tanh: "tanh", nn.SiLU: "silu", nn.ReLU: "relu", nn.GELU: "gelu", nn.Softplus: "softplus"}
+_MODULE_ACTIVATIONS = {module: name for name, module in MLP_ACTIVATIONS.items()}  # kanode.nn.MLP's table, inverted
 _KINDS = {"kan": 0, "linear": 1, "activation": 2}
 
 

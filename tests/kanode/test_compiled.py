@@ -25,14 +25,7 @@ SMALL = dict(widths=[2, 4, 2], grid_size=3, train_fraction=0.25, n_test_traj=1, 
 ADAM = dict(optimizer="adam", steps=100, **SMALL)
 
 
-@pytest.fixture(autouse=True)
-def float64_one_thread():
-    old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(old_dtype)
-    torch.set_num_threads(old_threads)
+pytestmark = pytest.mark.usefixtures("float64_one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(params=["fused", "compiled"])

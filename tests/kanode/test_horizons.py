@@ -18,14 +18,7 @@ from kanode.ode import solve
 from kanode.recipes import noise_variance
 
 
-@pytest.fixture(autouse=True)
-def float64_one_thread():
-    old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(old_dtype)
-    torch.set_num_threads(old_threads)
+pytestmark = pytest.mark.usefixtures("float64_one_thread")  # tests/conftest.py
 
 
 # ------------------------------------------------------------------ the schedule

@@ -19,15 +19,7 @@ from kanode.optim.line_search import search_members
 Params = dict[str, Parameter]
 
 
-@pytest.fixture(autouse=True)
-def float64_one_thread():
-    """float64 by default (the tolerances are tight); one torch thread (tiny tensors)."""
-    old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(old_dtype)
-    torch.set_num_threads(old_threads)
+pytestmark = pytest.mark.usefixtures("float64_one_thread")  # tests/conftest.py
 
 
 def assert_rel(ours: Sequence[float], ref: Sequence[float], rtol: float, what: str = "") -> None:

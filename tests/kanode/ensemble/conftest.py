@@ -15,15 +15,8 @@ PATH_FAMILIES = ("bspline-order1", "bspline-large-batch", "bspline-mixed")
 
 
 @pytest.fixture(autouse=True)
-def float64_one_thread():
-    """float64 by default; one torch thread (these tensors are tiny, and a second
-    thread on a busy machine makes each op many times slower)."""
-    old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(old_dtype)
-    torch.set_num_threads(old_threads)
+def _float64_one_thread(float64_one_thread):
+    """Every ensemble test in float64 on one torch thread (the fixture of tests/conftest.py)."""
 
 
 def make_models(family: str, n: int = N_MEMBERS, widths=WIDTHS, seed: int = 0) -> list[torch.nn.Module]:
