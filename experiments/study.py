@@ -23,7 +23,9 @@ Usage::
                                 [--workers 2] [--stages main,budget,reference,analyse]
 
 Writes ``runs.csv`` (one row per fit), ``verdict.csv``, ``budget.csv``,
-``summary.md``, ``timing.json`` and the figures into ``--results``
+``summary.md``, ``timing.json`` (seconds per stage; ``total_from_scratch_s``,
+the wall time of one uninterrupted run of every stage from an empty ``--out``,
+only when that is what ran) and the figures into ``--results``
 (default ``experiments/results/study``, or ``<out>/results`` with --smoke).
 """
 
@@ -52,7 +54,8 @@ def load_study(path: Path, smoke: bool) -> dict[str, Any]:
         study = tomllib.load(fh)
     if smoke:
         s = study["smoke"]
-        for key in ("steps", "lbfgs_steps", "eval_every", "checkpoint_every", "batch_time"):
+        for key in ("steps", "lbfgs_steps", "plateau_steps", "plateau_rtol", "eval_every", "checkpoint_every",
+                    "batch_time"):
             if key in s:
                 study["common"][key] = s[key]
         for section in ("main", "budget"):
@@ -60,7 +63,9 @@ def load_study(path: Path, smoke: bool) -> dict[str, Any]:
             study[section]["lr"] = s["lr"]
         study["main"]["systems"] = s["systems"]
         study["per_system"] = {}  # the smoke's short schedule for every system
-        study["reference"].update(labels=s["reference_labels"], lbfgs_steps=s["reference_lbfgs_steps"])
+        study["reference"].update(labels=s["reference_labels"], lbfgs_steps=s["reference_lbfgs_steps"],
+                                  plateau_steps=s["reference_plateau_steps"],
+                                  plateau_rtol=s["reference_plateau_rtol"])
         for family in ("kan", "mlp1", "mlp2"):
             study["budget"][family] = s[f"budget_{family}"]
     return study
@@ -99,7 +104,8 @@ def budget_models(study: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def reference_sweep(study: dict[str, Any], name: str, budget_out: Path) -> SweepConfig:
     """Stage 3: the [reference] labels of the budget stage, each at the rate the budget stage
-    chose for it on validation, with [reference]'s L-BFGS steps (no per-system override)."""
+    chose for it on validation, with [reference]'s L-BFGS cap and plateau rule (no per-system
+    override)."""
     from study_report import _budget, _family, collect, select
 
     r, models = study["reference"], budget_models(study)
@@ -117,7 +123,7 @@ def reference_sweep(study: dict[str, Any], name: str, budget_out: Path) -> Sweep
             raise SystemExit(f"study.py: error: stage reference needs stage budget's runs of {label} "
                              f"in {budget_out}; run --stages budget first")
         picked[label] = {**model, "lr": lr}
-    base = dict(study["common"], lbfgs_steps=r["lbfgs_steps"])
+    base = dict(study["common"], **{k: r[k] for k in ("lbfgs_steps", "plateau_steps", "plateau_rtol")})
     return SweepConfig.from_dict({"name": name, "systems": ["lotka_volterra"], "seeds": study["budget"]["seeds"],
                                   "base": base, "models": picked}, source="study.toml [reference]")
 
@@ -152,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results or (out / "results" if args.smoke else ROOT / "experiments/results/study"))
     results.mkdir(parents=True, exist_ok=True)
     timing_path = results / "timing.json"
-    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    started = time.perf_counter()
+    # From scratch: every stage, no fit started before. Only then is the wall time of the whole
+    # study measured (total_from_scratch_s); a resumed study adds each stage's remaining time.
+    from_scratch = set(stages) == set(STAGES) and not any(out.glob("*/*/*/seed*/metrics.csv"))
+    timing = {} if from_scratch or not timing_path.exists() else json.loads(timing_path.read_text())
     failed = 0
     builders = {"main": lambda: main_sweep(study, "main"), "budget": lambda: budget_sweep(study, "budget"),
                 "reference": lambda: reference_sweep(study, "reference", out / "budget")}
@@ -166,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     if "analyse" in stages:
         from study_report import analyse
 
-        analyse(study, out, results, timing, hessians=not args.skip_hessians)  # sets timing["analyse"]
+        analyse(study, out, results, timing, hessians=not args.skip_hessians,  # sets timing["analyse"]
+                started=started if from_scratch and not failed else None)      # and the total
         timing_path.write_text(json.dumps(timing, indent=1) + "\n")
         print(f"stage analyse: {timing['analyse']:.0f} s; results in {results}", flush=True)
     return 1 if failed else 0

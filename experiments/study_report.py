@@ -13,7 +13,7 @@ import math
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ import torch
 
 from kanode.analysis import EXACT_MAX_PARAMS, load_run_field, run_hessian
 from kanode.analysis.step_memory import peak_bytes
-from kanode.config import ConfigError, load_config
-from kanode.data import load_data
+from kanode.config import ConfigError, FitConfig, load_config
+from kanode.data import FitData, data_key, load_data
 from kanode.fit import build_field
 from kanode.ode import SolverError, solve
 from kanode.runs import read_metrics, read_summary
@@ -32,7 +32,7 @@ from kanode.train import Trainer, solver_options
 
 COLUMNS = ("stage", "system", "model", "family", "label", "budget", "lr", "seed", "n_params", "status",
            "final_train_loss", "best_train_loss", "final_val_loss", "final_extrap_loss", "test_loss",
-           "plateau", "stopped_on", "plateau_drop", "steps", "time_per_step_s", "wall_time_s", "run_dir",
+           "plateau", "stopped_on", "plateau_drop", "falling_at_cap", "steps", "time_per_step_s", "wall_time_s", "run_dir",
            "reason")
 
 
@@ -41,8 +41,7 @@ def test_loss(run_dir: Path, n_ic: int, data_seed: int) -> float:
     """MSE over the training window of the final model's trajectories from ``n_ic`` new
     initial conditions (drawn with ``data_seed``, as the fit draws its own) against the truth."""
     field, _, config = load_run_field(run_dir)
-    test_config = config.replace(n_traj=n_ic, n_test_traj=0, data_seed=data_seed, noise=0.0)
-    data = load_data(test_config).to(torch.float64, "cpu")
+    data = _test_data(config.replace(n_traj=n_ic, n_test_traj=0, data_seed=data_seed, noise=0.0))
     t, y = data.t_train, data.y_train                                            # (n_train,), (n_ic, n_train, dim)
     try:
         with torch.no_grad():
@@ -51,6 +50,18 @@ def test_loss(run_dir: Path, n_ic: int, data_seed: int) -> float:
         return math.inf
     value = float(torch.mean((pred - y) ** 2))
     return value if math.isfinite(value) else math.inf
+
+
+_TEST_DATA: dict[tuple, FitData] = {}
+
+
+def _test_data(config: FitConfig) -> FitData:
+    """The test trajectories a config asks for, simulated once per analysis (the runs of one
+    system share them: same data fields)."""
+    key = data_key(config)
+    if key not in _TEST_DATA:
+        _TEST_DATA[key] = load_data(config).to(torch.float64, "cpu")
+    return _TEST_DATA[key]
 
 
 def plateau(run_dir: Path) -> float:
@@ -82,6 +93,7 @@ def collect(out: Path, study: dict[str, Any], stages: tuple[str, ...] = ("main",
                        label=label, budget=_budget(label), lr=config.lr, seed=config.seed,
                        run_dir=str(run_dir.relative_to(out)))
             finished = summary.get("status") == "finished"
+            row["falling_at_cap"] = falling_at_cap(summary, config.plateau_rtol)
             if not test:
                 row["test_loss"] = row["plateau"] = math.nan
                 rows.append(row)
@@ -91,6 +103,15 @@ def collect(out: Path, study: dict[str, Any], stages: tuple[str, ...] = ("main",
             row["plateau"] = plateau(run_dir) if finished else math.nan
             rows.append(row)
     return rows
+
+
+def falling_at_cap(summary: dict[str, Any], rtol: float) -> bool:
+    """Whether a finished run with the plateau rule on ran to its step cap while its loss was still
+    falling (its last drop over the rule's window ≥ ``plateau_rtol``, or not measured)."""
+    if summary.get("status") != "finished" or summary.get("stopped_on") != "cap":
+        return False
+    drop = summary.get("plateau_drop")
+    return drop is None or not drop < rtol
 
 
 def _family(model: str, widths: list[int]) -> str:
@@ -108,14 +129,28 @@ def _loss(row: dict[str, Any], key: str) -> float:
     return math.inf if value is None or row.get("status") != "finished" else float(value)
 
 
+def _diverged(row: dict[str, Any]) -> bool:
+    """Not a finished run: diverged (kanode.divergence), or failed."""
+    return row.get("status") != "finished"
+
+
 # ----------------------------------------------------------- selection
 def select(rows: list[dict[str, Any]], stage: str) -> dict[tuple[str, str, str], float]:
-    """(system, family, budget) → the lr with the lowest median validation loss over seeds."""
-    by: dict[tuple[str, str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    """(system, family, budget) → its learning rate: among the rates with the fewest diverged
+    runs, the one with the lowest median validation loss over seeds; never one whose median run
+    diverged (a cell where every rate's did has no rate and is not reported)."""
+    by: dict[tuple[str, str, str], dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["stage"] == stage:
-            by[(r["system"], r["family"], r["budget"])][r["lr"]].append(_loss(r, "final_val_loss"))
-    return {cell: min(rates, key=lambda lr: (statistics.median(rates[lr]), lr)) for cell, rates in by.items()}
+            by[(r["system"], r["family"], r["budget"])][r["lr"]].append(r)
+    picked = {}
+    for cell, rates in by.items():
+        fewest = min(sum(map(_diverged, runs)) for runs in rates.values())
+        medians = {lr: statistics.median(_loss(r, "final_val_loss") for r in runs) for lr, runs in rates.items()
+                   if sum(map(_diverged, runs)) == fewest and 2 * fewest < len(runs)}
+        if medians:
+            picked[cell] = min(medians, key=lambda lr: (medians[lr], lr))
+    return picked
 
 
 def chosen(rows: list[dict[str, Any]], stage: str) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
@@ -145,8 +180,8 @@ def verdict(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             a = [_loss(r, key) for r in sorted(kan, key=lambda r: r["seed"])]
             b = [_loss(r, key) for r in sorted(mlp, key=lambda r: r["seed"])]
             short = key.replace("final_", "").replace("_loss", "")
-            entry[f"kan_{short}"] = _median_range(a)
-            entry[f"mlp_{short}"] = _median_range(b)
+            entry[f"kan_{short}"] = _median_range(r for r in a if math.isfinite(r))
+            entry[f"mlp_{short}"] = _median_range(r for r in b if math.isfinite(r))
             entry[f"kan_wins_{short}"] = sum(x < y for x, y in zip(a, b))
             finite = [v for v in a + b if math.isfinite(v)]
             cap = 10 * max(finite) if finite else 1.0  # ranks only: a diverged run ranks last
@@ -155,11 +190,17 @@ def verdict(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for family, runs in (("kan", kan), ("mlp", mlp)):
             drops = [r["plateau"] for r in runs if math.isfinite(r["plateau"])]
             entry[f"{family}_plateau"] = statistics.median(drops) if drops else math.nan
+            entry[f"{family}_diverged"] = sum(map(_diverged, runs))
+            entry[f"{family}_falling_at_cap"] = sum(bool(r.get("falling_at_cap")) for r in runs)
         table.append(entry)
     return table
 
 
-def _median_range(values: list[float]) -> tuple[float, float, float]:
+def _median_range(values: Iterable[float]) -> tuple[float, float, float]:
+    """Median, min and max of ``values`` (NaN for none: every run diverged)."""
+    values = list(values)
+    if not values:
+        return math.nan, math.nan, math.nan
     return statistics.median(values), min(values), max(values)
 
 
@@ -171,10 +212,11 @@ def budget_curves(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dic
     cells = chosen(rows, "budget")
     points = []
     for (_, family, budget), runs in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[1][0]["n_params"])):
-        losses = [_loss(r, "final_train_loss") for r in runs]
+        spread = _spread(runs)
         points.append({"family": family, "hidden": budget, "n_params": runs[0]["n_params"], "lr": runs[0]["lr"],
-                       "median_train_loss": statistics.median(losses), "min": min(losses), "max": max(losses),
-                       "seeds": len(runs)})
+                       "median_train_loss": spread["median"], "min": spread["min"], "max": spread["max"],
+                       "seeds": len(runs), "steps": spread["steps"], "diverged": spread["diverged"],
+                       "falling_at_cap": spread["falling_at_cap"]})
     slopes = {}
     for family in sorted({p["family"] for p in points}):
         pts = [p for p in points if p["family"] == family and math.isfinite(p["median_train_loss"])
@@ -189,8 +231,8 @@ def lv_references(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Lotka–Volterra against KAN-ODEs: the lowest training loss of any KAN run of at most
     400 parameters (both stages, any rate; KAN-ODEs: 8.3e-7 at 240), and the MLP [2, 50, 2]
     of the budget stage at its chosen rate (KAN-ODEs: 4.1e-5)."""
-    lv = [r for r in rows if r["system"] == "lotka_volterra" and r.get("status") == "finished"]
-    kans = [r for r in lv if r["family"] == "kan" and int(r["n_params"]) <= 400]
+    lv = [r for r in rows if r["system"] == "lotka_volterra"]
+    kans = [r for r in lv if r["family"] == "kan" and int(r["n_params"]) <= 400 and not _diverged(r)]
     best = min(kans, key=lambda r: _loss(r, "final_train_loss"), default=None)
     out: dict[str, Any] = {"kan_le_400_best": None, "mlp_2_50_2": None}
     if best is not None:
@@ -207,12 +249,16 @@ def lv_references(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median [min, max] final training MSE of runs of one cell, with its plateau and steps."""
-    losses = [_loss(r, "final_train_loss") for r in runs]
+    """Median [min, max] final training MSE of the runs of one cell that did not diverge (NaN
+    when none), the median of their plateau measures and of their steps, and how many runs
+    diverged and how many reached the step cap still falling."""
+    median, low, high = _median_range(_loss(r, "final_train_loss") for r in runs if not _diverged(r))
     drops = [r["plateau"] for r in runs if math.isfinite(r["plateau"])]
-    return {"median": statistics.median(losses), "min": min(losses), "max": max(losses),
-            "lr": runs[0]["lr"], "n_params": runs[0]["n_params"], "seeds": len(runs),
-            "steps": runs[0].get("steps"), "plateau": statistics.median(drops) if drops else math.nan}
+    steps = [int(r["steps"]) for r in runs if r.get("steps") is not None]
+    return {"median": median, "min": low, "max": high, "lr": runs[0]["lr"], "n_params": runs[0]["n_params"],
+            "seeds": len(runs), "steps": statistics.median(steps) if steps else math.nan,
+            "plateau": statistics.median(drops) if drops else math.nan,
+            "diverged": sum(map(_diverged, runs)), "falling_at_cap": sum(bool(r.get("falling_at_cap")) for r in runs)}
 
 
 def pack_times(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -289,9 +335,11 @@ def hessian_summary(run_dir: Path, compute: bool = True) -> dict[str, Any]:
 
 # --------------------------------------------------------------- driver
 def analyse(study: dict[str, Any], out: Path, results: Path, timing: dict[str, float],
-            hessians: bool = True) -> None:
+            hessians: bool = True, started: float | None = None) -> None:
     """Every table and figure of the study into ``results``, from the runs under ``out``;
-    records its own wall time in ``timing["analyse"]`` before writing summary.md."""
+    records its own wall time in ``timing["analyse"]`` before writing summary.md, and with
+    ``started`` (the ``time.perf_counter()`` of a study run from scratch) the whole study's in
+    ``timing["total_from_scratch_s"]``."""
     from study_figures import budget_figure, generalisation_figure, loss_figure
 
     start = time.perf_counter()
@@ -324,6 +372,8 @@ def analyse(study: dict[str, Any], out: Path, results: Path, timing: dict[str, f
     budget_figure(points, slopes, references["reference"]).savefig(results / "budget.png", dpi=130)
     generalisation_figure(out, table).savefig(results / "generalisation.png", dpi=130)
     timing["analyse"] = time.perf_counter() - start  # summary.md is the last file written
+    if started is not None:
+        timing["total_from_scratch_s"] = time.perf_counter() - started
     (results / "summary.md").write_text(summary_markdown(table, points, slopes, timing, references, rows))
 
 
@@ -348,6 +398,24 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] 
         writer.writerows(rows)
 
 
+def plateau_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Per stage: how many runs the plateau rule stopped, how many ran to the cap (and how many
+    of those were still falling), how many diverged; empty when no run had the rule on."""
+    lines = []
+    for stage in ("main", "budget", "reference"):
+        runs = [r for r in rows if r["stage"] == stage]
+        ruled = [r for r in runs if r.get("stopped_on") and not _diverged(r)]  # finished, with the rule on
+        if not ruled:
+            continue
+        capped = [r for r in ruled if r["stopped_on"] == "cap"]
+        lines.append(f"- {stage}: {len(ruled) - len(capped)} of {len(runs)} runs stopped on the plateau rule, "
+                     f"{len(capped)} ran to the cap ({sum(bool(r.get('falling_at_cap')) for r in capped)} of them "
+                     f"still falling), {sum(map(_diverged, runs))} diverged")
+    if not lines:
+        return []
+    return ["", "Plateau rule (`stopped_on`, `plateau_drop`, `falling_at_cap` in runs.csv):", "", *lines]
+
+
 def _fmt(value: tuple[float, float, float]) -> str:
     return f"{value[0]:.2e} [{value[1]:.1e}, {value[2]:.1e}]"
 
@@ -358,12 +426,16 @@ def summary_markdown(table: list[dict[str, Any]], points: list[dict[str, Any]],
     lines = ["# KAN vs MLP study", "",
              "Median [min, max] over seeds at each family's chosen learning rate (lowest median validation "
              "loss). Wins: seeds (paired by seed) where the KAN's loss is lower. p: two-sided Mann–Whitney U.",
-             "", "| system | budget | params KAN / MLP | lr KAN / MLP | train KAN | train MLP | wins | p | "
-             "test KAN | test MLP | wins | p | extrap KAN | extrap MLP | p |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Medians and ranges are over the runs that did not diverge; *diverged* counts the others (they "
+             "rank last in the wins and the test). *falling at cap*: runs that reached the L-BFGS step cap "
+             "while their loss still fell by at least the plateau rule's tolerance (not converged).",
+             "", "| system | budget | params KAN / MLP | lr KAN / MLP | diverged KAN / MLP | falling at cap KAN / MLP | "
+             "train KAN | train MLP | wins | p | test KAN | test MLP | wins | p | extrap KAN | extrap MLP | p |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         lines.append(f"| {e['system']} | {e['budget']} | {e['kan_params']} / {e['mlp_params']} | "
-                     f"{e['kan_lr']:g} / {e['mlp_lr']:g} | {_fmt(e['kan_train'])} | {_fmt(e['mlp_train'])} | "
+                     f"{e['kan_lr']:g} / {e['mlp_lr']:g} | {e['kan_diverged']} / {e['mlp_diverged']} | "
+                     f"{e['kan_falling_at_cap']} / {e['mlp_falling_at_cap']} | {_fmt(e['kan_train'])} | {_fmt(e['mlp_train'])} | "
                      f"{e['kan_wins_train']}/{e['seeds']} | {e['p_train']:.3f} | {_fmt(e['kan_test'])} | "
                      f"{_fmt(e['mlp_test'])} | {e['kan_wins_test']}/{e['seeds']} | {e['p_test']:.3f} | "
                      f"{_fmt(e['kan_extrap'])} | {_fmt(e['mlp_extrap'])} | {e['p_extrap']:.3f} |")
@@ -380,10 +452,12 @@ def summary_markdown(table: list[dict[str, Any]], points: list[dict[str, Any]],
                      f"{e['kan_hessian_n_above']} / {e['mlp_hessian_n_above']} | "
                      f"{e['kan_plateau']:.1%} / {e['mlp_plateau']:.1%} |")
     lines += ["", "Lotka–Volterra budget curves (median final training MSE at the best rate):", "",
-              "| family | hidden | params | lr | median | min | max |", "|---|---|---|---|---|---|---|"]
+              "| family | hidden | params | lr | median | min | max | steps (median) | diverged | falling at cap |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         lines.append(f"| {p['family']} | {p['hidden']} | {p['n_params']} | {p['lr']:g} | "
-                     f"{p['median_train_loss']:.2e} | {p['min']:.2e} | {p['max']:.2e} |")
+                     f"{p['median_train_loss']:.2e} | {p['min']:.2e} | {p['max']:.2e} | {p['steps']:.0f} | "
+                     f"{p['diverged']}/{p['seeds']} | {p['falling_at_cap']}/{p['seeds']} |")
     lines += ["", "Log–log slopes (loss ∝ N^slope, least squares over sizes, ± standard error): " + "; ".join(
         f"{f} {s['slope']:.2f} ± {s['stderr']:.2f} ({s['points']} sizes)" for f, s in slopes.items()), ""]
     kan, mlp = references["kan_le_400_best"], references["mlp_2_50_2"]
@@ -394,17 +468,14 @@ def summary_markdown(table: list[dict[str, Any]], points: list[dict[str, Any]],
         lines.append(f"MLP [2, 50, 2] ({mlp['n_params']} parameters, lr {mlp['lr']:g}): median {mlp['median']:.2e} "
                      f"[{mlp['min']:.1e}, {mlp['max']:.1e}] over {mlp['seeds']} seeds (KAN-ODEs: 4.1e-5).")
     if references.get("reference"):
-        lines += ["", "Stage reference (the same cells refitted with a longer L-BFGS phase):", "",
-                  "| model | params | lr | steps | median | min | max | loss drop, last 10 % of L-BFGS |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "Stage reference (the same cells refitted to the stricter plateau of study.toml [reference]):", "",
+                  "| model | params | lr | steps (median) | median | min | max | loss drop, last 10 % of L-BFGS | "
+                  "diverged | falling at cap |", "|---|---|---|---|---|---|---|---|---|---|"]
         for label, r in references["reference"].items():
-            lines.append(f"| {label} | {r['n_params']} | {r['lr']:g} | {r['steps']} | {r['median']:.2e} | "
-                         f"{r['min']:.2e} | {r['max']:.2e} | {r['plateau']:.1%} |")
-    stopped = [r for r in rows if r.get("stopped_on")]  # runs with the plateau rule on (kanode.plateau)
-    if stopped:
-        on_plateau = sum(r["stopped_on"] == "plateau" for r in stopped)
-        lines += ["", f"Plateau rule: {on_plateau} of {len(stopped)} runs stopped on it; the other "
-                  f"{len(stopped) - on_plateau} ran to their step cap (`stopped_on`, `plateau_drop` in runs.csv)."]
+            lines.append(f"| {label} | {r['n_params']} | {r['lr']:g} | {r['steps']:.0f} | {r['median']:.2e} | "
+                         f"{r['min']:.2e} | {r['max']:.2e} | {r['plateau']:.1%} | {r['diverged']}/{r['seeds']} | "
+                         f"{r['falling_at_cap']}/{r['seeds']} |")
+    lines += plateau_lines(rows)
     lines += ["", "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items()),
               "(`<stage>_packs_sum`: the packs' training times added up, one after another; packs.csv lists them.)", ""]
     return "\n".join(lines)

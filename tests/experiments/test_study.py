@@ -93,7 +93,8 @@ def test_reference_refits_budget_cells_at_their_chosen_rates(smoke: Path) -> Non
         best = min(rates, key=lambda lr: (statistics.median(rates[lr]), lr))
         runs = [r for r in reference if r["label"] == label]
         assert {float(r["lr"]) for r in runs} == {best}
-        assert {int(r["steps"]) for r in runs} == {6 + 4}   # Adam steps + [smoke] reference_lbfgs_steps
+        for r in runs:  # Adam steps + at most [smoke] reference_lbfgs_steps: the cap, or the plateau before it
+            assert (int(r["steps"]) == 6 + 4) == (r["stopped_on"] == "cap") and int(r["steps"]) <= 6 + 4
         assert {r["n_params"] for r in runs} == {r["n_params"] for r in budget if r["label"].split("_lr=")[0] == label}
     refs = json.loads((smoke / "results/lv_references.json").read_text())
     assert set(refs["reference"]) == {"kan_h4", "mlp1_h10"}
@@ -111,7 +112,14 @@ def test_outputs_and_resume(smoke: Path) -> None:
     assert "| lotka_volterra | large |" in summary
     timing = json.loads((results / "timing.json").read_text())
     assert f"analyse {timing['analyse']:.0f}" in summary  # this analysis's own time, not a previous one's
+    stages = sum(timing[s] for s in ("main", "budget", "reference", "analyse"))
+    assert stages <= timing["total_from_scratch_s"] < stages + 60  # one uninterrupted run, from scratch
     runs = _rows(results / "runs.csv")
+    assert {r["stopped_on"] for r in runs} <= {"plateau", "cap"} and all(r["stopped_on"] for r in runs)
+    for stage in ("main", "budget", "reference"):  # the plateau rule's count per stage
+        mine = [r for r in runs if r["stage"] == stage]
+        capped = sum(r["stopped_on"] == "cap" for r in mine)
+        assert f"- {stage}: {len(mine) - capped} of {len(mine)} runs stopped on the plateau rule, {capped} ran" in summary
     packs = _rows(results / "packs.csv")  # one per (stage, system, model), as the sweep packed them
     assert len(packs) == 2 * 4 + 5 + 2
     for p in packs:
@@ -125,3 +133,39 @@ def test_outputs_and_resume(smoke: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing refitted
+
+
+def _report():
+    sys.path.insert(0, str(REPO / "experiments"))
+    import study_report
+
+    return study_report
+
+
+def _run(lr: float, seed: int, val: float, status: str = "finished") -> dict:
+    return {"stage": "main", "system": "lotka_volterra", "family": "kan", "budget": "small", "lr": lr,
+            "seed": seed, "status": status, "final_val_loss": val}
+
+
+def test_the_rate_is_never_one_whose_runs_diverged() -> None:
+    """Among the rates with the fewest diverged runs, the lowest median validation loss; a rate
+    whose median run diverged is never chosen, even when no other is left."""
+    select = _report().select
+    cell = ("lotka_volterra", "kan", "small")
+    clean = [_run(1e-2, s, v) for s, v in enumerate([3.0, 3.0, 3.0, 3.0, 3.0])]
+    one_bad = [_run(3e-2, s, v) for s, v in enumerate([1.0, 1.0, 1.0, 1.0])] + [_run(3e-2, 4, 5.0, "diverged")]
+    assert select(clean + one_bad, "main") == {cell: 1e-2}         # lower median, but a diverged run
+    assert select(one_bad, "main") == {cell: 3e-2}                 # the fewest: one of five
+    most_bad = [_run(1e-1, s, 0.5, "diverged" if s < 3 else "finished") for s in range(5)]
+    assert select(most_bad, "main") == {}                          # its median run diverged
+    assert select(most_bad + one_bad, "main") == {cell: 3e-2}
+
+
+def test_a_run_at_the_cap_is_marked_only_while_falling() -> None:
+    falling_at_cap = _report().falling_at_cap
+    assert falling_at_cap({"status": "finished", "stopped_on": "cap", "plateau_drop": 0.02}, 0.01)
+    assert falling_at_cap({"status": "finished", "stopped_on": "cap", "plateau_drop": None}, 0.01)  # unmeasured
+    assert not falling_at_cap({"status": "finished", "stopped_on": "cap", "plateau_drop": 0.005}, 0.01)
+    assert not falling_at_cap({"status": "finished", "stopped_on": "plateau", "plateau_drop": 0.005}, 0.01)
+    assert not falling_at_cap({"status": "diverged", "stopped_on": "cap", "plateau_drop": 0.5}, 0.01)
+    assert not falling_at_cap({"status": "finished"}, 0.01)        # the rule off: no cap to mark

@@ -51,3 +51,21 @@ def test_without_the_window_kernel_a_fit_trains_eagerly(monkeypatch: pytest.Monk
     got = [s.records[0].train_loss for s in trainer.steps()]
     assert trainer.compiled is not None and trainer.compiled.last_route is None  # neither compiled route ran
     assert got == eager
+
+
+@pytest.mark.skipif(window.KERNEL.get() is None, reason="the window kernel cannot be built here")
+def test_a_built_kernel_loads_from_any_checkout_without_a_rebuild(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same source text at another path (a second checkout, a worktree) loads the library
+    built before instead of handing ninja a new source path (which rebuilt it, a minute each time)."""
+    from torch.utils import cpp_extension
+
+    checkout = tmp_path / "csrc"
+    checkout.mkdir()
+    copy = checkout / SOURCE.name
+    copy.write_bytes(SOURCE.read_bytes())
+    monkeypatch.setattr(native_build, "HEADERS", SOURCE.parent)  # the headers hashed with it, as in kanode
+    monkeypatch.setattr(cpp_extension, "load", lambda **kw: pytest.fail(f"rebuilt {kw['name']}"))
+    module = native_build.build(copy, "kanode_window", "the fused CPU solve kernel")
+    assert module.__name__ == window.KERNEL.get().__name__
+    assert Path(module.__file__).samefile(window.KERNEL.get().__file__)
