@@ -87,12 +87,14 @@ def make_trainer(configs: Sequence[FitConfig]) -> Trainer:
     return Trainer(ensemble, datas, configs, regularizer=regularizer)
 
 
-RESUME_OVERRIDES = ("steps", "lbfgs_steps", "threads")
+RESUME_OVERRIDES = ("steps", "lbfgs_steps", "threads", "compile", "plateau_steps", "plateau_rtol")
+"""What a resume may change: how long it trains (the step counts, the plateau rule) and how
+(threads, the compiled route); not what it fits."""
 
 
 def resumed_config(base: FitConfig, overrides: dict[str, Any]) -> FitConfig:
-    """A resumed run's config with ``overrides``, which may only extend the schedule
-    or set threads (ConfigError otherwise)."""
+    """A resumed run's config with ``overrides``, which may only be :data:`RESUME_OVERRIDES`
+    (ConfigError otherwise)."""
     bad = sorted(k for k, v in overrides.items() if k not in RESUME_OVERRIDES and getattr(base, k) != v)
     if bad:
         raise ConfigError(f"cannot change {', '.join(bad)} when resuming; start a new run instead")

@@ -93,3 +93,21 @@ def test_a_resumed_ensemble_keeps_its_stopped_members(tmp_path):
     for got, want in zip(resumed, whole):
         assert [r["train_loss"] for r in got.history] == [r["train_loss"] for r in want.history]
         assert got.summary["stopped_on"] == want.summary["stopped_on"]
+
+
+def test_a_run_resumed_with_the_rule_trains_on_until_flat(tmp_path):
+    """"Train this run further until it converges": a run that ran to its cap without the rule,
+    resumed with a larger cap and the rule, continues from its last step exactly as the run
+    that had the rule from the start, and stops on the same plateau."""
+    window, rtol = WINDOW, RTOL
+    short = dict(TINY, lbfgs_steps=window)  # too short for the rule to hold
+    through = fit(FitConfig(seed=0, plateau_steps=window, plateau_rtol=rtol, **TINY), out=tmp_path / "through")
+    assert through.summary["stopped_on"] == "plateau"
+    fit(FitConfig(seed=0, **short), out=tmp_path / "run")
+    resumed = fit(resume=tmp_path / "run", lbfgs_steps=TINY["lbfgs_steps"], plateau_steps=window,
+                  plateau_rtol=rtol)
+    assert resumed.summary["stopped_on"] == "plateau"
+    got, want = lbfgs_losses(resumed.history), lbfgs_losses(through.history)
+    assert len(got) == len(want) and all(abs(a - b) <= 1e-10 * abs(b) for a, b in zip(got, want))
+    with pytest.raises(ConfigError, match="cannot change lr when resuming"):
+        fit(resume=tmp_path / "run", lr=0.5)
