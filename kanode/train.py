@@ -370,8 +370,12 @@ class Trainer:
         for m, reason in members.items():
             self.frozen[m] = reason
             self.field.load_member(m, self._member_of(snapshot, m))
-        live = torch.tensor(self.active, dtype=self.field.out_scale.dtype, device=self.field.out_scale.device)
-        self.field.set_live(live)
+        self._set_live()
+
+    def _set_live(self) -> None:
+        """The field's live mask: the members not frozen."""
+        self.field.set_live(torch.tensor(self.active, dtype=self.field.out_scale.dtype,
+                                         device=self.field.out_scale.device))
 
     def _member_of(self, state: dict[str, Tensor], m: int) -> dict[str, Tensor]:
         """Member m's part of a state dict of the field (a copy)."""
@@ -463,15 +467,25 @@ class Trainer:
         for g in self.optimizer.params.grads():
             g.mul_(scale.view((-1,) + (1,) * (g.ndim - 1)) if stacked else scale.reshape(()))
 
-    def _trial(self, counters: _Counters) -> Tensor:
-        """The L-BFGS closure; a trial point whose shared solve fails is +inf for everyone."""
+    def _trial(self, counters: _Counters, members: list[int] | None = None) -> Tensor:
+        """The L-BFGS closure; a trial point whose shared solve fails is +inf for everyone.
+        With ``members`` (a line search's, still searching) only they are live for this
+        evaluation: the others' fields are 0 (the fused kernel skips them) and their values
+        are not read."""
         first = counters.first_losses is None
+        if members is not None:
+            needed = torch.zeros(self.n_members, dtype=torch.bool)
+            needed[members] = True
+            self.field.set_live((needed & torch.tensor(self.active)).to(self.field.out_scale))
         try:
             return self._loss_and_grad(counters, full=True)
         except _SharedSolverError:
             if first:  # the step's own start: steps() freezes whoever fails alone
                 raise
             return torch.full((self.n_members,), math.inf, dtype=self.data.y.dtype)
+        finally:
+            if members is not None:
+                self._set_live()
 
     # ------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -544,7 +558,8 @@ class Trainer:
                 if phase == "adam":
                     self._loss_and_grad(counters, full=False)
                 else:
-                    self.optimizer.step(lambda: self._trial(counters), lrs, self.active)
+                    self.optimizer.step(lambda: self._trial(counters), lrs, self.active,
+                                        subset=lambda members: self._trial(counters, members))
             except _SharedSolverError as exc:  # find who fails alone, freeze them, redo the step
                 for g, state in zip(self.generators, rng):
                     g.set_state(state)

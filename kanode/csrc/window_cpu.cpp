@@ -22,6 +22,12 @@
 // eager solve): the stage states are kept from the forward pass, each stage's network pass
 // is recomputed in the backward pass to get the layers' inputs. One call does both, so a
 // training step crosses from Python into C++ once.
+//
+// A member whose output scale is zero everywhere (a frozen member of an ensemble, or one a
+// line search does not need at this evaluation: kanode.train's live mask) has f = 0: its
+// network is not evaluated, forward or backward, so it costs next to nothing; its loss is
+// that of its constant trajectory and its parameter gradients are zero, as the full pass
+// gives for finite parameters.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -166,6 +172,8 @@ struct Field {
   int64_t buffer_size = 0;
 
   void plan() {
+    silent = true;  // out_scale zero: a frozen member of an ensemble (its live mask is 0)
+    for (int64_t d = 0; d < dim; ++d) silent = silent && out_s[d] == T(0);
     offsets.clear();
     int64_t at = 0;
     for (const auto& layer : layers) {
@@ -180,6 +188,10 @@ struct Field {
 
   // k (dim) = f(t, y (dim)); `acts` (buffer_size) receives every layer's input and the output.
   void eval(T t, const T* y, T* k, T* acts) const {
+    if (silent) {  // f = 0 * net = 0: the network is not evaluated
+      for (int64_t d = 0; d < dim; ++d) k[d] = T(0);
+      return;
+    }
     for (int64_t d = 0; d < dim; ++d) acts[d] = in_w[d] * y[d] + in_b[d];
     if (time_input) acts[dim] = t;
     for (size_t n = 0; n < layers.size(); ++n) layers[n].forward(acts + offsets[n], acts + offsets[n + 1]);
@@ -189,6 +201,10 @@ struct Field {
 
   // g_y (dim) = (df/dy)^T g_k (dim) at (t, y), adding parameter gradients; recomputes the pass.
   void vjp(T t, const T* y, const T* g_k, T* g_y, T* acts, T* grads) const {
+    if (silent) {  // no gradient flows through a zero output scale
+      for (int64_t d = 0; d < dim; ++d) g_y[d] = T(0);
+      return;
+    }
     T k_unused[64];
     std::vector<T> k_big;
     T* k = k_unused;
@@ -208,6 +224,7 @@ struct Field {
   }
 
   int64_t widest_ = 0;  // the widest layer input or output (set by plan)
+  bool silent = false;  // every output scale is zero: f = 0 (set by plan; exact for finite networks)
 };
 
 template <typename T>

@@ -40,6 +40,9 @@ from .line_search import search_members, strong_wolfe
 __all__ = ["BatchedLBFGS"]
 
 Closure = Callable[[], Tensor]   # sets gradients, returns the (M,) losses
+SubsetClosure = Callable[[list[int]], Tensor]
+"""As :data:`Closure` for the listed members; the others' losses and gradients may be anything
+(e.g. kanode.train evaluates them with a zero field, which costs next to nothing)."""
 
 # the two-loop recursion of every member in one C++ call (the loops of _two_loop_torch);
 # ~100 host-side torch operations per history pair otherwise
@@ -127,13 +130,16 @@ class BatchedLBFGS(MemberOptimizer):
 
     # ---------------------------------------------------------------- step
     def step(self, closure: Closure, lr: float | Sequence[float],
-             active: Sequence[bool] | None = None) -> Tensor:
+             active: Sequence[bool] | None = None, subset: SubsetClosure | None = None) -> Tensor:
         """``max_iter`` L-BFGS iterations for the active members.
 
         closure : zeroes and sets the gradients of all members' losses and
             returns the (M,) losses (non-finite entries allowed).
         lr : the step scale (torch's ``lr``), one or one per member.
         active : M host bools; inactive members keep their parameters and state.
+        subset : the closure for the line searches' trial points, given the members still
+            searching (default: ``closure``). The same steps either way; it only saves the
+            work of the members that have found theirs.
 
         Returns the (M,) losses at the parameters the step started from.
         Members whose starting loss or gradient is not finite do not move.
@@ -149,9 +155,10 @@ class BatchedLBFGS(MemberOptimizer):
                    and not self.stuck_[m]]
         evals = {m: 1 for m in running}
 
-        def evaluate(trial: Tensor) -> tuple[list[float], Tensor]:
+        def evaluate(trial: Tensor, members: list[int]) -> tuple[list[float], Tensor]:
             self.params.set_flat(trial)
-            return closure().detach().tolist(), self.params.flat_grad()
+            losses = closure() if subset is None else subset(members)
+            return losses.detach().tolist(), self.params.flat_grad()
 
         for _ in range(self.max_iter):
             l1 = grad.abs().sum(dim=1).tolist()

@@ -124,11 +124,12 @@ def strong_wolfe(t: float, f: float, g: Tensor, gtd: float, d_norm: float, c1: f
     return bf[low], bg[low], bracket[low], evals
 
 
-def search_members(evaluate: Callable[[Tensor], tuple[list[float], Tensor]], x: Tensor, d: Tensor,
+def search_members(evaluate: Callable[[Tensor, list[int]], tuple[list[float], Tensor]], x: Tensor, d: Tensor,
                    searches: dict[int, Generator[float, Trial, Found]]) -> dict[int, Found]:
     """Drive the members' searches together.
 
-    evaluate : trial points (M, P) → (M losses, (M, P) gradients), one objective call.
+    evaluate : (trial points (M, P), the members whose values are read) → (M losses,
+        (M, P) gradients), one objective call; the other members' values may be anything.
     x, d : (M, P) start points and directions.
     searches : member index → its :func:`strong_wolfe` coroutine (not started).
     Members without a search are evaluated at their start point (step 0).
@@ -140,7 +141,7 @@ def search_members(evaluate: Callable[[Tensor], tuple[list[float], Tensor]], x: 
     while pending:
         for m, step in pending.items():
             steps[m] = step
-        losses, grads = evaluate(x + steps.to(x.device)[:, None] * d)
+        losses, grads = evaluate(x + steps.to(x.device)[:, None] * d, sorted(pending))
         slopes = (grads * d).sum(dim=1).tolist()
         finite = torch.isfinite(grads).all(dim=1).tolist()
         for m in list(pending):

@@ -289,7 +289,7 @@ def test_search_members_evaluates_finished_and_idle_members_at_their_start() -> 
     d = torch.tensor([[-3.0, 1.0], [2.0, 4.0], [1.0, 1.0]])
     trials: list[Tensor] = []
 
-    def evaluate(points: Tensor) -> tuple[list[float], Tensor]:
+    def evaluate(points: Tensor, members: list[int]) -> tuple[list[float], Tensor]:
         trials.append(points.clone())
         value0 = 0.5 * float((points[0] ** 2).sum())          # the exact minimum at step 1
         value1 = float(((points[1] - 1.0) ** 2).sum()) if float(points[1].abs().max()) <= BOUND else math.nan
@@ -754,3 +754,31 @@ def test_two_loop_kernel_is_the_torch_recursion(n_members: int, size: int, histo
     got = opt._two_loop(grad)
     assert float((got - want).abs().max() / want.abs().max()) <= 1e-13
     assert float((got + grad * torch.tensor(opt.h_diag_, dtype=torch.float64)[:, None]).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("max_iter", [1, 3])
+def test_the_subset_closure_takes_the_same_steps_and_evaluates_only_the_searching(max_iter: int) -> None:
+    """With ``subset`` the line searches evaluate only the members still searching; the members'
+    steps are those of the all-member closure (the others' values are never read: here they
+    are poisoned with NaN)."""
+    def run(with_subset: bool) -> tuple[list[list[float]], Tensor, list[list[int]]]:
+        x = Parameter(torch.tensor(STARTS))
+        opt = BatchedLBFGS([("x", x)], n_members=len(STARTS), history_size=5, max_iter=max_iter)
+        closure, asked = ensemble_closure(x), []
+
+        def subset(members: list[int]) -> Tensor:
+            asked.append(members)
+            losses = closure()
+            others = torch.ones(len(STARTS), dtype=torch.bool)
+            others[members] = False
+            x.grad[others] = math.nan
+            return torch.where(others, torch.full_like(losses, math.nan), losses)
+
+        losses = [opt.step(closure, 1.0, subset=subset if with_subset else None).tolist() for _ in range(25)]
+        return losses, x.detach(), asked
+
+    want, x_want, _ = run(False)
+    got, x_got, asked = run(True)
+    assert got == want and torch.equal(x_got, x_want)
+    assert asked and all(m == sorted(set(m)) for m in asked)
+    assert any(len(m) < len(STARTS) for m in asked)  # some evaluations left members out
