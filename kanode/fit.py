@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .build import build_field, build_model
-from .cli_args import build_parser, overrides_from_args
+from .cli_args import build_parser, given_settings, overrides_from_args
 from .config import ConfigError, FitConfig, load_config
 from .data import describe_split, overfit_warning
 from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = fit(resume=args.resume, quiet=args.quiet, **overrides)
         else:
             config = load_config(args.config) if args.config is not None else FitConfig()
-            recipe = resolve_recipe(config.replace(**overrides))
+            recipe = resolve_recipe(config.replace(**overrides), given_settings(args, overrides))
             config = recipe.config
             if recipe.applied:
                 print(recipe.describe())

@@ -61,7 +61,7 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
         runs = [RunDir(resume)]
         configs = [resumed_config(runs[0].load_config(), overrides)]
     else:
-        configs = [resolve_recipe((config or FitConfig()).replace(**overrides)).config]
+        configs = [resolve_recipe((config or FitConfig()).replace(**overrides), overrides).config]
         runs = [RunDir(out)] if out is not None else None
     return _run(configs, runs, resume is not None, quiet, stop_at, None, keep_previous=False)[0]
 

@@ -38,15 +38,16 @@ optimizer              adam+lbfgs: STEPS Adam steps (lr LR[model], cosine),
                        then LBFGS_STEPS L-BFGS steps
 =====================  =====================================================
 
-A setting the user changed from :class:`~kanode.config.FitConfig`'s default
-is kept (and :func:`apply_recipe` says so); the resolved values are written to
+A setting the user changed from :class:`~kanode.config.FitConfig`'s default,
+or gave explicitly (a flag, a key of ``--config``'s file: ``--horizons`` with no
+value switches the curriculum off), is kept (and :func:`apply_recipe` says so); the resolved values are written to
 the run's ``config.toml``, so a resume or a rerun of that file fits the same
 model (resolving again gives the same values).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
@@ -149,18 +150,19 @@ class RecipeResult:
         return text
 
 
-def resolve_recipe(config: FitConfig) -> RecipeResult:
+def resolve_recipe(config: FitConfig, given: Collection[str] = ()) -> RecipeResult:
     """:func:`apply_recipe` on the config's own data (loaded here; ConfigError as load_data)."""
     if RECIPES[config.recipe] is None:
         return RecipeResult(config, {}, {})
     from .data import load_data
 
-    return apply_recipe(config, load_data(config).to(getattr(torch, config.dtype), "cpu"))
+    return apply_recipe(config, load_data(config).to(getattr(torch, config.dtype), "cpu"), given)
 
 
-def apply_recipe(config: FitConfig, data: FitData) -> RecipeResult:
+def apply_recipe(config: FitConfig, data: FitData, given: Collection[str] = ()) -> RecipeResult:
     """``config`` with its recipe's settings for ``data``; a field the user changed from the
-    default keeps the user's value. Idempotent (resolving a resolved config changes nothing)."""
+    default, or named in ``given`` (set explicitly, e.g. ``--horizons`` with no value: no
+    curriculum), keeps the user's value. Idempotent (resolving a resolved config changes nothing)."""
     settings_of = RECIPES[config.recipe]
     if settings_of is None:
         return RecipeResult(config, {}, {})
@@ -170,7 +172,7 @@ def apply_recipe(config: FitConfig, data: FitData) -> RecipeResult:
     applied, kept = {}, {}
     for name, value in settings.items():
         mine = getattr(config, name)
-        if mine == defaults[name] or mine == value:
+        if (mine == defaults[name] and name not in given) or mine == value:
             applied[name] = value
         else:
             kept[name] = mine

@@ -37,7 +37,7 @@ def run_ensemble(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     else:
         seeds = parse_seeds(args.seeds)
         config = load_config(args.config) if args.config is not None else FitConfig()
-        recipe = resolve_recipe(config.replace(**overrides))
+        recipe = resolve_recipe(config.replace(**overrides), given_settings(args, overrides))
         config = recipe.config
         if recipe.applied:
             print(recipe.describe())
