@@ -20,7 +20,7 @@ from .data import describe_split, overfit_warning
 from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from .fitting import fit
 from .outdirs import check_out_dir
-from .recipes import resolve_recipe
+from .selection import resolve_recipe, write_selection
 from .result import FitResult
 from .runs import default_run_dir, is_ensemble_dir
 
@@ -79,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(recipe.describe())
             out = Path(args.out) if args.out is not None else check_out_dir(default_run_dir(config), "run")
             result = fit(config, out=out, quiet=args.quiet)
+            if recipe.selection is not None:
+                write_selection(out, recipe.selection)
     except ConfigError as exc:
         print(f"kanode: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT

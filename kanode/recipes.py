@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import MISSING, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -58,8 +58,10 @@ from .config import FitConfig
 from .data import FitData
 from .horizons import doubling_horizons
 
-__all__ = ["RECIPES", "RecipeResult", "apply_recipe", "resolve_recipe", "short_series_settings",
-           "noise_variance"]
+if TYPE_CHECKING:  # kanode.selection builds on this module
+    from .selection import L2Selection
+
+__all__ = ["RECIPES", "RecipeResult", "apply_recipe", "short_series_settings", "noise_variance"]
 
 STEPS = 200
 LBFGS_STEPS = 100
@@ -140,23 +142,16 @@ class RecipeResult:
     config: FitConfig
     applied: dict[str, Any]
     kept: dict[str, Any]
+    selection: L2Selection | None = None  # the l2 chosen by kanode.selection, when it chose
 
     def describe(self) -> str:
-        """One line for the terminal: the recipe's settings (and the user's that it kept)."""
+        """For the terminal: the recipe's settings (and the user's that it kept) on one line,
+        and the selection's line when it chose ``l2``."""
         shown = ", ".join(f"{k} = {_short(v)}" for k, v in self.applied.items())
         text = f"kanode: recipe {self.config.recipe}: {shown}"
         if self.kept:
             text += "; kept yours: " + ", ".join(f"{k} = {_short(v)}" for k, v in self.kept.items())
-        return text
-
-
-def resolve_recipe(config: FitConfig, given: Collection[str] = ()) -> RecipeResult:
-    """:func:`apply_recipe` on the config's own data (loaded here; ConfigError as load_data)."""
-    if RECIPES[config.recipe] is None:
-        return RecipeResult(config, {}, {})
-    from .data import load_data
-
-    return apply_recipe(config, load_data(config).to(getattr(torch, config.dtype), "cpu"), given)
+        return text + ("\n" + self.selection.describe() if self.selection is not None else "")
 
 
 def apply_recipe(config: FitConfig, data: FitData, given: Collection[str] = ()) -> RecipeResult:
