@@ -90,7 +90,8 @@ HELP = {
                 "--horizons with no value: none (also over a recipe's); kanode/horizons.py",
     "recipe": "settings derived from the data: none, or short-series (few, noisy measurements: a "
               "model sized to the data, --positive when all values are > 0, fitted initial states, an "
-              "L2 penalty from the data's noise, a horizon curriculum ending on the whole trajectory; "
+              "L2 penalty from the data's noise, scaled by rolling-origin validation on the training "
+              "window (kanode/selection.py), a horizon curriculum ending on the whole trajectory; "
               "table in kanode/recipes.py); flags you give are kept",
     "eval_every": "steps between validation/extrapolation evaluations",
     "checkpoint_every": "steps between checkpoints",

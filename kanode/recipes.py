@@ -33,7 +33,10 @@ l2                     σ̂² / n_obs, the Gaussian prior's MAP weight for
                        variance estimated from the data by
                        :func:`noise_variance` (pseudo-residuals of consecutive
                        triples, Gasser, Sroka & Jennen-Steinmetz 1986),
-                       mean over states
+                       mean over states; then times the factor in 1, 2, 4, 8
+                       that rolling-origin validation on the training
+                       window chooses (:mod:`kanode.selection`; not for a
+                       user's own l2, nor below 8 training points)
 optimizer              adam+lbfgs: STEPS Adam steps (lr LR[model], cosine),
                        then LBFGS_STEPS L-BFGS steps
 =====================  =====================================================
