@@ -36,7 +36,8 @@ from typing import Any
 import torch
 
 from .config import FitConfig
-from .data import FitData
+from .data import FitData, load_data
+from .lifecycle import make_trainer, train_runs
 from .recipes import RECIPES, RecipeResult, apply_recipe
 
 __all__ = ["L2_FACTORS", "MIN_POINTS", "L2Selection", "validation_holdouts", "validation_window",
@@ -101,8 +102,6 @@ def select_l2(config: FitConfig, data: FitData, given: Collection[str] = ()) -> 
     config : the user's config (its recipe unresolved, as :func:`apply_recipe` takes it);
     data : the fit's data in the config's dtype and device; given : as in apply_recipe.
     """
-    from .lifecycle import make_trainer, train_runs
-
     holdouts = validation_holdouts(data.n_train)
     if not holdouts:
         return None
@@ -135,8 +134,6 @@ def resolve_recipe(config: FitConfig, given: Collection[str] = ()) -> RecipeResu
     :func:`apply_recipe`, then for ``short-series`` without a user's ``l2``, :func:`select_l2`."""
     if RECIPES[config.recipe] is None:
         return RecipeResult(config, {}, {})
-    from .data import load_data
-
     data = load_data(config).to(getattr(torch, config.dtype), config.device)
     result = apply_recipe(config, data, given)
     if config.recipe != "short-series" or config.l2 != 0.0 or "l2" in given:
