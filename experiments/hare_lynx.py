@@ -14,8 +14,11 @@ the ones whose run directories exist)::
         --seeds 0-4 --out experiments/results/hare_lynx/runs/hare_lynx-kan --quiet --no-plots
     python -m kanode.fit ... --model mlp ... --out experiments/results/hare_lynx/runs/hare_lynx-mlp
 
-then, for every member, solves its field from its fitted 1900 state to 1920
-(rk4 at the recipe's step) and scores 1916–1920 against the held-back years.
+(each first chooses the recipe's l2 by rolling-origin validation on the
+training years, kanode.selection, and writes ``selection.json``; the summary
+lists the choice), then, for every member, solves its field from its fitted
+1900 state to 1920 (rk4 at the recipe's step) and scores 1916–1920 against
+the held-back years.
 The baseline is the 6-parameter Lotka–Volterra model (α, β, γ, δ and the
 1900 state) fitted by ``scipy.optimize.least_squares`` through ``solve_ivp``
 on the same 16 years.
