@@ -5,7 +5,11 @@ The ``short-series`` recipe's penalty ``l2 = σ̂²/n_obs`` is the MAP weight of
 Gaussian prior on the network's parameters; the noise σ̂² is measured, the prior's width
 is not. :func:`select_l2` chooses it by rolling-origin validation on the training window:
 
-* factors ``c`` in :data:`L2_FACTORS`: the recipe's weight and up to 8× it (narrower priors);
+* factors ``c`` in :data:`L2_FACTORS`: the recipe's weight and up to 8× it (narrower priors).
+  The noise-derived weight is the floor: with 0.25 and 0.5 added, the validation chose 0.25
+  in 5 of the 8 fits of ``experiments/hare_lynx.py --check`` and forecast worse in 4 of them
+  (KAN FitzHugh–Nagumo 11.0 against 0.13): windows of 12–14 points favour weak penalties
+  that do not carry over to the whole window (README, "Your own measurements");
 * origins: hold back the last ``j`` training points, j = 2 … max(2, n_train // 4) (16
   points: 2, 3, 4), so that every validation fit keeps at least 3/4 of the window;
 * for each origin, the recipe's own fit of the first n_train − j points (the recipe resolved
