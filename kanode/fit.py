@@ -73,12 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = fit(resume=args.resume, quiet=args.quiet, **overrides)
         else:
             config = load_config(args.config) if args.config is not None else FitConfig()
-            recipe = resolve_recipe(config.replace(**overrides), given_settings(args, overrides))
+            given = given_settings(args, overrides)
+            recipe = resolve_recipe(config.replace(**overrides), given)
             config = recipe.config
             if recipe.applied:
                 print(recipe.describe())
             out = Path(args.out) if args.out is not None else check_out_dir(default_run_dir(config), "run")
-            result = fit(config, out=out, quiet=args.quiet)
+            result = fit(config, out=out, quiet=args.quiet, given=given)
             if recipe.selection is not None:
                 write_selection(out, recipe.selection)
     except ConfigError as exc:

@@ -16,7 +16,7 @@ then the members' step-0 checkpoints, all before the first step (crash safety:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ __all__ = ["fit", "fit_ensemble", "resume_dirs", "write_listing", "FitResult"]
 
 def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: bool = True,
         resume: str | Path | None = None, stop_at: int | None = None,
-        **overrides: Any) -> FitResult:
+        given: Collection[str] = (), **overrides: Any) -> FitResult:
     """Fit a neural ODE.
 
     Parameters
@@ -49,6 +49,8 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
         (``overrides`` may only extend ``steps``/``lbfgs_steps`` or set ``threads``).
     stop_at : stop after this global step with status "stopped", leaving a
         checkpoint that ``resume`` continues from (for time-boxed work).
+    given : config fields the user set explicitly, which the recipe keeps even at
+        their defaults (``overrides`` count as given); e.g. a command line's flags.
 
     Returns
     -------
@@ -64,7 +66,7 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
         runs = [RunDir(resume)]
         configs = [resumed_config(runs[0].load_config(), overrides)]
     else:
-        recipe = resolve_recipe((config or FitConfig()).replace(**overrides), overrides)
+        recipe = resolve_recipe((config or FitConfig()).replace(**overrides), {*given, *overrides})
         configs, selection = [recipe.config], recipe.selection
         runs = [RunDir(out)] if out is not None else None
     result = _run(configs, runs, resume is not None, quiet, stop_at, None, keep_previous=False)[0]
@@ -76,7 +78,7 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
 def fit_ensemble(configs: Sequence[FitConfig] | None = None, outs: Sequence[str | Path] | None = None,
                  quiet: bool = True, resume: Sequence[str | Path] | None = None,
                  stop_at: int | None = None, parent: str | Path | None = None,
-                 **overrides: Any) -> list[FitResult]:
+                 given: Collection[str] = (), **overrides: Any) -> list[FitResult]:
     """Fit M neural ODEs as one ensemble; member m follows ``configs[m]``.
 
     Parameters
@@ -91,6 +93,8 @@ def fit_ensemble(configs: Sequence[FitConfig] | None = None, outs: Sequence[str 
     parent : the ensemble directory of a new ensemble with ``outs``: its
         ``ensemble.json`` is written before the first step (``--resume parent``
         then continues the whole ensemble after a crash).
+    given : config fields the user set explicitly (every member's), kept by the recipe
+        even at their defaults.
     overrides : with ``resume``, extend ``steps`` / ``lbfgs_steps`` or set ``threads``.
 
     Returns
@@ -116,7 +120,7 @@ def fit_ensemble(configs: Sequence[FitConfig] | None = None, outs: Sequence[str 
             raise ConfigError("fit_ensemble needs at least one config")
         if outs is not None and len(outs) != len(configs):
             raise ConfigError(f"{len(configs)} configs but {len(outs)} run directories")
-        recipes = [resolve_recipe(config) for config in configs]
+        recipes = [resolve_recipe(config, given) for config in configs]
         configs = [recipe.config for recipe in recipes]
         runs = [RunDir(path) for path in outs] if outs is not None else None
     results = _run(configs, runs, resume is not None, quiet, stop_at, parent, keep_previous=True)

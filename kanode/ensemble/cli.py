@@ -37,7 +37,8 @@ def run_ensemble(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     else:
         seeds = parse_seeds(args.seeds)
         config = load_config(args.config) if args.config is not None else FitConfig()
-        recipe = resolve_recipe(config.replace(**overrides), given_settings(args, overrides))
+        given = given_settings(args, overrides)
+        recipe = resolve_recipe(config.replace(**overrides), given)
         config = recipe.config
         if recipe.applied:
             print(recipe.describe())
@@ -49,7 +50,7 @@ def run_ensemble(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         outs = [parent / f"seed-{seed}" for seed in seeds]
         configs = [config.replace(seed=seed) for seed in seeds]
         # ConfigError before any file is written; ensemble.json is written before the first step
-        results = fit_ensemble(configs, outs, quiet=args.quiet, parent=parent)
+        results = fit_ensemble(configs, outs, quiet=args.quiet, parent=parent, given=given)
         if recipe.selection is not None:  # the members share the l2 chosen for the config's seed
             write_selection(parent, recipe.selection)
     _print_table(results, parent)

@@ -93,3 +93,23 @@ def test_no_selection_for_a_users_l2_or_a_short_window(tmp_path: Path) -> None:
     assert kept.selection is None and kept.config.l2 == 0.0
     short = resolve_recipe(config.replace(data=str(short_file(tmp_path, 7))))
     assert short.selection is None and short.config.l2 > 0
+
+
+def test_the_commands_keep_given_settings_and_write_the_selection(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``kanode.fit --seeds`` with ``--horizons`` (no value) and ``--l2``: the members fit without
+    the curriculum at that l2, nothing selected; a single fit without ``--l2`` selects, says so
+    and writes selection.json next to its config.toml's chosen l2."""
+    from kanode.config import load_config
+    from kanode.fit import main
+
+    data = str(short_file(tmp_path, 8))
+    common = ["--data", data, "--n-test-traj", "0", "--train-fraction", "1", "--recipe", "short-series",
+              "--steps", "8", "--lbfgs-steps", "2", "--quiet", "--no-plots"]
+    assert main([*common, "--horizons", "--l2", "0.5", "--seeds", "0-1", "--out", str(tmp_path / "E")]) == 0
+    member = load_config(tmp_path / "E" / "seed-1" / "config.toml")
+    assert member.horizons == [] and member.l2 == 0.5 and not (tmp_path / "E" / "selection.json").exists()
+    assert main([*common, "--out", str(tmp_path / "S")]) == 0
+    assert "chosen by rolling-origin validation" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "S" / "selection.json").read_text())
+    assert load_config(tmp_path / "S" / "config.toml").l2 == saved["l2"] > 0
