@@ -14,8 +14,11 @@ the ones whose run directories exist)::
         --seeds 0-4 --out experiments/results/hare_lynx/runs/hare_lynx-kan --quiet --no-plots
     python -m kanode.fit ... --model mlp ... --out experiments/results/hare_lynx/runs/hare_lynx-mlp
 
-then, for every member, solves its field from its fitted 1900 state to 1920
-(rk4 at the recipe's step) and scores 1916–1920 against the held-back years.
+(each first chooses the recipe's l2 by rolling-origin validation on the
+training years, kanode.selection, and writes ``selection.json``; the summary
+lists the choice), then, for every member, solves its field from its fitted
+1900 state to 1920 (rk4 at the recipe's step) and scores 1916–1920 against
+the held-back years.
 The baseline is the 6-parameter Lotka–Volterra model (α, β, γ, δ and the
 1900 state) fitted by ``scipy.optimize.least_squares`` through ``solve_ivp``
 on the same 16 years.
@@ -27,9 +30,10 @@ oscillator), each 21 yearly-like points with 5 % noise, and FitzHugh–Nagumo
 16 and forecast on the last 5, against the true model's own least-squares
 refit.
 
-``--ablation`` fits the hare–lynx ensembles once more with the recipe's
-resolved settings but no horizon curriculum (``horizons = []``, written to a
-``config.toml`` and run with ``kanode.fit --config``).
+``--ablation`` fits the hare–lynx ensembles twice more with the recipe's
+resolved settings but one part taken out (written to a ``config.toml`` and run
+with ``kanode.fit --config``): no horizon curriculum (``horizons = []``), and
+no l2 selection (the noise-derived l2, :mod:`kanode.selection`'s factor 1).
 
 Writes ``experiments/results/hare_lynx/``: ``forecast.csv`` (one row per
 fit), ``summary.md`` (the table), ``hare_lynx.png`` (median and min–max band
@@ -107,6 +111,21 @@ def run_ensemble(train_file: Path, model: str, seeds: str, out: Path) -> None:
     subprocess.run(cmd, check=False, cwd=ROOT)
 
 
+def selection_note(ensemble_dir: Path, model: str) -> str:
+    """One line: the l2 the recipe chose by rolling-origin validation on the training years
+    (the ensemble's ``selection.json``, kanode.selection), or that it chose none."""
+    import json
+
+    path = ensemble_dir / "selection.json"
+    if not path.exists():
+        return f"{model.upper()}: no l2 selection (the recipe's noise-derived l2)"
+    s = json.loads(path.read_text())
+    scores = ", ".join(f"×{c:g} {v:.3g}" for c, v in zip(s["factors"], s["scores"]))
+    return (f"{model.upper()}: l2 = {s['l2']:.3g} = ×{s['factor']:g} the noise-derived {s['base_l2']:.3g}, chosen "
+            f"on the training years (last {', '.join(map(str, s['holdouts']))} held back; mean relative "
+            f"validation error {scores})")
+
+
 def member_forecasts(ensemble_dir: Path, t_dense: np.ndarray) -> list[tuple[int, str, np.ndarray]]:
     """(seed, status, trajectory (len(t_dense), 2)) of every member, from its fitted initial state."""
     import json
@@ -166,6 +185,7 @@ def evaluate_case(name: str, t: np.ndarray, y: np.ndarray, names: tuple[str, str
     for model in ("kan", "mlp"):
         ens = results / "runs" / f"{name}-{model}"
         run_ensemble(train_file, model, seeds, ens)
+        curves.setdefault("notes", []).append(selection_note(ens, model))
         members = member_forecasts(ens, t_dense)
         at_obs = [(seed, status, traj[::20]) for seed, status, traj in members]
         for seed, status, obs in at_obs:
@@ -193,7 +213,7 @@ def write_table(rows: list[Scored], path: Path, case: str) -> None:
             out.writerow([case, r.label, r.seed, f"{r.train_mse:.6g}", f"{r.forecast_mse:.6g}"])
 
 
-def markdown(rows: list[Scored], case: str) -> str:
+def markdown(rows: list[Scored], case: str, notes: list[str] = ()) -> str:
     lv = next(r for r in rows if r.label == "mechanistic least squares")
     lines = [f"### {case}", "", f"mechanistic least squares (the case's own model: LV, Brusselator or FitzHugh–Nagumo), 6 parameters: train MSE {lv.train_mse:.3g}, forecast MSE {lv.forecast_mse:.3g}",
              "", "| fit | forecast MSE per seed | median of seeds | × baseline | median trajectory | train MSE (median) |",
@@ -205,6 +225,8 @@ def markdown(rows: list[Scored], case: str) -> str:
         per_seed = " / ".join(f"{r.forecast_mse:.3g}" for r in seeds)
         lines.append(f"| {label} | {per_seed} | {forecast:.3g} | {forecast / lv.forecast_mse:.2g} | "
                      f"{traj.forecast_mse:.3g} | {train:.3g} |")
+    if notes:
+        lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -250,7 +272,8 @@ def main() -> int:
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--check", action="store_true", help="also run the cases not tuned on")
     parser.add_argument("--ablation", action="store_true",
-                        help="also fit hare–lynx with the resolved recipe but no horizon curriculum")
+                        help="also fit hare–lynx with the resolved recipe but no horizon curriculum, "
+                             "and without the l2 selection")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     for stale in ("forecast.csv", "summary.md"):
@@ -260,13 +283,15 @@ def main() -> int:
                                  np.array([0.5, 0.02, 1.0, 0.03, 30.0, 4.0]), OUT,
                                  train_file=DATA / "hare_lynx_1900_1915.csv")
     write_table(rows, OUT / "forecast.csv", "hare_lynx")
-    text = ["# Hare and lynx: train 1900–1915, forecast 1916–1920", "", markdown(rows, "hare_lynx")]
+    text = ["# Hare and lynx: train 1900–1915, forecast 1916–1920", "",
+            markdown(rows, "hare_lynx", curves["notes"])]
     a, b, c, d, x0, y0 = curves["lv_params"]
     text.append(f"LV fit: a = {a:.3f}, b = {b:.4f}, c = {c:.3f}, d = {d:.4f}, state 1900 = ({x0:.1f}, {y0:.1f})\n")
     plot(t, y, curves, ("hare (thousands)", "lynx (thousands)"), OUT / "hare_lynx.png",
          "Hare and lynx pelts: trained on 1900–1915 (black), forecast 1916–1920 (white)")
     if args.ablation:
-        text.append(without_curriculum(t, y, args.seeds))
+        text.append(ablation(t, y, args.seeds, "curriculum"))
+        text.append(ablation(t, y, args.seeds, "selection"))
     if args.check:
         t_sim = np.arange(21.0)
         cases = {
@@ -277,7 +302,7 @@ def main() -> int:
             y_sim = simulate(rhs, start, t_sim, 0.05, seed=1)
             sim_rows, sim_curves = evaluate_case(name, t_sim, y_sim, names, args.seeds, guess, OUT)
             write_table(sim_rows, OUT / "forecast.csv", name)
-            text.append(markdown(sim_rows, name))
+            text.append(markdown(sim_rows, name, sim_curves["notes"]))
             plot(t_sim, y_sim, sim_curves, names, OUT / f"{name}.png", f"{name}: 5 % noise, 16 + 5 points")
         text.append(brusselator_case(args.seeds))
         text.append(fitzhugh_nagumo_case(args.seeds))
@@ -286,29 +311,40 @@ def main() -> int:
     return 0
 
 
-def without_curriculum(t: np.ndarray, y: np.ndarray, seeds: str) -> str:
+def ablation(t: np.ndarray, y: np.ndarray, seeds: str, what: str) -> str:
     """The hare–lynx ensembles again with the recipe's resolved settings (a member's
-    ``config.toml``) but ``horizons = []`` and ``recipe = "none"`` (else the recipe would set
-    the curriculum again): what the curriculum changes, everything else equal."""
+    ``config.toml``, run with ``recipe = "none"`` so that nothing is resolved again) but one
+    part taken out, everything else equal: ``what`` = "curriculum" (``horizons = []``) or
+    "selection" (``l2`` = the noise-derived weight, the selection's factor 1)."""
+    import json
+
     from kanode.config import dump_config, load_config
 
-    lines = ["### hare_lynx without the horizon curriculum (the recipe's other settings)", "",
+    title = {"curriculum": "without the horizon curriculum",
+             "selection": "without the l2 selection (the noise-derived l2)"}[what]
+    lines = [f"### hare_lynx {title} (the recipe's other settings)", "",
              "| fit | forecast MSE per seed | median of seeds | train MSE per seed |", "|---|---|---|---|"]
     t_dense = np.linspace(t[0], t[-1], 20 * (t.size - 1) + 1)
     rows = []
     for model in ("kan", "mlp"):
-        ens = OUT / "runs" / f"hare_lynx-{model}-no-curriculum"
+        ens = OUT / "runs" / f"hare_lynx-{model}-no-{what}"
         if not (ens / "ensemble.json").exists():
             config = load_config(OUT / "runs" / f"hare_lynx-{model}" / "seed-0" / "config.toml")
-            toml = OUT / "runs" / f"hare_lynx-{model}-no-curriculum.toml"
-            toml.write_text(dump_config(config.replace(horizons=[], recipe="none")), encoding="utf-8")
+            if what == "curriculum":
+                config = config.replace(horizons=[], recipe="none")
+            else:
+                chosen = json.loads((OUT / "runs" / f"hare_lynx-{model}" / "selection.json").read_text())
+                config = config.replace(l2=chosen["base_l2"], recipe="none")
+            toml = OUT / "runs" / f"hare_lynx-{model}-no-{what}.toml"
+            toml.write_text(dump_config(config), encoding="utf-8")
             cmd = [sys.executable, "-m", "kanode.fit", "--config", str(toml.relative_to(ROOT)), "--seeds", seeds,
                    "--out", str(ens.relative_to(ROOT)), "--quiet", "--no-plots"]
             print("  " + " ".join(cmd[1:]), flush=True)
             subprocess.run(cmd, check=False, cwd=ROOT)
         scored = [(seed, *score(traj[::20], y)) for seed, _status, traj in member_forecasts(ens, t_dense)]
-        rows += [Scored(f"{model.upper()} no curriculum", seed, train, fc) for seed, train, fc in scored]
-        lines.append(f"| {model.upper()} no curriculum | {' / '.join(f'{fc:.3g}' for _, _, fc in scored)} | "
+        label = f"{model.upper()} no {what}"
+        rows += [Scored(label, seed, train, fc) for seed, train, fc in scored]
+        lines.append(f"| {label} | {' / '.join(f'{fc:.3g}' for _, _, fc in scored)} | "
                      f"{statistics.median(fc for _, _, fc in scored):.3g} | "
                      f"{' / '.join(f'{tr:.3g}' for _, tr, _ in scored)} |")
     write_table(rows, OUT / "forecast.csv", "hare_lynx")
@@ -337,9 +373,11 @@ def mechanistic_case(name: str, rhs, t: np.ndarray, y: np.ndarray, guess: np.nda
     write_series(train_file, t[:N_TRAIN], y[:N_TRAIN], names)
     t_dense = np.linspace(t[0], t[-1], 20 * (t.size - 1) + 1)
     curves = {"lv": traj(p, t_dense), "t_dense": t_dense}
+    notes = []
     for model in ("kan", "mlp"):
         ens = OUT / "runs" / f"{name}-{model}"
         run_ensemble(train_file, model, seeds, ens)
+        notes.append(selection_note(ens, model))
         members = member_forecasts(ens, t_dense)
         for seed, _status, traj_m in members:
             rows.append(Scored(f"{model.upper()} short-series", seed, *score(traj_m[::20], y)))
@@ -349,7 +387,7 @@ def mechanistic_case(name: str, rhs, t: np.ndarray, y: np.ndarray, guess: np.nda
         rows.append(Scored(f"{model.upper()} median trajectory", "median", *score(median[::20], y)))
     write_table(rows, OUT / "forecast.csv", name)
     plot(t, y, curves, names, OUT / f"{name}.png", title)
-    return markdown(rows, f"{name} (baseline: its own model refitted)")
+    return markdown(rows, f"{name} (baseline: its own model refitted)", notes)
 
 
 def brusselator_case(seeds: str) -> str:

@@ -155,6 +155,9 @@ def check_trainer_state(state: Any, path: str | Path) -> dict[str, Any]:
         raise bad(f"wall_time = {state['wall_time']!r:.40} is not a finite time >= 0")
     if not _is_real(state["best_loss"]) or math.isnan(state["best_loss"]):
         raise bad(f"best_loss = {state['best_loss']!r:.40} is not a number")
+    objective = state.get("best_objective")  # optional: checkpoints of earlier versions lack it
+    if objective is not None and (not _is_real(objective) or math.isnan(objective)):
+        raise bad(f"best_objective = {objective!r:.40} is not a number")
     first = state.get("first_loss")  # optional: checkpoints of earlier versions lack it
     if first is not None and (not _is_real(first) or math.isnan(first)):
         raise bad(f"first_loss = {first!r:.40} is not a number or None")

@@ -8,10 +8,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import ConfigError, FitConfig
+from .config import ConfigError, FitConfig, read_toml
 from .exit_codes import EXIT_BAD_INPUT
 
-__all__ = ["build_parser", "overrides_from_args", "OneLineParser"]
+__all__ = ["build_parser", "overrides_from_args", "given_settings", "OneLineParser"]
 
 HELP = {
     "system": "dynamical system to simulate the data from (python -m systems list)",
@@ -87,10 +87,11 @@ HELP = {
     "horizons": "a curriculum: window lengths in sampling intervals, e.g. 2 4 8; the Adam steps are "
                 "split into equal stages fitting every window of that many intervals from the observed "
                 "states, the last stage and L-BFGS the whole trajectory (needs --batch-time 0); "
-                "kanode/horizons.py",
+                "--horizons with no value: none (also over a recipe's); kanode/horizons.py",
     "recipe": "settings derived from the data: none, or short-series (few, noisy measurements: a "
               "model sized to the data, --positive when all values are > 0, fitted initial states, an "
-              "L2 penalty from the data's noise, a horizon curriculum ending on the whole trajectory; "
+              "L2 penalty from the data's noise, scaled by rolling-origin validation on the training "
+              "window (kanode/selection.py), a horizon curriculum ending on the whole trajectory; "
               "table in kanode/recipes.py); flags you give are kept",
     "eval_every": "steps between validation/extrapolation evaluations",
     "checkpoint_every": "steps between checkpoints",
@@ -142,7 +143,7 @@ def build_parser() -> OneLineParser:
             kwargs.update(nargs="*", type=_pair, metavar="STEP:SIZE")
         elif f.type.startswith("list["):
             inner = int if "int" in f.type else float
-            kwargs.update(nargs="+", type=inner)
+            kwargs.update(nargs="*" if f.name in EMPTY_LISTS else "+", type=inner)
         else:
             kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
         parser.add_argument(flag, **kwargs)
@@ -150,6 +151,10 @@ def build_parser() -> OneLineParser:
 
 
 PATH_OPTIONS = ("config", "out", "resume", "data", "seeds")
+
+# list flags whose empty value means something: ``--horizons`` alone is "no curriculum"
+# (a recipe's would apply otherwise)
+EMPTY_LISTS = ("horizons",)
 
 
 MAX_ENSEMBLE = 4096
@@ -175,6 +180,15 @@ def parse_seeds(text: str) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text[:40]!r} names a seed twice")
     return seeds
+
+
+def given_settings(args: argparse.Namespace, overrides: dict[str, Any]) -> frozenset[str]:
+    """The config fields the user set explicitly: the flags in ``overrides`` and the keys of
+    ``--config``'s file (a recipe keeps them even where they equal the defaults)."""
+    names = set(overrides)
+    if getattr(args, "config", None) is not None:
+        names |= set(read_toml(args.config))
+    return frozenset(names)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:

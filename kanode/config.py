@@ -193,7 +193,8 @@ class FitConfig:
         training trajectory's initial state a trainable parameter (started at
         its first observation, which is noisy); it needs ``batch_time = 0``.
         ``recipe = "short-series"`` derives the model size, these priors, a
-        penalty and the schedule from the data (:mod:`kanode.recipes`).
+        penalty and the schedule from the data (:mod:`kanode.recipes`), the
+        penalty's scale by validation on the training window (:mod:`kanode.selection`).
     Compilation
         ``compile`` (``auto``, ``on``, ``off``): whether the training loss of a
         fixed-step solve runs as compiled code (:mod:`kanode.compiled`);

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .build import build_field, build_model
-from .cli_args import build_parser, overrides_from_args
+from .cli_args import build_parser, given_settings, overrides_from_args
 from .config import ConfigError, FitConfig, load_config
 from .data import describe_split, overfit_warning
 from .exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from .fitting import fit
 from .outdirs import check_out_dir
-from .recipes import resolve_recipe
+from .selection import resolve_recipe, write_selection
 from .result import FitResult
 from .runs import default_run_dir, is_ensemble_dir
 
@@ -73,12 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = fit(resume=args.resume, quiet=args.quiet, **overrides)
         else:
             config = load_config(args.config) if args.config is not None else FitConfig()
-            recipe = resolve_recipe(config.replace(**overrides))
+            given = given_settings(args, overrides)
+            recipe = resolve_recipe(config.replace(**overrides), given)
             config = recipe.config
             if recipe.applied:
                 print(recipe.describe())
             out = Path(args.out) if args.out is not None else check_out_dir(default_run_dir(config), "run")
-            result = fit(config, out=out, quiet=args.quiet)
+            result = fit(config, out=out, quiet=args.quiet, given=given)
+            if recipe.selection is not None:
+                write_selection(out, recipe.selection)
     except ConfigError as exc:
         print(f"kanode: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT

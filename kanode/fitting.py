@@ -16,14 +16,14 @@ then the members' step-0 checkpoints, all before the first step (crash safety:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, FitConfig
 from .lifecycle import (make_trainer, read_member_states, remove_if_bare, restore, resumed_config,
                         train_runs)
-from .recipes import resolve_recipe
+from .selection import resolve_recipe, write_selection
 from .result import FitResult
 from .runs import ENSEMBLE_FILE, RunDir, ensemble_member_dirs
 
@@ -32,21 +32,25 @@ __all__ = ["fit", "fit_ensemble", "resume_dirs", "write_listing", "FitResult"]
 
 def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: bool = True,
         resume: str | Path | None = None, stop_at: int | None = None,
-        **overrides: Any) -> FitResult:
+        given: Collection[str] = (), **overrides: Any) -> FitResult:
     """Fit a neural ODE.
 
     Parameters
     ----------
     config : the settings (defaults: :class:`FitConfig`'s); ``overrides``
         replace single fields, e.g. ``fit(model="mlp", steps=200)``. A
-        ``recipe`` is resolved on the data first (:mod:`kanode.recipes`).
+        ``recipe`` is resolved on the data first (:mod:`kanode.selection`:
+        the recipe's settings, and the ``l2`` its validation fits choose).
     out : run directory to write (config, metrics, checkpoints, plots,
-        summary); None keeps everything in memory.
+        summary, and ``selection.json`` when the recipe chose ``l2``); None keeps
+        everything in memory.
     quiet : no progress bar.
     resume : continue the run in this directory from its last checkpoint
         (``overrides`` may only extend ``steps``/``lbfgs_steps`` or set ``threads``).
     stop_at : stop after this global step with status "stopped", leaving a
         checkpoint that ``resume`` continues from (for time-boxed work).
+    given : config fields the user set explicitly, which the recipe keeps even at
+        their defaults (``overrides`` count as given); e.g. a command line's flags.
 
     Returns
     -------
@@ -57,19 +61,24 @@ def fit(config: FitConfig | None = None, out: str | Path | None = None, quiet: b
     ------
     ConfigError : invalid settings or data.
     """
+    selection = None
     if resume is not None:
         runs = [RunDir(resume)]
         configs = [resumed_config(runs[0].load_config(), overrides)]
     else:
-        configs = [resolve_recipe((config or FitConfig()).replace(**overrides)).config]
+        recipe = resolve_recipe((config or FitConfig()).replace(**overrides), {*given, *overrides})
+        configs, selection = [recipe.config], recipe.selection
         runs = [RunDir(out)] if out is not None else None
-    return _run(configs, runs, resume is not None, quiet, stop_at, None, keep_previous=False)[0]
+    result = _run(configs, runs, resume is not None, quiet, stop_at, None, keep_previous=False)[0]
+    if selection is not None and out is not None:
+        write_selection(out, selection)
+    return result
 
 
 def fit_ensemble(configs: Sequence[FitConfig] | None = None, outs: Sequence[str | Path] | None = None,
                  quiet: bool = True, resume: Sequence[str | Path] | None = None,
                  stop_at: int | None = None, parent: str | Path | None = None,
-                 **overrides: Any) -> list[FitResult]:
+                 given: Collection[str] = (), **overrides: Any) -> list[FitResult]:
     """Fit M neural ODEs as one ensemble; member m follows ``configs[m]``.
 
     Parameters
@@ -84,6 +93,8 @@ def fit_ensemble(configs: Sequence[FitConfig] | None = None, outs: Sequence[str 
     parent : the ensemble directory of a new ensemble with ``outs``: its
         ``ensemble.json`` is written before the first step (``--resume parent``
         then continues the whole ensemble after a crash).
+    given : config fields the user set explicitly (every member's), kept by the recipe
+        even at their defaults.
     overrides : with ``resume``, extend ``steps`` / ``lbfgs_steps`` or set ``threads``.
 
     Returns
@@ -107,11 +118,17 @@ def fit_ensemble(configs: Sequence[FitConfig] | None = None, outs: Sequence[str 
             raise ConfigError("overrides are for resuming; put the settings into the configs")
         if not configs:
             raise ConfigError("fit_ensemble needs at least one config")
-        configs = [resolve_recipe(config).config for config in configs]
+        if outs is not None and len(outs) != len(configs):
+            raise ConfigError(f"{len(configs)} configs but {len(outs)} run directories")
+        recipes = [resolve_recipe(config, given) for config in configs]
+        configs = [recipe.config for recipe in recipes]
         runs = [RunDir(path) for path in outs] if outs is not None else None
-        if runs is not None and len(runs) != len(configs):
-            raise ConfigError(f"{len(configs)} configs but {len(runs)} run directories")
-    return _run(configs, runs, resume is not None, quiet, stop_at, parent, keep_previous=True)
+    results = _run(configs, runs, resume is not None, quiet, stop_at, parent, keep_previous=True)
+    if resume is None and outs is not None:
+        for recipe, path in zip(recipes, outs):
+            if recipe.selection is not None:
+                write_selection(path, recipe.selection)
+    return results
 
 
 def _run(configs: list[FitConfig], runs: list[RunDir] | None, resume: bool, quiet: bool,

@@ -17,9 +17,11 @@ generator), and the last stage (and every L-BFGS step) fits the whole
 training trajectory (from the fitted initial states with
 ``fit_initial_state``). A horizon that spans the whole training window is the
 whole trajectory. A curriculum step records its windows' MSE as its
-``train_loss`` (as random windows do with ``batch_time``), so the "best"
-checkpoint compares those; the evaluations (``final_train_loss``) are always
-the whole trajectory's. Both trainers call :func:`window_points` and
+``train_loss`` in ``metrics.csv`` (as random windows do with ``batch_time``);
+the "best" checkpoint and ``best_train_loss`` compare whole-trajectory losses
+(plus the penalty) only (a window step counts through its evaluation, every
+``eval_every`` steps),
+and the evaluations (``final_train_loss``) are always the whole trajectory's. Both trainers call :func:`window_points` and
 :func:`curriculum_windows` where they pick their windows, so a member of an
 ensemble fits the windows of its single fit.
 """

@@ -61,14 +61,15 @@ def prepare(config: FitConfig, data: FitData | None = None) -> tuple[FitData, Ve
     return data, build_field(config, data)
 
 
-def make_trainer(configs: Sequence[FitConfig]) -> Trainer:
+def make_trainer(configs: Sequence[FitConfig], data: FitData | None = None) -> Trainer:
     """The trainer of M members following ``configs`` (M = 1: a single fit): each member's
-    data (members that share data simulate it once) and seeded field, stacked; with the
-    sparsity penalty when the configs ask for it (:mod:`kanode.symbolic.regularize`)."""
+    data (members that share data simulate it once; ``data``: every member's, given by the
+    caller, e.g. a validation window of :mod:`kanode.selection`) and seeded field, stacked; with
+    the sparsity penalty when the configs ask for it (:mod:`kanode.symbolic.regularize`)."""
     from .ensemble.packing import check_packable
 
     check_packable(configs)
-    loaded: dict[tuple, FitData] = {}
+    loaded: dict[tuple, FitData] = {} if data is None else {data_key(c): data for c in configs}
     prepared = []
     for config in configs:
         key = data_key(config)

@@ -33,22 +33,26 @@ l2                     σ̂² / n_obs, the Gaussian prior's MAP weight for
                        variance estimated from the data by
                        :func:`noise_variance` (pseudo-residuals of consecutive
                        triples, Gasser, Sroka & Jennen-Steinmetz 1986),
-                       mean over states
+                       mean over states; then times the factor in 1, 2, 4, 8
+                       that rolling-origin validation on the training
+                       window chooses (:mod:`kanode.selection`; not for a
+                       user's own l2, nor below 8 training points)
 optimizer              adam+lbfgs: STEPS Adam steps (lr LR[model], cosine),
                        then LBFGS_STEPS L-BFGS steps
 =====================  =====================================================
 
-A setting the user changed from :class:`~kanode.config.FitConfig`'s default
-is kept (and :func:`apply_recipe` says so); the resolved values are written to
+A setting the user changed from :class:`~kanode.config.FitConfig`'s default,
+or gave explicitly (a flag, a key of ``--config``'s file: ``--horizons`` with no
+value switches the curriculum off), is kept (and :func:`apply_recipe` says so); the resolved values are written to
 the run's ``config.toml``, so a resume or a rerun of that file fits the same
 model (resolving again gives the same values).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import MISSING, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -57,8 +61,10 @@ from .config import FitConfig
 from .data import FitData
 from .horizons import doubling_horizons
 
-__all__ = ["RECIPES", "RecipeResult", "apply_recipe", "resolve_recipe", "short_series_settings",
-           "noise_variance"]
+if TYPE_CHECKING:  # kanode.selection builds on this module
+    from .selection import L2Selection
+
+__all__ = ["RECIPES", "RecipeResult", "apply_recipe", "short_series_settings", "noise_variance"]
 
 STEPS = 200
 LBFGS_STEPS = 100
@@ -139,28 +145,22 @@ class RecipeResult:
     config: FitConfig
     applied: dict[str, Any]
     kept: dict[str, Any]
+    selection: L2Selection | None = None  # the l2 chosen by kanode.selection, when it chose
 
     def describe(self) -> str:
-        """One line for the terminal: the recipe's settings (and the user's that it kept)."""
+        """For the terminal: the recipe's settings (and the user's that it kept) on one line,
+        and the selection's line when it chose ``l2``."""
         shown = ", ".join(f"{k} = {_short(v)}" for k, v in self.applied.items())
         text = f"kanode: recipe {self.config.recipe}: {shown}"
         if self.kept:
             text += "; kept yours: " + ", ".join(f"{k} = {_short(v)}" for k, v in self.kept.items())
-        return text
+        return text + ("\n" + self.selection.describe() if self.selection is not None else "")
 
 
-def resolve_recipe(config: FitConfig) -> RecipeResult:
-    """:func:`apply_recipe` on the config's own data (loaded here; ConfigError as load_data)."""
-    if RECIPES[config.recipe] is None:
-        return RecipeResult(config, {}, {})
-    from .data import load_data
-
-    return apply_recipe(config, load_data(config).to(getattr(torch, config.dtype), "cpu"))
-
-
-def apply_recipe(config: FitConfig, data: FitData) -> RecipeResult:
+def apply_recipe(config: FitConfig, data: FitData, given: Collection[str] = ()) -> RecipeResult:
     """``config`` with its recipe's settings for ``data``; a field the user changed from the
-    default keeps the user's value. Idempotent (resolving a resolved config changes nothing)."""
+    default, or named in ``given`` (set explicitly, e.g. ``--horizons`` with no value: no
+    curriculum), keeps the user's value. Idempotent (resolving a resolved config changes nothing)."""
     settings_of = RECIPES[config.recipe]
     if settings_of is None:
         return RecipeResult(config, {}, {})
@@ -170,7 +170,7 @@ def apply_recipe(config: FitConfig, data: FitData) -> RecipeResult:
     applied, kept = {}, {}
     for name, value in settings.items():
         mine = getattr(config, name)
-        if mine == defaults[name] or mine == value:
+        if (mine == defaults[name] and name not in given) or mine == value:
             applied[name] = value
         else:
             kept[name] = mine

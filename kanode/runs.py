@@ -6,7 +6,8 @@ Layout::
       config.toml          the complete FitConfig (reruns the fit)
       metrics.csv          one row per optimiser step (METRIC_COLUMNS)
       checkpoints/last.pt  latest state, for --resume
-      checkpoints/best.pt  parameters with the lowest training loss
+      checkpoints/best.pt  parameters with the lowest whole-trajectory training loss (plus
+                           the penalty, with l2 or a regulariser)
       checkpoints/previous.pt  an ensemble member's checkpoint before its last one, so that
                            members killed while checkpointing one by one resume at one step
       summary.json         written when the run ends (status, losses, timing)

@@ -49,7 +49,7 @@ def summarize(field: VectorField, data: FitData, config: FitConfig, state: Train
         "seed": config.seed,
         "losses_at": LOSSES_AT,
         "final_train_loss": final.train_loss if final else (losses[-1] if losses else None),
-        "best_train_loss": min(losses) if losses else None,
+        "best_train_loss": _best_whole_loss(state, final),
         "final_val_loss": final.val_loss if final else (last_eval or {}).get("val_loss"),
         "final_extrap_loss": final.extrap_loss if final else (last_eval or {}).get("extrap_loss"),
         "n_params": count_parameters(field),
@@ -63,6 +63,14 @@ def summarize(field: VectorField, data: FitData, config: FitConfig, state: Train
         "compile_s": compile_report()["compile_s"],
         **plateau_fields(config, history, reason),
     }
+
+
+def _best_whole_loss(state: TrainState, final: Evaluation | None) -> float | None:
+    """The lowest whole-trajectory training MSE of the run (its best model's, or the final
+    model's): windows' losses (``batch_time``, a curriculum) are not comparable and not counted."""
+    whole = [v for v in (state.best_loss, final.train_loss if final else None) if v is not None]
+    best = min(whole)
+    return best if best < float("inf") else None
 
 
 def plateau_fields(config: FitConfig, history: list[dict[str, Any]], reason: str) -> dict[str, Any]:

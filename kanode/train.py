@@ -216,12 +216,13 @@ def training_loss(field: VectorField, data: FitData, config: FitConfig, full: bo
     return observed_mse(take_windows(pred, index), target)                     # over the observed values
 
 
-def l2_penalty(net: nn.Module, weight: float, n_members: int | None = None) -> Tensor:
+def l2_penalty(net: nn.Module, weight: float | Tensor, n_members: int | None = None) -> Tensor:
     """``weight · Σ p²`` over the network's parameters (``config.l2``; the fitted initial
     states live outside ``net`` and are not penalised).
 
     ``n_members`` None: a single network, returns a scalar; else an ensemble network
-    whose parameters are (M, ...), returns (M,), member m's penalty (that of its single fit).
+    whose parameters are (M, ...), returns (M,), member m's penalty (that of its single fit);
+    ``weight`` is then a number or (M,), each member's own ``l2``.
     """
     params = list(net.parameters())
     if n_members is None:
@@ -249,8 +250,9 @@ class TrainState:
 
     step: int = 0
     wall_time: float = 0.0
-    best_loss: float = float("inf")
+    best_loss: float = float("inf")  # the best model's whole-trajectory training MSE
     best_step: int = -1
+    best_objective: float = float("inf")  # what it is chosen by: that MSE plus the penalty
     best_model: dict[str, Tensor] | None = field(default=None, repr=False)
     first_loss: float | None = None  # step 1's training loss: the divergence rule's reference
     lbfgs_losses: list[float] = field(default_factory=list)  # the last ones: the plateau rule's window
@@ -422,8 +424,10 @@ class Trainer:
         total = None
         if self.regularizer is not None:
             total = self.regularizer(self.field).reshape(self.n_members)
-        if self.config.l2:  # each member's own penalty, as its single fit adds it
-            l2 = l2_penalty(self.field.net, self.config.l2, self.n_members)                   # (M,)
+        weights = [c.l2 for c in self.configs]
+        if any(weights):  # each member's own penalty, as its single fit adds it
+            weight = torch.tensor(weights, dtype=self.data.t.dtype, device=self.data.t.device)  # (M,)
+            l2 = l2_penalty(self.field.net, weight, self.n_members)                   # (M,)
             total = l2 if total is None else total + l2
         return total
 
@@ -588,8 +592,11 @@ class Trainer:
                     state.first_loss = counters.first_losses[m]
                 state.step = self.step
                 state.wall_time += elapsed
-                self._track_best(m, counters.first_losses[m], step, saved)
                 ev = evals[m] if evals else None
+                whole = counters.first_losses[m] if self._fits_whole(phase, step) else (ev.train_loss if ev else None)
+                if whole is not None:  # the best model is judged on whole-trajectory losses only
+                    penalty = counters.first_regs[m] if counters.first_regs else 0.0
+                    self._track_best(m, whole, whole + penalty, step, saved)
                 records[m] = StepRecord(step=step + 1, phase=phase, train_loss=counters.first_losses[m],
                                         val_loss=ev.val_loss if ev else None,
                                         extrap_loss=ev.extrap_loss if ev else None, lr=lrs[m],
@@ -645,10 +652,21 @@ class Trainer:
         return failing or {m: reason + (" (shared by the ensemble)" if self.n_members > 1 else "")
                            for m in range(self.n_members) if m not in self.frozen}
 
-    def _track_best(self, m: int, loss: float, step: int, snapshot: dict[str, Tensor]) -> None:
+    def _fits_whole(self, phase: str, step: int) -> bool:
+        """Whether step ``step``'s training loss is the whole training trajectory's (L-BFGS, or
+        Adam with neither random windows nor a curriculum window): the losses the best model is
+        chosen by. A window's MSE is not comparable with it (short windows fit better), so the
+        other steps count through their evaluations (``eval_every``) only. With a penalty
+        (``l2``, a regulariser) the best model is the one with the lowest objective, that MSE
+        plus its penalty: the lowest MSE alone would prefer the least regularised model."""
+        c = self.config
+        return phase == "lbfgs" or (not c.batch_time and not window_points(c, self.data.n_train, step))
+
+    def _track_best(self, m: int, loss: float, objective: float, step: int,
+                    snapshot: dict[str, Tensor]) -> None:
         state = self.states[m]
-        if loss < state.best_loss:
-            state.best_loss, state.best_step = loss, step
+        if objective < state.best_objective:
+            state.best_loss, state.best_objective, state.best_step = loss, objective, step
             state.best_model = self._member_of(snapshot, m)
 
     # ------------------------------------------------------ persistence
@@ -657,7 +675,8 @@ class Trainer:
         with ``torch.load(weights_only=True)``."""
         state = self.states[m]
         return {"step": state.step, "wall_time": state.wall_time, "best_loss": state.best_loss,
-                "best_step": state.best_step, "first_loss": state.first_loss, "phase": self._phase,
+                "best_step": state.best_step, "best_objective": state.best_objective,
+                "first_loss": state.first_loss, "phase": self._phase,
                 "lbfgs_losses": list(state.lbfgs_losses),
                 "model": self.field.member_state_dict(m),
                 "grid_size": getattr(self.field.net, "grid_size", None),
@@ -685,6 +704,8 @@ class Trainer:
             self.states[m] = TrainState(step=int(state["step"]), wall_time=float(state["wall_time"]),
                                         best_loss=float(state["best_loss"]),
                                         best_step=int(state["best_step"]),
+                                        # earlier checkpoints chose their best by best_loss alone
+                                        best_objective=float(state.get("best_objective", state["best_loss"])),
                                         first_loss=None if first is None else float(first),
                                         lbfgs_losses=[float(v) for v in state.get("lbfgs_losses", [])])
             if m not in frozen:

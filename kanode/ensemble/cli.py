@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kanode.cli_args import parse_seeds
+from kanode.cli_args import given_settings, parse_seeds
 from kanode.config import ConfigError, FitConfig, load_config
 from kanode.data import describe_split, overfit_warning
 from kanode.exit_codes import EXIT_DIVERGED, EXIT_FAILED, EXIT_OK
 from kanode.fitting import fit_ensemble, resume_dirs
-from kanode.recipes import resolve_recipe
+from kanode.selection import resolve_recipe, write_selection
 from kanode.result import FitResult
 from kanode.runs import ENSEMBLE_FILE, default_run_dir
 
@@ -37,7 +37,8 @@ def run_ensemble(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     else:
         seeds = parse_seeds(args.seeds)
         config = load_config(args.config) if args.config is not None else FitConfig()
-        recipe = resolve_recipe(config.replace(**overrides))
+        given = given_settings(args, overrides)
+        recipe = resolve_recipe(config.replace(**overrides), given)
         config = recipe.config
         if recipe.applied:
             print(recipe.describe())
@@ -49,7 +50,9 @@ def run_ensemble(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         outs = [parent / f"seed-{seed}" for seed in seeds]
         configs = [config.replace(seed=seed) for seed in seeds]
         # ConfigError before any file is written; ensemble.json is written before the first step
-        results = fit_ensemble(configs, outs, quiet=args.quiet, parent=parent)
+        results = fit_ensemble(configs, outs, quiet=args.quiet, parent=parent, given=given)
+        if recipe.selection is not None:  # the members share the l2 chosen for the config's seed
+            write_selection(parent, recipe.selection)
     _print_table(results, parent)
     statuses = [r.summary["status"] for r in results]
     if "diverged" in statuses:

@@ -3,7 +3,7 @@
 Members of one ensemble share the data's shape, the model's shape, the solver
 and the optimiser schedule; they may differ in the fields of
 :data:`MEMBER_FIELDS` (seeds, learning rates and their schedules, gradient
-clipping, and the data's noise and seeds). A sparsity penalty (``sparsity``,
+clipping, the ``l2`` weight, and the data's noise and seeds). A sparsity penalty (``sparsity``,
 ``coef_l1``) applies to each member on its own training states, as in its single fit.
 """
 
@@ -18,7 +18,7 @@ from kanode.config import ConfigError, FitConfig
 __all__ = ["MEMBER_FIELDS", "pack_key", "check_packable", "pack_groups"]
 
 MEMBER_FIELDS = ("seed", "lr", "lr_schedule", "lr_step_every", "lr_step_gamma", "lbfgs_lr",
-                 "grad_clip", "divergence_factor", "data_seed", "noise", "y0_spread", "plots")
+                 "grad_clip", "l2", "divergence_factor", "data_seed", "noise", "y0_spread", "plots")
 
 
 def pack_key(config: FitConfig) -> tuple[tuple[str, Any], ...]:

@@ -129,6 +129,49 @@ def test_ensemble_members_with_a_curriculum_train_as_their_single_fits() -> None
                                    single.summary["fitted_initial_state"]["fitted"], rtol=1e-10)
 
 
+def test_the_best_model_is_judged_on_whole_trajectory_losses(tmp_path) -> None:
+    """A curriculum step's loss is its windows' MSE, far below the whole trajectory's; the best
+    checkpoint is chosen by whole-trajectory losses only: its recorded loss is its model's own
+    whole-trajectory MSE (solved here), and with its penalty (l2) it has the lowest objective of
+    the whole-trajectory steps; summary.json's best_train_loss is that of best.pt or of the
+    final model."""
+    from kanode.checkpoints import load_checkpoint
+
+    config = FitConfig(seed=0, **TINY)
+    result = fit(config, out=tmp_path / "run")
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    d, field = prepare(config)
+    field.load_state_dict(best["model"])
+    with torch.no_grad():
+        pred = solve(field, field.initial_values(d.y_train[:, 0]), d.t_train, method="rk4",
+                     step_size=float(d.t[1] - d.t[0]))                           # (n_train, n_traj, dim)
+    whole = observed_mse(pred, d.y_train.transpose(0, 1)).item()
+    assert best["train_loss"] == pytest.approx(whole, rel=1e-9)
+    rows = result.history
+    window_rows = [r for r in rows if window_points(config, d.n_train, r["step"] - 1)]
+    whole_rows = [r for r in rows if not window_points(config, d.n_train, r["step"] - 1)]
+    assert min(r["train_loss"] for r in window_rows) < best["train_loss"]
+    objective = {r["step"] - 1: r["train_loss"] + r["reg_loss"] for r in whole_rows}
+    assert best["step"] in objective and objective[best["step"]] == min(objective.values())
+    assert best["train_loss"] == next(r["train_loss"] for r in whole_rows if r["step"] - 1 == best["step"])
+    assert result.summary["best_train_loss"] == min(best["train_loss"], result.summary["final_train_loss"])
+
+
+def test_with_a_penalty_the_best_model_has_the_lowest_objective() -> None:
+    """A later model with a higher MSE but a lower MSE + penalty is the better fit of the
+    penalised problem: it replaces the best; one with a higher objective does not."""
+    trainer = make_trainer([FitConfig(seed=0, **TINY)])
+    snapshot = {k: v.clone() for k, v in trainer.field.state_dict().items()}
+    trainer._track_best(0, 1.0, 3.0, 4, snapshot)
+    trainer._track_best(0, 2.0, 2.5, 5, snapshot)
+    trainer._track_best(0, 0.5, 2.6, 6, snapshot)
+    state = trainer.states[0]
+    assert (state.best_step, state.best_loss, state.best_objective) == (5, 2.0, 2.5)
+    again = make_trainer([FitConfig(seed=0, **TINY)])
+    again.load_member_states([trainer.member_state(0)])
+    assert (again.states[0].best_loss, again.states[0].best_objective) == (2.0, 2.5)   # a resume keeps it
+
+
 # ------------------------------------------------------------------ the noise estimate
 def test_the_noise_estimate_of_smooth_signals() -> None:
     """A line gives 0 on any grid; t² on 0, 1, 2, 3 gives pseudo-residuals 1 and e²/(1/4 + 1/4 + 1)

@@ -224,11 +224,16 @@ def test_the_l2_penalty_of_an_ensemble_is_each_members_own() -> None:
     got = l2_penalty(stack_models(nets), 0.1, n_members=3)
     want = torch.stack([0.1 * sum((p ** 2).sum() for p in net.parameters()) for net in nets])
     torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    weights = torch.tensor([0.1, 0.0, 2.0])                                # each member's own l2
+    torch.testing.assert_close(l2_penalty(stack_models(nets), weights, n_members=3),
+                               want * torch.tensor([1.0, 0.0, 20.0]), rtol=1e-12, atol=0)
 
 
 @pytest.mark.slow
 def test_ensemble_members_with_l2_train_as_their_single_fits() -> None:
-    configs = [FitConfig(seed=s, l2=1e-3, positive=True, fit_initial_state=True, **TINY) for s in range(2)]
+    """Each member its own l2 weight (1e-3 and 1e-2): its penalty and losses are its single fit's."""
+    configs = [FitConfig(seed=s, l2=1e-3 * 10 ** s, positive=True, fit_initial_state=True, **TINY)
+               for s in range(2)]
     members = fit_ensemble(configs)
     for m, config in enumerate(configs):
         single = fit(config)
@@ -292,6 +297,34 @@ def test_the_recipe_keeps_the_users_settings_and_resolves_once() -> None:
     assert again.config == result.config and again.kept == result.kept
     assert result.describe().endswith("; kept yours: widths = [2, 3, 2], lr = 0.07")
     assert apply_recipe(config.replace(recipe="none"), data).config == config.replace(recipe="none")
+
+
+def test_a_setting_given_at_its_default_is_kept() -> None:
+    """``--horizons`` with no value is an explicit "no curriculum": the recipe keeps it (and the
+    other settings the user named, e.g. a config file's keys), though [] is the default."""
+    from kanode.cli_args import build_parser, given_settings, overrides_from_args
+    from kanode.recipes import apply_recipe
+
+    data = series(16)
+    config = FitConfig(data="x.csv", recipe="short-series", n_test_traj=0)
+    assert apply_recipe(config, data).config.horizons == [2, 4, 8]
+    args = build_parser().parse_args(["--recipe", "short-series", "--horizons", "--l2", "0"])
+    overrides = overrides_from_args(args)
+    given = given_settings(args, overrides)
+    assert overrides["horizons"] == [] and {"horizons", "l2", "recipe"} <= given
+    result = apply_recipe(config.replace(**overrides), data, given)
+    assert result.config.horizons == [] and result.config.l2 == 0.0
+    assert result.kept == {"horizons": [], "l2": 0.0} and result.config.grid_size == 2
+    assert apply_recipe(result.config, data, given).config == result.config
+
+
+def test_a_config_files_keys_are_given(tmp_path: Path) -> None:
+    from kanode.cli_args import build_parser, given_settings
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('recipe = "short-series"\nhorizons = []\n', encoding="utf-8")
+    args = build_parser().parse_args(["--config", str(toml), "--steps", "50"])
+    assert given_settings(args, {"steps": 50}) == {"recipe", "horizons", "steps"}
 
 
 def test_positivity_holds_on_the_hare_lynx_forecast() -> None:
