@@ -308,16 +308,18 @@ def _cached(run_dir: Path, name: str, compute: Any) -> Any:
     return value
 
 
-def hessian_summary(run_dir: Path, compute: bool = True) -> dict[str, Any]:
+def hessian_summary(run_dir: Path, compute: bool = True, exact_max: int = EXACT_MAX_PARAMS,
+                    k: int = 20) -> dict[str, Any]:
     """λ_max, trace and the count of eigenvalues above 1e-6 λ_max of the final model's loss
-    (cached in ``<run_dir>/study_hessian.json``); NaN when not ``compute`` and not cached."""
+    (cached in ``<run_dir>/study_hessian.json``); NaN when not ``compute`` and not cached.
+    Exact up to ``exact_max`` parameters, else the ``k`` largest eigenvalues by Lanczos."""
     skipped = {"lambda_max": math.nan, "trace": math.nan, "n_above": math.nan, "method": "not computed"}
 
     def spectrum() -> dict[str, Any] | None:
         if not compute:
             return None
         n = int((read_summary(run_dir / "summary.json") or {}).get("n_params") or 0)
-        exact, k = n <= EXACT_MAX_PARAMS, 20
+        exact = n <= exact_max
         try:
             result = run_hessian(run_dir, method="exact" if exact else "lanczos", k=k, tol=LANCZOS_TOL)
         except ConfigError as exc:
@@ -356,7 +358,7 @@ def analyse(study: dict[str, Any], out: Path, results: Path, timing: dict[str, f
             seconds, nbytes = step_cost(median_run)
             entry[f"{family}_step_ms"] = 1e3 * seconds
             entry[f"{family}_step_peak_kib"] = nbytes / 1024
-            for key, value in hessian_summary(median_run, compute=hessians).items():
+            for key, value in hessian_summary(median_run, compute=hessians, **study.get("hessian", {})).items():
                 entry[f"{family}_hessian_{key}"] = value
     _write_csv(results / "verdict.csv", [_flat(e) for e in table])
     points, slopes = budget_curves(rows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -24,11 +25,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("study")
-    cmd = [sys.executable, str(REPO / "experiments/study.py"), "--smoke", "--out", str(out),
-           "--results", str(out / "results")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    """One smoke run for the whole test session: under pytest-xdist the workers share the
+    directory above their own temporary roots, and the first to take the lock runs it."""
+    from filelock import FileLock  # torch's dependency
+
+    root = tmp_path_factory.getbasetemp()
+    shared = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root  # this session's, either way
+    out, done = shared / "study-smoke", shared / "study-smoke.done"
+    with FileLock(str(shared / "study-smoke.lock")):
+        if not done.exists():
+            cmd = [sys.executable, str(REPO / "experiments/study.py"), "--smoke", "--out", str(out),
+                   "--results", str(out / "results")]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            done.write_text("")
     return out
 
 
