@@ -14,8 +14,9 @@ for every equation alike:
   product ``y·c²/(c² + x²) = y − y·x²/(c² + x²)`` would make the library exactly collinear in
   every equation (the constant's collinearity, ``c²/(c² + x²) + x²/(c² + x²) = 1``, is kept: a
   sparse fit takes the one term over the two). The scale ``c`` is 1 (the
-  non-dimensional textbook form) and, where the state's typical size (the median of ``|x|``) is
-  above :data:`SCALE_RATIO`, also that size.
+  non-dimensional textbook form) or, where the state's typical size (the median of ``|x|``) is
+  above :data:`SCALE_RATIO`, that size (at scale 1, ``z²/(1 + z²)`` of a state near 20 is
+  0.998 everywhere: a copy of the constant, not a saturation).
 
 Nothing is left out because a system "should not" have it: the sparse regression's threshold
 selection and the polish's forecast-validated elimination keep the supports small.
@@ -35,7 +36,7 @@ POLY_DEGREE = 3
 EXP_SPAN = 3.0
 """``exp(x / s)`` spans at most this many e-foldings over the observed ``x``."""
 SCALE_RATIO = 3.0
-"""A state whose median ``|x|`` is above this also gets Hill terms at its own scale."""
+"""A state whose median ``|x|`` is above this gets its Hill terms at its own scale instead of 1."""
 
 
 def _nice(value: float) -> sympy.Expr:
@@ -45,12 +46,10 @@ def _nice(value: float) -> sympy.Expr:
 
 
 def _hill_terms(x: sympy.Symbol, values: np.ndarray) -> list[tuple[sympy.Expr, bool]]:
-    """Saturating terms of one state (module docstring), at scale 1 and at its own scale:
-    (term, whether it is also taken times each other state)."""
+    """Saturating terms of one state (module docstring), at its scale: (term, whether it is
+    also taken times each other state)."""
     typical = float(np.median(np.abs(values)))
-    scales = [sympy.Integer(1)]
-    if typical > SCALE_RATIO:
-        scales.append(_nice(typical))
+    scales = [_nice(typical) if typical > SCALE_RATIO else sympy.Integer(1)]
     out: list[tuple[sympy.Expr, bool]] = []
     for c in scales:
         out += [(x**2 / (c**2 + x**2), True), (c**2 / (c**2 + x**2), False), (c * x / (c**2 + x**2), True)]

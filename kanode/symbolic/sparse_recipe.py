@@ -7,8 +7,9 @@ Stages (each a function of this package; :func:`discover_sparse` chains and time
    (``derivatives="field"``: a KAN-ODE fitted first, :func:`fit_kan_rates`);
 2. **library**: the default candidates built from the data's scales
    (:func:`~kanode.symbolic.candidates.default_candidates`);
-3. **sparse**: STLSQ over a path of thresholds, one model chosen by the BIC of its
-   trajectories over the training window (:mod:`kanode.symbolic.sparse`);
+3. **sparse**: per equation, the best subsets of up to 4 terms, forward and backward stepwise
+   paths and STLSQ over a path of thresholds; the joint model with the fewest terms whose
+   trajectories over the training window are admissible (:mod:`kanode.symbolic.sparse`);
 4. **polish**: that model's terms and coefficients refitted through its own trajectories,
    small terms dropped, terms eliminated by forecasting held-out points
    (:func:`kanode.symbolic.polish`);
@@ -35,7 +36,8 @@ from kanode.data import FitData
 from .candidates import default_candidates, evaluate_candidates
 from .derivatives import Derivatives, field_derivatives, smoothed_derivatives
 from .pipeline import Discovery, DiscoveryError, formula_mse
-from .polish import fit_initial_states, polish
+from .export import simplify, terms
+from .polish import TermModel, fit_initial_states, polish, refit
 from .settings import SymbolicConfig
 from .sparse import (MAX_TERMS, RELATIVE_FLOOR, SparseModel, backward_path, best_subsets, forward_path, refine_equations, select_model,
                      threshold_path, tolerance_models)
@@ -49,11 +51,13 @@ SMOOTHED_REFERENCE = "smoothed data"
 @dataclasses.dataclass
 class SparseStart:
     """The sparse regression's result: the candidate ``factors``, the ``path`` of models (each
-    scored), the index ``chosen`` and the ``derivatives`` it regressed on."""
+    scored), the index ``chosen``, the admissible trajectory error ``limit`` and the
+    ``derivatives`` it regressed on."""
 
     factors: tuple
     path: list[SparseModel]
     chosen: int
+    limit: float
     derivatives: Derivatives
 
     @property
@@ -79,15 +83,15 @@ def sparse_start(data: FitData, derivatives: Derivatives | None = None) -> Spars
     path = tolerance_models(fits) + [m for m in threshold_path(library, rates)
                                      if np.count_nonzero(m.coefficients, axis=1).max() <= MAX_TERMS]
     variance = float(y.var(axis=(0, 1)).mean()) or 1.0
-    floor = derivatives.residual_variance + RELATIVE_FLOOR * variance
     y0 = derivatives.states[:, 0]
-    chosen = select_model(path, factors, data.state_names, t, y0, y, floor)
+    chosen, limit = select_model(path, factors, data.state_names, t, y0, y, derivatives.residual_variance,
+                                 RELATIVE_FLOOR * variance)
     refined = refine_equations(path[chosen], [[coef for coef, _ in f] for f in fits], factors,
-                               data.state_names, t, y0, y, floor)
-    if refined.bic < path[chosen].bic:
+                               data.state_names, t, y0, y, limit)
+    if not np.array_equal(refined.coefficients != 0, path[chosen].coefficients != 0):
         path.append(refined)
         chosen = len(path) - 1
-    return SparseStart(factors, path, chosen, derivatives)
+    return SparseStart(factors, path, chosen, limit, derivatives)
 
 
 def fit_kan_rates(data: FitData, config, sym: SymbolicConfig) -> Derivatives:
@@ -142,7 +146,7 @@ def discover_sparse(data: FitData, config, sym: SymbolicConfig,
     sparse_formula = start.model.formula(start.factors, names)
     summary["library"] = [str(f) for f in start.factors]
     summary["sparse_path"] = [{"threshold": m.threshold, "n_terms": m.n_terms, "trajectory_mse": m.mse,
-                               "bic": m.bic} for m in start.path]
+                               "admissible": m.mse <= start.limit} for m in start.path]
     summary["formula_before_polish"] = sparse_formula.as_strings()
     stage("sparse", f"{len(start.factors)} candidates, {len(start.path)} models on the threshold path, "
                     f"chose {start.model.n_terms} terms (threshold {start.model.threshold:.3g}): "
@@ -158,6 +162,16 @@ def discover_sparse(data: FitData, config, sym: SymbolicConfig,
         formula, start_states = polished.formula, polished.initial_states
         summary["polish_rounds"] = polished.refits
         summary["terms_from"] = "sparse-regression" if polished.terms_from == "export" else polished.terms_from
+        cleaned = simplify(formula, states, sym.drop_threshold, digits=17)
+        if _support(cleaned) != _support(formula):
+            # the final refit of the polish may leave a term below its own drop rule (a term that
+            # only absorbs the RK4 bias, coefficient ~1e-6): drop it and refit the rest
+            model = TermModel(cleaned)
+            model.y0 = polished.initial_states
+            refit(model, data)
+            formula = simplify(model.formula(), states, 0.0, sym.digits)
+            start_states = model.y0
+            summary["terms_from"] = "polish-threshold"
         summary["selection"] = {"holdout_points": polished.holdout, "chosen": polished.chosen,
                                 "path": [dataclasses.asdict(step) for step in polished.path]}
         stage("polish", "; ".join(f"{k}' = {v}" for k, v in formula.as_strings().items())
@@ -173,6 +187,10 @@ def discover_sparse(data: FitData, config, sym: SymbolicConfig,
     stage("evaluate", f"trajectory MSE from the fitted initial states: formula train {_show(train_mse)}, "
                       f"full {_show(full_mse)}; smoothed data (leave-one-out) {derivatives.residual_variance:.4g}")
     return Discovery(formula, None, None, [], summary, None, None, initial_states, verdict)
+
+
+def _support(formula) -> list[set[str]]:
+    return [{str(f) for _, f in terms(e)} for e in formula.rhs]
 
 
 def _short(formula) -> dict[str, str]:
