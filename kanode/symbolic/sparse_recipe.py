@@ -13,12 +13,15 @@ Stages (each a function of this package; :func:`discover_sparse` chains and time
 4. **polish**: that model's terms and coefficients refitted through its own trajectories,
    small terms dropped, terms eliminated by forecasting held-out points
    (:func:`kanode.symbolic.polish`);
+   With poor derivative estimates (:data:`POOR_DERIVATIVES`) the polish also starts from the
+   monomials to degree 2 at zero, and the better forecast of the two is kept;
 5. **evaluate**: the formula's trajectory error from its fitted initial states, judged against
    the smoother's own error on the same data (:func:`kanode.symbolic.verdict.judge` with the
    reference ``"smoothed data"``): a formula that does not reproduce its data is rejected.
 
-``summary["terms_from"]`` names the stage that last changed the terms: ``"sparse-regression"``
-(the polish kept them), ``"polish-threshold"`` or ``"polish-selection"``.
+``summary["start"]`` names the polish's start and ``summary["terms_from"]`` the stage that last
+changed the terms: ``"sparse-regression"`` (the polish kept them), ``"polish-threshold"`` or
+``"polish-selection"``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from .candidates import default_candidates, evaluate_candidates
 from .derivatives import Derivatives, field_derivatives, smoothed_derivatives
 from .pipeline import Discovery, DiscoveryError, formula_mse
 from .export import simplify, terms
+from .ablation import polish_from, term_library
 from .polish import TermModel, fit_initial_states, polish, refit
 from .settings import SymbolicConfig
 from .sparse import (MAX_TERMS, RELATIVE_FLOOR, SparseModel, backward_path, best_subsets, forward_path, refine_equations, select_model,
@@ -46,6 +50,15 @@ from .verdict import judge
 __all__ = ["discover_sparse", "SparseStart", "sparse_start", "fit_kan_rates"]
 
 SMOOTHED_REFERENCE = "smoothed data"
+
+POOR_DERIVATIVES = 0.01
+"""When the smoother's leave-one-out error is above this fraction of the data's variance (a few
+points per oscillation, or heavy noise: 16 yearly hare-lynx counts give 0.5), the derivative
+estimates cannot be trusted to find the terms; the polish then also starts from every monomial
+up to :data:`ZERO_START_DEGREE` at coefficient 0 (no derivatives needed), and the polished
+formula that forecasts the held-out points better is kept."""
+
+ZERO_START_DEGREE = 2
 
 
 @dataclasses.dataclass
@@ -153,15 +166,29 @@ def discover_sparse(data: FitData, config, sym: SymbolicConfig,
           + "; ".join(f"{k}' = {v}" for k, v in _short(sparse_formula).items()))
     states = derivatives.states.reshape(-1, data.dim)
     formula, start_states, summary["terms_from"] = sparse_formula, None, "sparse-regression"
+    summary["start"] = "sparse-regression"
     if sym.polish_rounds:
         try:
             polished = polish(sparse_formula, data, states, sym.drop_threshold, sym.digits, sym.polish_rounds,
                               ridge=sym.polish_ridge, holdout_fraction=sym.holdout_fraction)
+            variance = float(data.y_train.double().var(dim=(0, 1)).mean())
+            if derivatives.residual_variance > POOR_DERIVATIVES * variance:
+                stage("polish", "; ".join(f"{k}' = {v}" for k, v in polished.formula.as_strings().items())
+                      + f" (forecast MSE {_forecast(polished):.4g}); the derivative estimates are poor "
+                        f"(leave-one-out MSE {derivatives.residual_variance:.3g} > {POOR_DERIVATIVES:g} of the "
+                        f"variance {variance:.3g}): polishing from every monomial to degree {ZERO_START_DEGREE} at 0")
+                zero = polish_from(term_library(data.state_names, ZERO_START_DEGREE), data, sym.drop_threshold,
+                                   sym.digits, sym.polish_rounds, sym.polish_ridge, sym.holdout_fraction)
+                summary["other_start"] = {"formula": zero.formula.as_strings(), "forecast_mse": _forecast(zero),
+                                          "sparse_forecast_mse": _forecast(polished)}
+                if _forecast(zero) < _forecast(polished):
+                    polished, summary["start"] = zero, f"degree-{ZERO_START_DEGREE} monomials at zero"
         except ValueError as exc:
             raise DiscoveryError(str(exc), summary) from None
         formula, start_states = polished.formula, polished.initial_states
         summary["polish_rounds"] = polished.refits
-        summary["terms_from"] = "sparse-regression" if polished.terms_from == "export" else polished.terms_from
+        summary["terms_from"] = ("sparse-regression" if polished.terms_from == "export" and summary["start"] ==
+                                 "sparse-regression" else polished.terms_from)
         cleaned = simplify(formula, states, sym.drop_threshold, digits=17)
         if _support(cleaned) != _support(formula):
             # the final refit of the polish may leave a term below its own drop rule (a term that
@@ -175,7 +202,7 @@ def discover_sparse(data: FitData, config, sym: SymbolicConfig,
         summary["selection"] = {"holdout_points": polished.holdout, "chosen": polished.chosen,
                                 "path": [dataclasses.asdict(step) for step in polished.path]}
         stage("polish", "; ".join(f"{k}' = {v}" for k, v in formula.as_strings().items())
-              + f" (terms from: {summary['terms_from']})")
+              + f" (start: {summary['start']}; terms from: {summary['terms_from']})")
     initial_states, _ = fit_initial_states(formula, data, start_states)
     train_mse, full_mse = formula_mse(formula, data, initial_states)
     variance = float(data.y_train.double().var(dim=(0, 1)).mean())
@@ -187,6 +214,11 @@ def discover_sparse(data: FitData, config, sym: SymbolicConfig,
     stage("evaluate", f"trajectory MSE from the fitted initial states: formula train {_show(train_mse)}, "
                       f"full {_show(full_mse)}; smoothed data (leave-one-out) {derivatives.residual_variance:.4g}")
     return Discovery(formula, None, None, [], summary, None, None, initial_states, verdict)
+
+
+def _forecast(polished) -> float:
+    """The held-out forecast MSE of the support a polish chose."""
+    return polished.path[polished.chosen].forecast_mse if polished.path else float("inf")
 
 
 def _support(formula) -> list[set[str]]:
