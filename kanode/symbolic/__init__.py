@@ -28,7 +28,8 @@ from .pipeline import Discovery, DiscoveryError, discover_kan, formula_mse
 from .recipe import discover
 from .candidates import default_candidates, evaluate_candidates
 from .derivatives import Derivatives, field_derivatives, smoothed_derivatives
-from .sparse import SparseModel, select_model, stlsq, threshold_path
+from .sparse import (SparseModel, admissible_limit, backward_path, best_subsets, forward_path, refine_equations,
+                     select_model, stlsq, threshold_path, tolerance_models)
 from .sparse_recipe import SparseStart, discover_sparse, sparse_start
 from .polish import Polished, SelectionStep, TermModel, fit_initial_states, polish
 from .prune import PruneError, PruneWarning, connectivity, prune
@@ -41,7 +42,8 @@ from .verdict import FORMULA_TOLERANCE, Verdict, judge
 
 __all__ = [
     "Derivatives", "SparseModel", "SparseStart", "default_candidates", "discover_kan", "discover_sparse",
-    "evaluate_candidates", "field_derivatives", "select_model", "smoothed_derivatives", "sparse_start", "stlsq",
+    "evaluate_candidates", "field_derivatives", "select_model", "admissible_limit", "backward_path", "best_subsets",
+    "forward_path", "refine_equations", "tolerance_models", "smoothed_derivatives", "sparse_start", "stlsq",
     "threshold_path", "FORMULA_TOLERANCE", "LIBRARY", "Polished", "SelectionStep", "Verdict", "fit_initial_states", "judge", "PRUNED", "SPLINE", "SYMBOLIC", "Candidate", "CandidateFit", "Discovery", "DiscoveryError",
     "EdgeChoice", "EdgeReport", "Formula", "NotSymbolicError", "PruneError", "PruneWarning", "Scores", "SymbolicConfig",
     "SymbolicKANLayer", "TermModel", "TermSet", "polish_from", "term_library", "as_mixed", "attribution",
