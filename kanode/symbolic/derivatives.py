@@ -37,7 +37,8 @@ class Derivatives:
     ``rates`` (n_traj, n_t, dim): their time derivatives; ``half_width``: the chosen ``h``
     (0 for a field); ``residual_variance``: the mean leave-one-out squared error of the
     smoother, per state averaged (an estimate of the noise variance plus the interpolation
-    error; 0 for a field); ``source``: ``"smoothed"`` or ``"field"``.
+    error; for a field, the smoother's, as the data's noise estimate); ``source``:
+    ``"smoothed"`` or ``"field"``.
     """
 
     states: np.ndarray
@@ -103,9 +104,11 @@ def smoothed_derivatives(t: np.ndarray, y: np.ndarray,
     return Derivatives(np.stack([f[0] for f in fits]), np.stack([f[1] for f in fits]), h, float(loo), "smoothed")
 
 
-def field_derivatives(field: Callable[[np.ndarray], np.ndarray], y: np.ndarray) -> Derivatives:
+def field_derivatives(field: Callable[[np.ndarray], np.ndarray], y: np.ndarray,
+                      residual_variance: float = 0.0) -> Derivatives:
     """The derivatives a fitted vector field gives at the observed states: ``field`` maps
-    states (n, dim) to rates (n, dim); ``y`` (n_traj, n_t, dim)."""
+    states (n, dim) to rates (n, dim); ``y`` (n_traj, n_t, dim). ``residual_variance``: the
+    data's noise estimate to carry (the smoother's leave-one-out error, by the caller)."""
     y = np.asarray(y, dtype=np.float64)
     rates = np.asarray(field(y.reshape(-1, y.shape[-1])), dtype=np.float64).reshape(y.shape)
-    return Derivatives(y, rates, 0, 0.0, "field")
+    return Derivatives(y, rates, 0, residual_variance, "field")

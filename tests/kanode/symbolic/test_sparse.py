@@ -173,3 +173,25 @@ def test_poor_derivatives_fall_back_to_the_zero_start_on_16_hare_lynx_years() ->
     baseline = [{"hare": 0.460, "hare*lynx": -0.0238}, {"lynx": -0.968, "hare*lynx": 0.0284}]
     assert [set(c) for c in coefs] == [set(c) for c in baseline], coefs
     assert max(abs(coefs[k][n] / v - 1) for k in range(2) for n, v in baseline[k].items()) < 0.02
+
+
+def test_kan_derivatives_are_the_fields_values_and_the_verdict_keeps_the_smoothers_reference() -> None:
+    """``--derivatives kan``: the rates are the fitted field's at the observed states (here a KAN
+    trained 5 + 3 steps, so a poor one), and the verdict still compares the formula with the
+    smoothed data's leave-one-out error: a formula from a poor field is rejected, not passed."""
+    from kanode.config import FitConfig
+    from kanode.data import load_data
+    from kanode.symbolic import discover
+    from kanode.symbolic.sparse_recipe import fit_kan_rates
+
+    config = FitConfig(system="lotka_volterra")
+    data = load_data(config).to(torch.float64, "cpu")
+    sym = SymbolicConfig(derivatives="kan", sparse_steps=5, sparse_lbfgs_steps=3, polish_rounds=0)
+    rates = fit_kan_rates(data, config, sym)
+    smoothed = smoothed_derivatives(data.t_train.numpy(), data.y_train.numpy())
+    assert rates.source == "field" and rates.residual_variance == smoothed.residual_variance > 0
+    np.testing.assert_array_equal(rates.states, data.y_train.numpy())
+    found = discover(data, config, sym)
+    assert found.summary["derivatives"]["source"] == "field"
+    assert f"smoothed data {smoothed.residual_variance:.4g}" in found.verdict.reason
+    assert found.verdict.accepted == (found.summary["formula_mse_train"] <= 10 * smoothed.residual_variance)
