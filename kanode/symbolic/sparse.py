@@ -1,10 +1,17 @@
-"""Sparse regression of derivative estimates on candidate terms (SINDy's STLSQ, our own).
+"""Sparse regression of derivative estimates on candidate terms (our own; no pysindy).
 
-:func:`stlsq` solves one equation at one threshold: ridge least squares on unit-RMS columns
-against a unit-RMS target, then the terms whose normalised coefficient (their share of the
-derivative's RMS) is below the threshold are dropped and the rest refitted, until the support
-stops changing. :func:`threshold_path` runs it over a geometric grid of thresholds for every
-equation at once and keeps each distinct model. :func:`select_model` chooses one of them by its
+Each equation's candidate fits (coefficients over the library and their relative residual):
+
+* :func:`best_subsets` — every support of up to :data:`BEST_SUBSET_SIZE` terms, the best few of
+  each size (a textbook law has 1–3 terms per equation; greedy paths miss them when the
+  candidates are nearly collinear over one trajectory);
+* :func:`forward_path` and :func:`backward_path` — stepwise paths up to :data:`MAX_TERMS` terms;
+* :func:`stlsq` over the thresholds of :func:`threshold_path` (SINDy's STLSQ: ridge least
+  squares on unit-RMS columns, terms below the threshold dropped and the rest refitted until the
+  support stops changing; a joint model per distinct support).
+
+:func:`tolerance_models` joins the equations' fits into models (at each tolerance, every
+equation's fewest-term fit within it). :func:`select_model` chooses one of them by its
 **trajectories**, not its derivative fit: each model is integrated (RK4) from the smoothed first
 states over the training window, and the model kept is the one with the fewest terms whose
 trajectory error is *admissible*::
@@ -36,7 +43,9 @@ import sympy
 from .export import Formula
 from .polish import TermModel
 
-__all__ = ["stlsq", "threshold_path", "best_subsets", "forward_path", "backward_path", "tolerance_models", "refine_equations", "admissible_limit", "KAPPA", "MAX_TERMS", "SparseModel", "select_model", "THRESHOLDS", "RIDGE", "RELATIVE_FLOOR"]
+__all__ = ["stlsq", "threshold_path", "best_subsets", "forward_path", "backward_path", "tolerance_models",
+           "refine_equations", "admissible_limit", "select_model", "SparseModel", "KAPPA", "MAX_TERMS",
+           "THRESHOLDS", "RIDGE", "RELATIVE_FLOOR"]
 
 THRESHOLDS = tuple(float(v) for v in np.geomspace(1e-4, 1.0, 29))
 """The thresholds of the path: a term's share of its equation's derivative RMS."""
@@ -53,8 +62,11 @@ KAPPA = 10.0
 factor of the best model's (module docstring)."""
 
 MAX_ITERATIONS = 25
+"""At most this many refits of one :func:`stlsq`."""
 
 MAX_TERMS = 8
+"""The stepwise paths stop at this many terms per equation, and STLSQ models with more are not scored."""
+
 BEST_SUBSET_SIZE = 4
 """Every support of up to this many terms per equation is tried (:func:`best_subsets`), as long
 as there are at most :data:`MAX_SUBSETS` of a size."""
