@@ -9,7 +9,8 @@ Stages (each a function of this package; :func:`discover_sparse` chains and time
    (:func:`~kanode.symbolic.candidates.default_candidates`);
 3. **sparse**: per equation, the best subsets of up to 4 terms, forward and backward stepwise
    paths and STLSQ over a path of thresholds; the joint model with the fewest terms whose
-   trajectories over the training window are admissible (:mod:`kanode.symbolic.sparse`);
+   trajectories over the training window are admissible, with the terms of the other
+   admissible models that are no longer (:mod:`kanode.symbolic.sparse`);
 4. **polish**: that model's terms and coefficients refitted through its own trajectories,
    small terms dropped, terms eliminated by forecasting held-out points
    (:func:`kanode.symbolic.polish`);
@@ -44,6 +45,7 @@ from .ablation import polish_from, term_library
 from .polish import TermModel, fit_initial_states, polish, refit
 from .settings import SymbolicConfig
 from .sparse import (MAX_TERMS, RELATIVE_FLOOR, SparseModel, backward_path, best_subsets, forward_path, refine_equations, select_model,
+                     union_of_ties,
                      threshold_path, tolerance_models)
 from .verdict import judge
 
@@ -103,6 +105,12 @@ def sparse_start(data: FitData, derivatives: Derivatives | None = None) -> Spars
                                data.state_names, t, y0, y, limit)
     if not np.array_equal(refined.coefficients != 0, path[chosen].coefficients != 0):
         path.append(refined)
+        chosen = len(path) - 1
+    union = union_of_ties(path, path[chosen], limit)
+    if union is not path[chosen]:
+        select_model([union], factors, data.state_names, t, y0, y, derivatives.residual_variance,
+                     RELATIVE_FLOOR * variance)                            # sets union.mse
+        path.append(union)
         chosen = len(path) - 1
     return SparseStart(factors, path, chosen, limit, derivatives)
 
