@@ -195,3 +195,28 @@ def test_kan_derivatives_are_the_fields_values_and_the_verdict_keeps_the_smoothe
     assert found.summary["derivatives"]["source"] == "field"
     assert f"smoothed data {smoothed.residual_variance:.4g}" in found.verdict.reason
     assert found.verdict.accepted == (found.summary["formula_mse_train"] <= 10 * smoothed.residual_variance)
+
+
+def test_the_union_of_ties_takes_the_admissible_models_that_are_no_longer() -> None:
+    from kanode.symbolic.sparse import union_of_ties
+
+    chosen = SparseModel(np.array([[1.0, 0, 0, 0], [0, 2.0, 0, 0]]), 0.0, mse=0.5)
+    tie = SparseModel(np.array([[0, 0, 3.0, 0], [0, 2.5, 0, 0]]), 0.0, mse=0.4)          # 2 terms, admissible
+    longer = SparseModel(np.array([[1.0, 0, 0, 7.0], [0, 2.0, 0, 0]]), 0.0, mse=0.1)     # 3 terms
+    outside = SparseModel(np.array([[0, 0, 0, 9.0], [0, 0, 0, 9.0]]), 0.0, mse=2.0)      # not admissible
+    union = union_of_ties([chosen, tie, longer, outside], chosen, limit=1.0)
+    np.testing.assert_array_equal(union.coefficients, [[1.0, 0, 3.0, 0], [0, 2.0, 0, 0]])
+    assert union_of_ties([chosen, longer, outside], chosen, limit=1.0) is chosen
+
+
+def test_the_sparse_start_keeps_the_law_among_look_alikes_on_noisy_lotka_volterra() -> None:
+    """5 % noise, 4 trajectories (data seed 2): two 4-term models are admissible, the law and
+    y' = a·x²y + b·xy/(1 + x²), whose derivative-fitted coefficients give the smaller trajectory
+    error; the start carries both y' supports, so the polish can keep the law."""
+    from kanode.config import FitConfig
+    from kanode.data import load_data
+
+    data = load_data(FitConfig(noise=0.05, n_traj=4, data_seed=2)).to(torch.float64, "cpu")
+    start = sparse_start(data)
+    found = [{str(start.factors[j]) for j in np.flatnonzero(row)} for row in start.model.coefficients]
+    assert found[0] == {"x", "x*y"} and {"y", "x*y"} <= found[1], found
