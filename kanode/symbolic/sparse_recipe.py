@@ -4,7 +4,7 @@ Stages (each a function of this package; :func:`discover_sparse` chains and time
 
 1. **derivatives**: smoothed finite differences (:func:`~kanode.symbolic.derivatives.smoothed_derivatives`,
    the window chosen by leave-one-out error), or a trained vector field's values at the data
-   (``derivatives="field"``: a KAN-ODE fitted first, :func:`fit_kan_rates`);
+   (``derivatives="kan"``: a KAN-ODE fitted first, :func:`fit_kan_rates`);
 2. **library**: the default candidates built from the data's scales
    (:func:`~kanode.symbolic.candidates.default_candidates`);
 3. **sparse**: per equation, the best subsets of up to 4 terms, forward and backward stepwise
