@@ -11,7 +11,6 @@ anew. The first build prints one notice on stderr (it takes about a minute).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import platform
 import sys
 import warnings
@@ -49,34 +48,14 @@ def build(source: Path, prefix: str, what: str) -> ModuleType:
     text = b"".join(path.read_bytes() for path in [source, *sorted(HEADERS.glob("*.h"))])
     digest = hashlib.sha1(text + " ".join(flags).encode()).hexdigest()[:8]
     name = f"{prefix}_{digest}_{cpu_tag()}"
-    library = _built_library(name)
-    if library is not None:  # built before, from this very text: load it without asking ninja, which
-        return _load(name, library)  # would rebuild it for a checkout at another path (same text)
-    print(f"kanode: compiling {what} (once per machine, about a minute) ...", file=sys.stderr, flush=True)
+    try:  # a private helper: only for the notice below
+        built = any(Path(cpp_extension._get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
+    except Exception:
+        built = False
+    if not built:
+        print(f"kanode: compiling {what} (once per machine, about a minute) ...", file=sys.stderr, flush=True)
     return cpp_extension.load(name=name, sources=[str(source)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
                               verbose=False)
-
-
-def _built_library(name: str) -> Path | None:
-    """The compiled library of the kernel ``name`` in the extensions cache, if it is there."""
-    from torch.utils import cpp_extension
-
-    try:  # a private helper of torch: where load() builds ``name``
-        directory = Path(cpp_extension._get_build_directory(name, verbose=False))
-    except Exception:
-        return None
-    library = directory / f"{name}.so"
-    return library if library.is_file() else None
-
-
-def _load(name: str, library: Path) -> ModuleType:
-    """Import the compiled module ``name`` from its library file."""
-    spec = importlib.util.spec_from_file_location(name, library)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {library}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Kernel:
