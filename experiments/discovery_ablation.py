@@ -105,7 +105,7 @@ def start_formula(case: Case, start: str):
     names = tuple(case.data.state_names)
     if start == "kanode":
         torch.set_num_threads(1)
-        found = discover(case.data, case.config, SymbolicConfig(polish_rounds=0),
+        found = discover(case.data, case.config, SymbolicConfig(start="kan", polish_rounds=0),
                          progress=lambda line: print(f"    kanode {line}", flush=True))
         return found.raw_formula
     if start == "sindy":

@@ -32,7 +32,8 @@ from kanode.cli_args import HELP, OneLineParser
 from kanode.config import ConfigError, FitConfig, check_fixed_steps
 from kanode.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_REJECTED
 
-from .pipeline import DiscoveryError, discover
+from .pipeline import DiscoveryError
+from .recipe import discover
 from .polish import holdout_points
 from .settings import SymbolicConfig
 
@@ -44,6 +45,10 @@ SPARSIFY_FLAGS = ("hidden", "first_layer", "grid_size", "sparsity", "sparsity_l1
                   "coef_l1", "sparse_steps", "sparse_lbfgs_steps", "lr")
 """Recipe flags of the first stage, which RUN_DIR replaces by its trained KAN."""
 RECIPE_HELP = {
+    "start": "where the formula comes from: sparse (regression of derivative estimates on the default "
+             "candidate terms, then the polish) or kan (the KAN's symbolified edges, then the polish)",
+    "derivatives": "derivative estimates of the sparse start: smoothed (local polynomials of the data) "
+                   "or kan (the field of a KAN-ODE fitted first)",
     "hidden": "hidden width of the KAN the recipe starts from",
     "first_layer": "first layer at the start: linear (trainable affine symbolic edges) or spline",
     "grid_size": "B-spline grid intervals of the spline edges",

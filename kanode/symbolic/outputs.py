@@ -1,4 +1,5 @@
-"""The files of a discovery: formula.json/.tex/.py, summary.json, edges.png, network.png."""
+"""The files of a discovery: formula.json/.tex/.py, summary.json; edges.png and network.png
+when the formula came from a KAN."""
 
 from __future__ import annotations
 
@@ -76,6 +77,8 @@ def write_discovery(discovery: Discovery, out: str | Path) -> list[Path]:
     paths[1].write_text(latex(formula))
     paths[2].write_text(python_source(formula))
     paths.append(write_summary(discovery.summary, out))
+    if discovery.field is None:   # the sparse start: no network, no edges to draw
+        return paths
     for name, fig in (("edges.png", edge_fits(discovery.plot_edges or [])),
                       ("network.png", _network_figure(discovery))):
         fig.savefig(out / name, dpi=110)

@@ -1,6 +1,7 @@
-"""The whole recipe: sparsify → prune → retrain → symbolify → fine-tune → export → polish.
+"""The KAN recipe: sparsify → prune → retrain → symbolify → fine-tune → export → polish.
 
-Each stage is one of the package's functions over models; :func:`discover`
+(``SymbolicConfig(start="kan")``; the default start is :mod:`kanode.symbolic.sparse_recipe`.)
+Each stage is one of the package's functions over models; :func:`discover_kan`
 only chains them and times them. Defaults (measured on Lotka–Volterra, the
 default protocol; see the README section "Equations from data"):
 
@@ -59,7 +60,7 @@ from .symbolic_layer import as_mixed, set_edge
 from .symbolify import EdgeReport, edge_samples, symbolify
 from .verdict import Verdict, judge
 
-__all__ = ["SymbolicConfig", "Discovery", "discover", "DiscoveryError", "formula_mse", "distill", "finetune_stage"]
+__all__ = ["SymbolicConfig", "Discovery", "discover_kan", "DiscoveryError", "formula_mse", "distill", "finetune_stage"]
 
 
 FINETUNE_HORIZON = 8
@@ -233,9 +234,9 @@ def formula_mse(formula: Formula, data: FitData,
     return train, float(np.mean((pred - y) ** 2))
 
 
-def discover(data: FitData, config: FitConfig, sym: SymbolicConfig | None = None,
-             start: VectorField | None = None, progress: Callable[[str], None] | None = None) -> Discovery:
-    """Run the recipe on ``data``; ``start`` continues from a trained KAN field instead of stage 1.
+def discover_kan(data: FitData, config: FitConfig, sym: SymbolicConfig | None = None,
+                 start: VectorField | None = None, progress: Callable[[str], None] | None = None) -> Discovery:
+    """Run the KAN recipe on ``data``; ``start`` continues from a trained KAN field instead of stage 1.
 
     Raises
     ------

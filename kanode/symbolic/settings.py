@@ -27,6 +27,13 @@ __all__ = ["SymbolicConfig", "MAX_HIDDEN", "MAX_POLISH_ROUNDS"]
 MAX_HIDDEN = 256
 MAX_POLISH_ROUNDS = 100
 FIRST_LAYERS = ("linear", "spline")
+STARTS = ("sparse", "kan")
+"""Where the formula comes from: the sparse regression on derivative estimates
+(:mod:`kanode.symbolic.sparse_recipe`, the default) or the KAN's symbolified edges
+(:mod:`kanode.symbolic.pipeline`; also whenever a trained KAN run is given)."""
+DERIVATIVES = ("smoothed", "kan")
+"""The sparse regression's derivative estimates: local polynomials of the data, or the field of
+a KAN-ODE fitted first (:func:`kanode.symbolic.sparse_recipe.fit_kan_rates`)."""
 
 # name -> (lowest, highest, what the limit is)
 INT_RANGES: dict[str, tuple[int, int, str]] = {
@@ -62,6 +69,8 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool, bool]] = {
 class SymbolicConfig:
     """Settings of the recipe (the data and solver come from a :class:`kanode.config.FitConfig`)."""
 
+    start: str = "sparse"
+    derivatives: str = "smoothed"
     hidden: int = 4
     first_layer: str = "linear"
     grid_size: int = 5
@@ -112,6 +121,10 @@ class SymbolicConfig:
                             if math.isinf(hi) else
                             f"a number in {'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}")
                     raise ConfigError(f"{f.name} must be {what}, got {value}")
+        if self.start not in STARTS:
+            raise ConfigError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
+        if self.derivatives not in DERIVATIVES:
+            raise ConfigError(f"derivatives must be one of {', '.join(DERIVATIVES)}, got {self.derivatives!r}")
         if self.first_layer not in FIRST_LAYERS:
             raise ConfigError(f"first_layer must be one of {', '.join(FIRST_LAYERS)}, got {self.first_layer!r}")
         self.library_names  # noqa: B018 - validates the names

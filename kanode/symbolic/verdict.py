@@ -32,18 +32,19 @@ class Verdict:
 
 
 def judge(formula_mse: float | None, kan_mse: float | None, data_variance: float,
-          tolerance: float = FORMULA_TOLERANCE) -> Verdict:
+          tolerance: float = FORMULA_TOLERANCE, reference: str = "KAN") -> Verdict:
     """The rule of the module docstring. ``formula_mse`` None or non-finite: the formula's
     trajectories failed; ``kan_mse`` None or non-finite: only the formula's finiteness and the
-    negligible-error bound are checked."""
+    negligible-error bound are checked. ``reference`` names what ``kan_mse`` is the error of
+    (the sparse recipe compares with its smoothed data's leave-one-out error)."""
     shown_kan = "not finite" if kan_mse is None or not math.isfinite(kan_mse) else f"{kan_mse:.4g}"
     if formula_mse is None or not math.isfinite(formula_mse):
         return Verdict(False, f"the formula's trajectories are not finite on the training window "
-                              f"(the KAN's trajectory MSE: {shown_kan})")
-    errors = f"trajectory MSE: formula {formula_mse:.4g}, KAN {shown_kan}"
+                              f"(the {reference}'s trajectory MSE: {shown_kan})")
+    errors = f"trajectory MSE: formula {formula_mse:.4g}, {reference} {shown_kan}"
     if formula_mse <= NEGLIGIBLE * data_variance:
         return Verdict(True, f"{errors}; the formula's is below {NEGLIGIBLE:g} of the data's variance")
     if kan_mse is not None and math.isfinite(kan_mse) and formula_mse > tolerance * kan_mse:
         return Verdict(False, f"the formula does not reproduce the data: its {errors} "
-                              f"(more than {tolerance:g}x the KAN's)")
-    return Verdict(True, f"{errors} (at most {tolerance:g}x the KAN's)")
+                              f"(more than {tolerance:g}x the {reference}'s)")
+    return Verdict(True, f"{errors} (at most {tolerance:g}x the {reference}'s)")

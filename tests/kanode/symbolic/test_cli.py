@@ -15,10 +15,10 @@ from kanode.config import FitConfig, dump_config
 from kanode.exit_codes import EXIT_REJECTED
 from kanode.symbolic.export import terms
 
-# few steps: exercises every stage; the polish finds the law from this poor KAN on the canonical
+# the KAN recipe (--start kan), few steps: exercises every stage; the polish finds the law from this poor KAN on the canonical
 # window (t <= 3.4, 35 points). On a window of 14 points (--train-fraction 0.1) no version of the
 # polish did: the short arc is fitted as well by other quadratics.
-TINY = ["--hidden", "3", "--sparse-steps", "10", "--sparse-lbfgs-steps", "5",
+TINY = ["--start", "kan", "--hidden", "3", "--sparse-steps", "10", "--sparse-lbfgs-steps", "5",
         "--retrain-steps", "3", "--retrain-lbfgs-steps", "3", "--finetune-steps", "3",
         "--finetune-lbfgs-steps", "5", "--polish-rounds", "1"]
 

@@ -34,6 +34,8 @@ BAD = {
     "--holdout-fraction 0.9": (["--holdout-fraction", "0.9"], "holdout_fraction must be a number in (0, 0.5]"),
     "--edge-threshold 1": (["--edge-threshold", "1"], "edge_threshold must be a number in [0, 1)"),
     "--first-layer dense": (["--first-layer", "dense"], "first_layer must be one of linear, spline"),
+    "--start sindy": (["--start", "sindy"], "start must be one of sparse, kan, got 'sindy'"),
+    "--derivatives fd": (["--derivatives", "fd"], "derivatives must be one of smoothed, kan, got 'fd'"),
 }
 
 
