@@ -63,7 +63,7 @@ def load_study(path: Path, smoke: bool) -> dict[str, Any]:
             study[section]["lr"] = s["lr"]
         study["main"]["systems"] = s["systems"]
         study["per_system"] = {}  # the smoke's short schedule for every system
-        study["hessian"] = {"exact_max": s["hessian_exact_max"], "k": s["hessian_k"]}
+        study["hessian"] = {"max_params": s["hessian_max_params"]}
         study["reference"].update(labels=s["reference_labels"], lbfgs_steps=s["reference_lbfgs_steps"],
                                   plateau_steps=s["reference_plateau_steps"],
                                   plateau_rtol=s["reference_plateau_rtol"])

@@ -309,16 +309,19 @@ def _cached(run_dir: Path, name: str, compute: Any) -> Any:
 
 
 def hessian_summary(run_dir: Path, compute: bool = True, exact_max: int = EXACT_MAX_PARAMS,
-                    k: int = 20) -> dict[str, Any]:
+                    k: int = 20, max_params: int | None = None) -> dict[str, Any]:
     """λ_max, trace and the count of eigenvalues above 1e-6 λ_max of the final model's loss
-    (cached in ``<run_dir>/study_hessian.json``); NaN when not ``compute`` and not cached.
-    Exact up to ``exact_max`` parameters, else the ``k`` largest eigenvalues by Lanczos."""
+    (cached in ``<run_dir>/study_hessian.json``); NaN when not ``compute`` and not cached, or
+    for a model of more than ``max_params`` parameters. Exact up to ``exact_max`` parameters,
+    else the ``k`` largest eigenvalues by Lanczos."""
     skipped = {"lambda_max": math.nan, "trace": math.nan, "n_above": math.nan, "method": "not computed"}
 
     def spectrum() -> dict[str, Any] | None:
         if not compute:
             return None
         n = int((read_summary(run_dir / "summary.json") or {}).get("n_params") or 0)
+        if max_params is not None and n > max_params:
+            return None
         exact = n <= exact_max
         try:
             result = run_hessian(run_dir, method="exact" if exact else "lanczos", k=k, tol=LANCZOS_TOL)
