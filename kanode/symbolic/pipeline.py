@@ -234,6 +234,52 @@ def formula_mse(formula: Formula, data: FitData,
     return train, float(np.mean((pred - y) ** 2))
 
 
+class StageLog:
+    """A recipe's summary and its progress: calling it with (stage, what it did) records the
+    stage's wall seconds since the previous one in ``summary["times_s"]`` and says
+    ``"<stage>: <what> (<s> s)"``."""
+
+    def __init__(self, sym: SymbolicConfig, progress: Callable[[str], None] | None = None) -> None:
+        self.summary: dict[str, Any] = {"recipe": asdict(sym), "times_s": {}}
+        self._say = progress or (lambda line: None)
+        self._timer = time.perf_counter()
+
+    def __call__(self, name: str, line: str) -> None:
+        now = time.perf_counter()
+        self.summary["times_s"][name] = round(now - self._timer, 3)
+        self._timer = now
+        self._say(f"{name}: {line} ({self.summary['times_s'][name]:.1f} s)")
+
+
+def polish_record(polished: Any) -> dict[str, Any]:
+    """The summary's record of a :func:`~kanode.symbolic.polish.polish`: its refits and its
+    support selection (held-out points, the chosen step, the path)."""
+    return {"polish_rounds": polished.refits,
+            "selection": {"holdout_points": polished.holdout, "chosen": polished.chosen,
+                          "path": [dataclasses.asdict(step) for step in polished.path]}}
+
+
+def evaluate_formula(formula: Formula, data: FitData, start_states: np.ndarray | None,
+                     reference_mse: float | None, summary: dict[str, Any], reference: str = "KAN"
+                     ) -> tuple[np.ndarray, float | None, float | None, Verdict]:
+    """The formula's trajectories from its fitted initial states (n_traj, dim) against the data,
+    and its verdict against ``reference_mse`` (the training-window MSE of ``reference``):
+    (initial states, training MSE, whole-grid MSE, verdict), also recorded in ``summary``."""
+    initial_states, _ = fit_initial_states(formula, data, start_states)
+    train_mse, full_mse = formula_mse(formula, data, initial_states)
+    verdict = judge(train_mse, reference_mse, float(data.y_train.double().var(dim=(0, 1)).mean()),
+                    reference=reference)
+    summary["initial_states"] = {"t0": float(data.t[0]), "states": initial_states.tolist()}
+    summary["formula_mse_train"], summary["formula_mse_full"] = train_mse, full_mse
+    summary["verdict"] = {"accepted": verdict.accepted, "reason": verdict.reason}
+    return initial_states, train_mse, full_mse, verdict
+
+
+def show(value: float | None) -> str:
+    """A trajectory MSE for a progress line ("n/a" when the integration failed)."""
+    return "n/a" if value is None else f"{value:.4g}"
+
+
 def discover_kan(data: FitData, config: FitConfig, sym: SymbolicConfig | None = None,
                  start: VectorField | None = None, progress: Callable[[str], None] | None = None) -> Discovery:
     """Run the KAN recipe on ``data``; ``start`` continues from a trained KAN field instead of stage 1.
@@ -244,16 +290,8 @@ def discover_kan(data: FitData, config: FitConfig, sym: SymbolicConfig | None = 
         ``exc.partial`` keeps the summary so far.
     """
     sym = sym or SymbolicConfig()
-    say = progress or (lambda line: None)
-    summary: dict[str, Any] = {"recipe": asdict(sym), "times_s": {}}
-    timer = time.perf_counter()
-
-    def stage(name: str, line: str) -> None:
-        nonlocal timer
-        now = time.perf_counter()
-        summary["times_s"][name] = round(now - timer, 3)
-        timer = now
-        say(f"{name}: {line} ({summary['times_s'][name]:.1f} s)")
+    stage = StageLog(sym, progress)
+    summary = stage.summary
 
     config = config.replace(lr=sym.lr)
     if start is None:
@@ -328,26 +366,14 @@ def discover_kan(data: FitData, config: FitConfig, sym: SymbolicConfig | None = 
         except ValueError as exc:   # a window too short to hold points out
             raise DiscoveryError(str(exc), summary) from None
         formula, start_states = polished.formula, polished.initial_states
-        summary["polish_rounds"] = polished.refits
-        summary["terms_from"] = polished.terms_from
-        summary["selection"] = {"holdout_points": polished.holdout, "chosen": polished.chosen,
-                                "path": [dataclasses.asdict(step) for step in polished.path]}
+        summary.update(polish_record(polished), terms_from=polished.terms_from)
         stage("polish", "; ".join(f"{k}' = {v}" for k, v in formula.as_strings().items())
               + f" (terms from: {polished.terms_from}; the selection forecast the last "
                 f"{polished.holdout} points)")
-    initial_states, _ = fit_initial_states(formula, data, start_states)
-    train_mse, full_mse = formula_mse(formula, data, initial_states)
-    verdict = judge(train_mse, kan_train, float(data.y_train.double().var(dim=(0, 1)).mean()))
-    summary["initial_states"] = {"t0": float(data.t[0]), "states": initial_states.tolist()}
-    summary["formula_mse_train"], summary["formula_mse_full"] = train_mse, full_mse
-    summary["verdict"] = {"accepted": verdict.accepted, "reason": verdict.reason}
-    stage("evaluate", f"trajectory MSE from the fitted initial states: formula train {_show(train_mse)}, "
-                      f"full {_show(full_mse)}; KAN train {_show(kan_train)}, full {_show(kan_full)}")
+    initial_states, train_mse, full_mse, verdict = evaluate_formula(formula, data, start_states, kan_train, summary)
+    stage("evaluate", f"trajectory MSE from the fitted initial states: formula train {show(train_mse)}, "
+                      f"full {show(full_mse)}; KAN train {show(kan_train)}, full {show(kan_full)}")
     return Discovery(formula, raw, field_, edges, summary, z, plot_edges, initial_states, verdict)
-
-
-def _show(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
 
 
 @torch.no_grad()

@@ -28,10 +28,7 @@ changed the terms: ``"sparse-regression"`` (the polish kept them), ``"polish-thr
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
-from dataclasses import asdict
-from typing import Any
 
 import numpy as np
 
@@ -39,15 +36,14 @@ from kanode.data import FitData
 
 from .candidates import default_candidates, evaluate_candidates
 from .derivatives import Derivatives, field_derivatives, smoothed_derivatives
-from .pipeline import Discovery, DiscoveryError, formula_mse
+from .pipeline import Discovery, DiscoveryError, StageLog, evaluate_formula, polish_record, show
 from .export import simplify, terms
 from .ablation import polish_from, term_library
-from .polish import TermModel, fit_initial_states, polish, refit
+from .polish import TermModel, polish, refit
 from .settings import SymbolicConfig
 from .sparse import (MAX_TERMS, RELATIVE_FLOOR, SparseModel, backward_path, best_subsets, forward_path, refine_equations, select_model,
                      union_of_ties,
                      threshold_path, tolerance_models)
-from .verdict import judge
 
 __all__ = ["discover_sparse", "SparseStart", "sparse_start", "fit_kan_rates"]
 
@@ -142,16 +138,8 @@ def discover_sparse(data: FitData, config, sym: SymbolicConfig,
 
     Raises DiscoveryError when the data are too short or not fully observed.
     """
-    say = progress or (lambda line: None)
-    summary: dict[str, Any] = {"recipe": asdict(sym), "times_s": {}}
-    timer = time.perf_counter()
-
-    def stage(name: str, line: str) -> None:
-        nonlocal timer
-        now = time.perf_counter()
-        summary["times_s"][name] = round(now - timer, 3)
-        timer = now
-        say(f"{name}: {line} ({summary['times_s'][name]:.1f} s)")
+    stage = StageLog(sym, progress)
+    summary = stage.summary
 
     try:
         if sym.derivatives == "kan":
@@ -199,7 +187,7 @@ def discover_sparse(data: FitData, config, sym: SymbolicConfig,
         except ValueError as exc:
             raise DiscoveryError(str(exc), summary) from None
         formula, start_states = polished.formula, polished.initial_states
-        summary["polish_rounds"] = polished.refits
+        summary.update(polish_record(polished))
         summary["terms_from"] = ("sparse-regression" if polished.terms_from == "export" and summary["start"] ==
                                  "sparse-regression" else polished.terms_from)
         cleaned = simplify(formula, states, sym.drop_threshold, digits=17)
@@ -212,20 +200,13 @@ def discover_sparse(data: FitData, config, sym: SymbolicConfig,
             formula = simplify(model.formula(), states, 0.0, sym.digits)
             start_states = model.y0
             summary["terms_from"] = "polish-threshold"
-        summary["selection"] = {"holdout_points": polished.holdout, "chosen": polished.chosen,
-                                "path": [dataclasses.asdict(step) for step in polished.path]}
         stage("polish", "; ".join(f"{k}' = {v}" for k, v in formula.as_strings().items())
               + f" (start: {summary['start']}; terms from: {summary['terms_from']})")
-    initial_states, _ = fit_initial_states(formula, data, start_states)
-    train_mse, full_mse = formula_mse(formula, data, initial_states)
-    variance = float(data.y_train.double().var(dim=(0, 1)).mean())
-    verdict = judge(train_mse, derivatives.residual_variance or None, variance, reference=SMOOTHED_REFERENCE)
-    summary["initial_states"] = {"t0": float(data.t[0]), "states": initial_states.tolist()}
-    summary["formula_mse_train"], summary["formula_mse_full"] = train_mse, full_mse
     summary["smoothed_mse_train"] = derivatives.residual_variance
-    summary["verdict"] = {"accepted": verdict.accepted, "reason": verdict.reason}
-    stage("evaluate", f"trajectory MSE from the fitted initial states: formula train {_show(train_mse)}, "
-                      f"full {_show(full_mse)}; smoothed data (leave-one-out) {derivatives.residual_variance:.4g}")
+    initial_states, train_mse, full_mse, verdict = evaluate_formula(
+        formula, data, start_states, derivatives.residual_variance or None, summary, reference=SMOOTHED_REFERENCE)
+    stage("evaluate", f"trajectory MSE from the fitted initial states: formula train {show(train_mse)}, "
+                      f"full {show(full_mse)}; smoothed data (leave-one-out) {derivatives.residual_variance:.4g}")
     return Discovery(formula, None, None, [], summary, None, None, initial_states, verdict)
 
 
@@ -259,6 +240,3 @@ def _support(formula) -> list[set[str]]:
 def _short(formula) -> dict[str, str]:
     return {k: v if len(v) < 200 else v[:200] + " …" for k, v in formula.as_strings().items()}
 
-
-def _show(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
