@@ -267,6 +267,35 @@ def simulate(rhs, y0: np.ndarray, t: np.ndarray, noise: float, seed: int) -> np.
     return sol * (1 + noise * rng.standard_normal(sol.shape))
 
 
+def lv_other_series() -> tuple[np.ndarray, np.ndarray]:
+    """Lotka–Volterra with other constants (0.8, 0.04, 0.6, 0.02) from (40, 12): 21 points on
+    [0, 20], 5 % multiplicative noise. (t (21,), y (21, 2))"""
+    t = np.arange(21.0)
+    return t, simulate(lambda s, v: lv_rhs(s, v, 0.8, 0.04, 0.6, 0.02), np.array([40.0, 12.0]), t, 0.05, seed=1)
+
+
+def brusselator_rhs(_t: float, v: np.ndarray, a: float, b: float, c: float, d: float) -> list[float]:
+    return [a + v[0] ** 2 * v[1] - b * v[0], c * v[0] - d * v[0] ** 2 * v[1]]
+
+
+def brusselator_series() -> tuple[np.ndarray, np.ndarray]:
+    """The Brusselator (A = 1, B = 3) from (1, 1.5): 21 points on [0, 20], 5 % multiplicative noise."""
+    t = np.linspace(0.0, 20.0, 21)
+    return t, simulate(lambda s, v: brusselator_rhs(s, v, 1.0, 4.0, 3.0, 1.0), np.array([1.0, 1.5]), t, 0.05, seed=2)
+
+
+def fitzhugh_nagumo_series() -> tuple[np.ndarray, np.ndarray]:
+    """FitzHugh–Nagumo (systems.FitzHughNagumo's constants) from (1, 1): 21 points on [0, 80],
+    additive noise of 10 % of each state's standard deviation."""
+    from systems import FitzHughNagumo
+
+    true = FitzHughNagumo()
+    t = np.linspace(0.0, 80.0, 21)
+    clean = solve_ivp(lambda s, v: true.rhs(s, v), (t[0], t[-1]), [1.0, 1.0], t_eval=t, rtol=1e-10, atol=1e-10).y.T
+    rng = np.random.default_rng(3)
+    return t, clean + 0.1 * clean.std(0) * rng.standard_normal(clean.shape)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0-4")
@@ -293,17 +322,13 @@ def main() -> int:
         text.append(ablation(t, y, args.seeds, "curriculum"))
         text.append(ablation(t, y, args.seeds, "selection"))
     if args.check:
-        t_sim = np.arange(21.0)
-        cases = {
-            "lv_other": (lambda s, v: lv_rhs(s, v, 0.8, 0.04, 0.6, 0.02), np.array([40.0, 12.0]), ("prey", "predator"),
-                         np.array([0.8, 0.04, 0.6, 0.02, 40.0, 12.0])),
-        }
-        for name, (rhs, start, names, guess) in cases.items():
-            y_sim = simulate(rhs, start, t_sim, 0.05, seed=1)
-            sim_rows, sim_curves = evaluate_case(name, t_sim, y_sim, names, args.seeds, guess, OUT)
-            write_table(sim_rows, OUT / "forecast.csv", name)
-            text.append(markdown(sim_rows, name, sim_curves["notes"]))
-            plot(t_sim, y_sim, sim_curves, names, OUT / f"{name}.png", f"{name}: 5 % noise, 16 + 5 points")
+        name, names = "lv_other", ("prey", "predator")
+        t_sim, y_sim = lv_other_series()
+        sim_rows, sim_curves = evaluate_case(name, t_sim, y_sim, names, args.seeds,
+                                             np.array([0.8, 0.04, 0.6, 0.02, 40.0, 12.0]), OUT)
+        write_table(sim_rows, OUT / "forecast.csv", name)
+        text.append(markdown(sim_rows, name, sim_curves["notes"]))
+        plot(t_sim, y_sim, sim_curves, names, OUT / f"{name}.png", f"{name}: 5 % noise, 16 + 5 points")
         text.append(brusselator_case(args.seeds))
         text.append(fitzhugh_nagumo_case(args.seeds))
     (OUT / "summary.md").write_text("\n".join(text), encoding="utf-8")
@@ -393,12 +418,8 @@ def mechanistic_case(name: str, rhs, t: np.ndarray, y: np.ndarray, guess: np.nda
 def brusselator_case(seeds: str) -> str:
     """The Brusselator (A = 1, B = 3: a chemical oscillator), 21 points on [0, 20], 5 %
     multiplicative noise; baseline: x' = a + x²y − b x, y' = c x − d x²y refitted."""
-    def rhs(_t, v, a, b, c, d):
-        return [a + v[0] ** 2 * v[1] - b * v[0], c * v[0] - d * v[0] ** 2 * v[1]]
-
-    t = np.linspace(0.0, 20.0, 21)
-    y = simulate(lambda s, v: rhs(s, v, 1.0, 4.0, 3.0, 1.0), np.array([1.0, 1.5]), t, 0.05, seed=2)
-    return mechanistic_case("brusselator", rhs, t, y, np.array([1.0, 4.0, 3.0, 1.0, y[0, 0], y[0, 1]]),
+    t, y = brusselator_series()
+    return mechanistic_case("brusselator", brusselator_rhs, t, y, np.array([1.0, 4.0, 3.0, 1.0, y[0, 0], y[0, 1]]),
                             np.full(6, 1e-6), ("x", "y"), seeds,
                             "Brusselator (A = 1, B = 3): 5 % noise, 16 + 5 points")
 
@@ -408,16 +429,10 @@ def fitzhugh_nagumo_case(seeds: str) -> str:
     a relaxation oscillator, period ≈ 42), 21 points on [0, 80] from (1, 1), additive noise of
     10 % of each state's standard deviation (v changes sign); baseline: its own 4 constants and
     the initial state refitted."""
-    from systems import FitzHughNagumo
-
     def rhs(_t, v, a, b, tau, current):
         return [v[0] - v[0] ** 3 / 3 - v[1] + current, (v[0] + a - b * v[1]) / tau]
 
-    true = FitzHughNagumo()
-    t = np.linspace(0.0, 80.0, 21)
-    clean = solve_ivp(lambda s, v: true.rhs(s, v), (t[0], t[-1]), [1.0, 1.0], t_eval=t, rtol=1e-10, atol=1e-10).y.T
-    rng = np.random.default_rng(3)
-    y = clean + 0.1 * clean.std(0) * rng.standard_normal(clean.shape)
+    t, y = fitzhugh_nagumo_series()
     return mechanistic_case("fitzhugh_nagumo", rhs, t, y, np.array([0.7, 0.8, 12.5, 0.5, y[0, 0], y[0, 1]]),
                             np.array([1e-6] * 4 + [-np.inf] * 2), ("v", "w"), seeds,
                             "FitzHugh–Nagumo: 10 % noise, 16 + 5 points")

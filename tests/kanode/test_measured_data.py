@@ -19,7 +19,7 @@ from kanode.lifecycle import prepare
 from kanode.ode import solve
 from kanode.train import Trainer, training_loss
 
-HARE_LYNX = Path("/work/wt/_brief/hare_lynx.csv")
+HARE_LYNX = Path(__file__).resolve().parents[2] / "experiments" / "data" / "hare_lynx.csv"
 SMALL = dict(method="rk4", widths=[2, 4, 2], grid_size=4, plots=False, steps=2, lbfgs_steps=0,
              optimizer="adam", eval_every=1)
 
@@ -188,7 +188,6 @@ def test_data_defaults_train_on_everything_and_hold_out_nothing(tmp_path):
         load_data(FitConfig(data=str(path), holdout_last=15))
 
 
-@pytest.mark.skipif(not HARE_LYNX.exists(), reason="the hare-lynx file of the brief")
 def test_hare_lynx_holdout_last_command_line(tmp_path, capsys):
     status = main(["--data", str(HARE_LYNX), "--holdout-last", "5", "--out", str(tmp_path / "run"),
                    "--quiet", "--widths", "2", "3", "2", "--grid-size", "3", "--steps", "2",
