@@ -46,12 +46,26 @@ def series(case: str) -> tuple[np.ndarray, np.ndarray]:
             "fitzhugh_nagumo": fitzhugh_nagumo_series}[case]()
 
 
-def base_l2(t: np.ndarray, y: np.ndarray) -> float:
-    """The recipe's noise-derived weight σ̂²/n_obs of the training points (kanode.recipes)."""
-    from kanode.recipes import noise_variance
+def train_file(case: str) -> Path:
+    """The case's first N_TRAIN points as a data file (written once)."""
+    path = RUNS / f"{case}_train.csv"
+    if not path.exists():
+        t, y = series(case)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_series(path, t[:N_TRAIN], y[:N_TRAIN], ("a", "b"))
+    return path
 
-    y_train = torch.as_tensor(y[:N_TRAIN])[None]                  # (1, n_train, 2)
-    return noise_variance(torch.as_tensor(t[:N_TRAIN]), y_train) / y_train.numel()
+
+def base_l2(case: str) -> float:
+    """The short-series recipe's own noise-derived weight σ̂²/n_obs for the case's training file
+    (:func:`kanode.recipes.short_series_settings`, before the selection scales it)."""
+    from kanode.config import FitConfig
+    from kanode.data import load_data
+    from kanode.recipes import short_series_settings
+
+    config = FitConfig(data=str(train_file(case)), n_test_traj=0, train_fraction=1.0, model="mlp",
+                       recipe="short-series")
+    return short_series_settings(config, load_data(config).to(torch.float64, "cpu"))["l2"]
 
 
 def fit_and_score(case: str, tag: str, flags: list[str], seeds: str) -> tuple[list[float], list[float]]:
@@ -59,10 +73,7 @@ def fit_and_score(case: str, tag: str, flags: list[str], seeds: str) -> tuple[li
     t, y = series(case)
     out = RUNS / f"{case}-{tag}"
     if not (out / "ensemble.json").exists():
-        train = RUNS / f"{case}_train.csv"
-        train.parent.mkdir(parents=True, exist_ok=True)
-        write_series(train, t[:N_TRAIN], y[:N_TRAIN], ("a", "b"))
-        cmd = [sys.executable, "-m", "kanode.fit", "--data", str(train), "--n-test-traj", "0", "--train-fraction",
+        cmd = [sys.executable, "-m", "kanode.fit", "--data", str(train_file(case)), "--n-test-traj", "0", "--train-fraction",
                "1", "--recipe", "short-series", "--model", "mlp", "--seeds", seeds, "--out", str(out), "--quiet",
                "--no-plots", *flags]
         print("  " + " ".join(cmd[1:]), flush=True)
@@ -81,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("hare_lynx", "silu", "SiLU activation (selection on)", ["--activation", "silu"])]
     for case, factors in (("hare_lynx", (4.0, 8.0)), ("lv_other", (4.0,)), ("brusselator", (4.0,)),
                           ("fitzhugh_nagumo", (4.0,))):
-        weight = base_l2(*series(case))
+        weight = base_l2(case)
         for c in factors:
             variants.append((case, f"l2x{c:g}", f"l2 = {c:g} × the noise-derived {weight:.3g} (no selection)",
                              ["--l2", repr(c * weight)]))

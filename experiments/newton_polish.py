@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     rows = []
     for run in args.runs:
-        f0 = newton_polish(run, args.iters)
-        print(f"{run}: {f0[0]['loss']:.4e} -> {f0[-1]['loss']:.4e} in {len(f0) - 1} iterations", flush=True)
-        rows += f0
+        run_rows = newton_polish(run, args.iters)
+        print(f"{run}: {run_rows[0]['loss']:.4e} -> {run_rows[-1]['loss']:.4e} in {len(run_rows) - 1} iterations", flush=True)
+        rows += run_rows
     if args.out is not None:
         with args.out.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

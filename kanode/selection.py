@@ -22,7 +22,8 @@ is not. :func:`select_l2` chooses it by rolling-origin validation on the trainin
 
 Nothing after the training window is read (the held-out points of ``holdout_last`` /
 ``train_fraction`` are not part of it). A window of fewer than :data:`MIN_POINTS` points,
-or a user's own ``l2`` (any value given, 0 included), selects nothing. The choice and every
+a user's own ``l2`` (any value given, 0 included), or a noise estimate of 0 (data without
+curvature or noise at the sampling scale: every factor of 0 is 0) selects nothing. The choice and every
 score are in :class:`L2Selection` (``describe()`` for the terminal, ``to_dict()`` as the
 run's ``selection.json``); the run's ``config.toml`` holds the chosen ``l2``, so a rerun of
 it fits the same model without selecting again.
@@ -140,8 +141,8 @@ def resolve_recipe(config: FitConfig, given: Collection[str] = ()) -> RecipeResu
         return RecipeResult(config, {}, {})
     data = load_data(config).to(getattr(torch, config.dtype), config.device)
     result = apply_recipe(config, data, given)
-    if config.recipe != "short-series" or config.l2 != 0.0 or "l2" in given:
-        return result
+    if config.recipe != "short-series" or config.l2 != 0.0 or "l2" in given or result.config.l2 == 0.0:
+        return result  # a user's l2, or a zero noise estimate: every factor would give the same fit
     selection = select_l2(config, data, given)
     if selection is None:
         return result

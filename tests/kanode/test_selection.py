@@ -95,6 +95,25 @@ def test_no_selection_for_a_users_l2_or_a_short_window(tmp_path: Path) -> None:
     assert short.selection is None and short.config.l2 > 0
 
 
+def test_no_selection_when_the_noise_estimate_is_zero(tmp_path: Path, monkeypatch) -> None:
+    """Straight-line data: the pseudo-residuals are 0, so is the recipe's l2 and every factor of
+    it; no validation fits are run (before, 12 ran, and again inside fit(), whose resolved l2
+    of 0 looked unresolved)."""
+    import kanode.selection as selection
+
+    path = tmp_path / "line.csv"
+    rows = ["traj,t,a,b"] + [f"0,{i},{1.0 + 0.5 * i},{2.0 + 0.25 * i}" for i in range(16)]
+    path.write_text("\n".join(rows) + "\n")
+    config = FitConfig(data=str(path), **QUICK)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("select_l2 ran on a zero noise estimate")
+
+    monkeypatch.setattr(selection, "select_l2", fail)
+    result = resolve_recipe(config)
+    assert result.selection is None and result.config.l2 == 0.0 and result.applied["l2"] == 0.0
+
+
 def test_the_commands_keep_given_settings_and_write_the_selection(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """``kanode.fit --seeds`` with ``--horizons`` (no value) and ``--l2``: the members fit without
