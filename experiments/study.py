@@ -11,7 +11,11 @@ interrupted ones):
 3. ``reference`` KAN-ODEs' Lotka–Volterra pair (study.toml [reference]:
                KAN [2, 6, 2] and MLP [2, 50, 2]) refitted at the rates the
                budget stage chose, with a longer L-BFGS phase;
-4. ``analyse`` per (system, family, budget): the learning rate with the lowest
+4. ``polish``  Levenberg–Marquardt (kanode.polish) from the last checkpoint of
+               every budget-stage run at its cell's chosen rate and of every
+               reference run, to study.toml [polish]'s plateau: is the L-BFGS
+               plateau the model's or the optimiser's?
+5. ``analyse`` per (system, family, budget): the learning rate with the lowest
                median validation loss; at it, training / extrapolation / test
                losses over the seeds, win counts, a Mann–Whitney U test, time
                and peak memory of one training step, the Hessian of the median
@@ -20,7 +24,7 @@ interrupted ones):
 Usage::
 
     python experiments/study.py [--smoke] [--out runs/study] [--results DIR]
-                                [--workers 2] [--stages main,budget,reference,analyse]
+                                [--workers 2] [--stages main,budget,reference,polish,analyse]
 
 Writes ``runs.csv`` (one row per fit), ``verdict.csv``, ``budget.csv``,
 ``summary.md``, ``timing.json`` (seconds per stage; ``total_from_scratch_s``,
@@ -45,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kanode.sweep import SweepConfig, expand, make_backend, run_sweep, threads_per_worker  # noqa: E402
 
-STAGES = ("main", "budget", "reference", "analyse")
+STAGES = ("main", "budget", "reference", "polish", "analyse")
 
 
 def load_study(path: Path, smoke: bool) -> dict[str, Any]:
@@ -69,6 +73,7 @@ def load_study(path: Path, smoke: bool) -> dict[str, Any]:
                                   plateau_rtol=s["reference_plateau_rtol"])
         for family in ("kan", "mlp1", "mlp2"):
             study["budget"][family] = s[f"budget_{family}"]
+        study["polish"] = {k: s[f"polish_{k}"] for k in ("max_steps", "plateau_steps", "plateau_rtol")}
     return study
 
 
@@ -129,6 +134,54 @@ def reference_sweep(study: dict[str, Any], name: str, budget_out: Path) -> Sweep
                                   "base": base, "models": picked}, source="study.toml [reference]")
 
 
+def polish_targets(study: dict[str, Any], out: Path) -> list[Path]:
+    """The runs stage ``polish`` polishes: every finished budget-stage run at its cell's chosen rate
+    (on validation, as the tables choose) and every finished reference run, largest models first."""
+    from study_report import chosen, collect
+
+    rows = collect(out, study, stages=("budget", "reference"), test=False)
+    picked = [r for runs in chosen(rows, "budget").values() for r in runs]
+    picked += [r for r in rows if r["stage"] == "reference"]
+    picked = [r for r in picked if r["status"] == "finished"]
+    return [out / r["run_dir"] for r in sorted(picked, key=lambda r: -int(r["n_params"]))]
+
+
+def _polish_one(run: Path, settings: dict[str, Any]) -> tuple[Path, str | None]:
+    """Polish one run in a worker process (one torch thread); (run, error message or None)."""
+    import torch
+
+    from kanode.config import ConfigError
+    from kanode.polish import polish_run
+
+    torch.set_num_threads(1)
+    try:
+        polish_run(run, **settings)
+    except (ConfigError, ValueError, RuntimeError) as exc:
+        return run, str(exc)
+    return run, None
+
+
+def polish_stage(study: dict[str, Any], out: Path, workers: int) -> tuple[float, int]:
+    """Stage 4 (resumable: a run with its ``polish.json`` is done); (wall seconds, runs failed)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from kanode.polish import POLISH_FILE
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    todo = [run for run in polish_targets(study, out) if not (run / POLISH_FILE).exists()]
+    settings = {k: study["polish"][k] for k in ("max_steps", "plateau_steps", "plateau_rtol")}
+    failed = 0
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(_polish_one, run, settings) for run in todo]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="Study stage polish", unit="run"):
+            run, error = future.result()
+            if error is not None:
+                failed += 1
+                print(f"polish {run}: {error}", file=sys.stderr, flush=True)
+    return time.perf_counter() - start, failed
+
+
 def run_stage(sweep: SweepConfig, out: Path, workers: int) -> tuple[float, int]:
     """Run (or resume) a sweep with packing; (wall seconds, runs not finished/diverged)."""
     specs = expand(sweep)
@@ -167,9 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     builders = {"main": lambda: main_sweep(study, "main"), "budget": lambda: budget_sweep(study, "budget"),
                 "reference": lambda: reference_sweep(study, "reference", out / "budget")}
-    for stage, build in builders.items():
+    for stage in ("main", "budget", "reference", "polish"):
         if stage in stages:
-            seconds, bad = run_stage(build(), out / stage, args.workers)
+            seconds, bad = (polish_stage(study, out, args.workers) if stage == "polish"
+                            else run_stage(builders[stage](), out / stage, args.workers))
             timing[stage] = timing.get(stage, 0.0) + seconds  # a resumed stage adds its remaining time
             failed += bad
             timing_path.write_text(json.dumps(timing, indent=1) + "\n")

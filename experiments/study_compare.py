@@ -77,11 +77,17 @@ def _rates(row: dict[str, Any] | None) -> str:
 def slope_lines(before: Path, after: Path, labels: tuple[str, str]) -> list[str]:
     lines = ["Lotka–Volterra log–log slopes of the median training MSE against parameters (± standard error):", "",
              f"| family | {labels[0]} | {labels[1]} |", "|---|---|---|"]
-    old = json.loads((before / "slopes.json").read_text())
-    new = json.loads((after / "slopes.json").read_text())
+    old, new = _slopes(before), _slopes(after)
     for family in sorted(set(old) | set(new)):
         lines.append(f"| {family} | {_slope(old.get(family))} | {_slope(new.get(family))} |")
     return lines + [""]
+
+
+def _slopes(folder: Path) -> dict[str, dict[str, float]]:
+    """slopes.json's slopes at the end of training (since stage polish the file holds those of the
+    L-BFGS plateau under "lbfgs" and the polished ones beside them; these compare the L-BFGS ones)."""
+    slopes = json.loads((folder / "slopes.json").read_text())
+    return slopes.get("lbfgs", slopes)
 
 
 def _slope(s: dict[str, float] | None) -> str:

@@ -58,32 +58,42 @@ def loss_figure(out: Path, cells: dict[tuple[str, str, str], list[dict[str, Any]
     return fig
 
 
-def budget_figure(points: list[dict[str, Any]], slopes: dict[str, dict[str, float]],
+def budget_figure(points: list[dict[str, Any]], slopes: dict[str, dict[str, dict[str, float]]],
                   reference: dict[str, dict[str, Any]] | None = None) -> Figure:
-    """Converged training loss against parameters on Lotka–Volterra, log–log, with fitted slopes;
-    ``reference`` (lv_references.json's "reference") adds the longer-L-BFGS refits as open markers."""
-    fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    """Converged training loss against parameters on Lotka–Volterra, log–log, with fitted slopes:
+    at the L-BFGS plateau (filled markers, solid) and after stage polish (open markers, dashed,
+    where polished); ``reference`` (lv_references.json's "reference") adds the longer-L-BFGS
+    refits as open squares. ``slopes``: {"lbfgs": {family: ...}, "polished": {family: ...}}."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.6))
     for label, r in (reference or {}).items():
         family = "kan" if label.startswith("kan") else "mlp"
         ax.errorbar([r["n_params"]], [r["median"]], yerr=[[r["median"] - r["min"]], [r["max"] - r["median"]]],
                     marker="s", mfc="none", capsize=3, color=COLOURS.get(family), linestyle="none",
-                    label=f"{label}, {r['steps']} steps (stage reference)")
-    for family in sorted({p["family"] for p in points}):
-        pts = sorted((p for p in points if p["family"] == family), key=lambda p: p["n_params"])
-        n = np.array([p["n_params"] for p in pts], dtype=float)
-        med = np.array([p["median_train_loss"] for p in pts])
-        err = np.array([[m - p["min"] for m, p in zip(med, pts)], [p["max"] - m for m, p in zip(med, pts)]])
-        label = {"kan": "KAN [2, h, 2]", "mlp": "MLP [2, h, 2]", "mlp2": "MLP [2, h, h, 2]"}.get(family, family)
-        if family in slopes:
-            label += f": slope {slopes[family]['slope']:.2f} ± {slopes[family]['stderr']:.2f}"
-        ax.errorbar(n, med, yerr=err, marker="o", capsize=3, color=COLOURS.get(family), label=label)
+                    label=f"{label}, {r['steps']:.0f} steps (stage reference)")
+    names = {"kan": "KAN [2, h, 2]", "mlp": "MLP [2, h, 2]", "mlp2": "MLP [2, h, h, 2]"}
+    for key, low, high, stage, style in (("median_train_loss", "min", "max", "lbfgs", dict(marker="o")),
+                                         ("polished_median", "polished_min", "polished_max", "polished",
+                                          dict(marker="o", mfc="none", linestyle="--"))):
+        for family in sorted({p["family"] for p in points}):
+            pts = sorted((p for p in points if p["family"] == family and math.isfinite(p[key])),
+                         key=lambda p: p["n_params"])
+            if not pts:
+                continue
+            n = np.array([p["n_params"] for p in pts], dtype=float)
+            med = np.array([p[key] for p in pts])
+            err = np.array([[m - p[low] for m, p in zip(med, pts)], [p[high] - m for m, p in zip(med, pts)]])
+            label = names.get(family, family) + (", L-BFGS plateau" if stage == "lbfgs" else ", polished (LM)")
+            fitted = slopes.get(stage, {})
+            if family in fitted:
+                label += f": slope {fitted[family]['slope']:.2f} ± {fitted[family]['stderr']:.2f}"
+            ax.errorbar(n, med, yerr=err, capsize=3, color=COLOURS.get(family), label=label, **style)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("final training MSE (median, [min, max])")
     ax.set_title("Lotka–Volterra: loss against parameter budget")
     if points or reference:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no finished budget runs yet", transform=ax.transAxes, ha="center")
     fig.tight_layout()

@@ -26,6 +26,8 @@ from kanode.config import ConfigError, FitConfig, load_config
 from kanode.data import FitData, data_key, load_data
 from kanode.fit import build_field
 from kanode.ode import SolverError, solve
+from kanode.plateau import plateau_drop
+from kanode.polish import read_polish
 from kanode.runs import read_metrics, read_summary
 from kanode.ensemble.field import EnsembleVectorField
 from kanode.train import Trainer, solver_options
@@ -33,14 +35,16 @@ from kanode.train import Trainer, solver_options
 COLUMNS = ("stage", "system", "model", "family", "label", "budget", "lr", "seed", "n_params", "status",
            "final_train_loss", "best_train_loss", "final_val_loss", "final_extrap_loss", "test_loss",
            "plateau", "stopped_on", "plateau_drop", "falling_at_cap", "steps", "time_per_step_s", "wall_time_s", "run_dir",
-           "reason")
+           "reason", "polished_train_loss", "polished_test_loss", "polish_steps", "polish_stopped_on",
+           "polish_falling_at_cap", "polish_seconds")
 
 
 # ----------------------------------------------------------------- per run
-def test_loss(run_dir: Path, n_ic: int, data_seed: int) -> float:
+def test_loss(run_dir: Path, n_ic: int, data_seed: int, checkpoint: str = "last") -> float:
     """MSE over the training window of the final model's trajectories from ``n_ic`` new
-    initial conditions (drawn with ``data_seed``, as the fit draws its own) against the truth."""
-    field, _, config = load_run_field(run_dir)
+    initial conditions (drawn with ``data_seed``, as the fit draws its own) against the truth;
+    ``checkpoint="polished"``: of the model stage polish left."""
+    field, _, config = load_run_field(run_dir, checkpoint)
     data = _test_data(config.replace(n_traj=n_ic, n_test_traj=0, data_seed=data_seed, noise=0.0))
     t, y = data.t_train, data.y_train                                            # (n_train,), (n_ic, n_train, dim)
     try:
@@ -101,8 +105,26 @@ def collect(out: Path, study: dict[str, Any], stages: tuple[str, ...] = ("main",
             row["test_loss"] = (_cached(run_dir, "study_test_loss.json", lambda run_dir=run_dir: test_loss(
                 run_dir, study["test"]["n_ic"], study["test"]["data_seed"])) if finished else math.inf)
             row["plateau"] = plateau(run_dir) if finished else math.nan
+            row.update(polish_columns(run_dir, study))
             rows.append(row)
     return rows
+
+
+def polish_columns(run_dir: Path, study: dict[str, Any]) -> dict[str, Any]:
+    """Stage polish's result for one run (NaN / None where it was not polished): the training
+    MSE and test loss of the polished model, its steps, how it stopped, and whether it reached the
+    cap still falling by at least the rule's tolerance."""
+    result = read_polish(run_dir)
+    if result is None:
+        return {"polished_train_loss": math.nan, "polished_test_loss": math.nan, "polish_steps": None,
+                "polish_stopped_on": None, "polish_falling_at_cap": False, "polish_seconds": math.nan}
+    rule = study["polish"]
+    drop = plateau_drop(result.losses, rule["plateau_steps"])
+    test = _cached(run_dir, "study_test_loss_polished.json", lambda: test_loss(
+        run_dir, study["test"]["n_ic"], study["test"]["data_seed"], checkpoint="polished"), checkpoint="polished")
+    return {"polished_train_loss": result.train_mse, "polished_test_loss": test, "polish_steps": result.steps,
+            "polish_stopped_on": result.stopped_on, "polish_seconds": result.seconds,
+            "polish_falling_at_cap": result.stopped_on == "cap" and (drop is None or not drop < rule["plateau_rtol"])}
 
 
 def falling_at_cap(summary: dict[str, Any], rtol: float) -> bool:
@@ -204,27 +226,42 @@ def _median_range(values: Iterable[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
-def budget_curves(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
-    """Converged loss (median final training MSE over seeds at the best rate) per size, and the
-    log–log slope with its standard error per family."""
-    from scipy.stats import linregress
-
+def budget_curves(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, dict[str, float]]]]:
+    """Converged loss (median final training MSE over seeds at the best rate) per size, before
+    and after stage polish, with the median test losses; and the log–log slope with its standard
+    error per family, ``{"lbfgs": {family: ...}, "polished": {family: ...}}``."""
     cells = chosen(rows, "budget")
     points = []
     for (_, family, budget), runs in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[1][0]["n_params"])):
-        spread = _spread(runs)
+        spread, polished = _spread(runs), _spread(runs, "polished_train_loss")
         points.append({"family": family, "hidden": budget, "n_params": runs[0]["n_params"], "lr": runs[0]["lr"],
                        "median_train_loss": spread["median"], "min": spread["min"], "max": spread["max"],
                        "seeds": len(runs), "steps": spread["steps"], "diverged": spread["diverged"],
-                       "falling_at_cap": spread["falling_at_cap"]})
+                       "falling_at_cap": spread["falling_at_cap"],
+                       "test_median": _median_range(_finite(runs, "test_loss"))[0],
+                       "polished_median": polished["median"], "polished_min": polished["min"],
+                       "polished_max": polished["max"], "polished_runs": polished["count"],
+                       "polish_steps": polished["polish_steps"], "polish_falling_at_cap": polished["polish_falling_at_cap"],
+                       "polished_test_median": _median_range(_finite(runs, "polished_test_loss"))[0]})
+    return points, {"lbfgs": _slopes(points, "median_train_loss"), "polished": _slopes(points, "polished_median")}
+
+
+def _finite(runs: list[dict[str, Any]], key: str) -> list[float]:
+    """The finite values of ``key`` over the finished runs."""
+    return [v for r in runs if math.isfinite(v := _loss(r, key))]
+
+
+def _slopes(points: list[dict[str, Any]], key: str) -> dict[str, dict[str, float]]:
+    """Per family: least-squares slope of log(points[key]) on log(parameters), its standard error."""
+    from scipy.stats import linregress
+
     slopes = {}
     for family in sorted({p["family"] for p in points}):
-        pts = [p for p in points if p["family"] == family and math.isfinite(p["median_train_loss"])
-               and p["median_train_loss"] > 0]
+        pts = [p for p in points if p["family"] == family and math.isfinite(p[key]) and p[key] > 0]
         if len(pts) >= 3:
-            fit = linregress(np.log([p["n_params"] for p in pts]), np.log([p["median_train_loss"] for p in pts]))
+            fit = linregress(np.log([p["n_params"] for p in pts]), np.log([p[key] for p in pts]))
             slopes[family] = {"slope": float(fit.slope), "stderr": float(fit.stderr), "points": len(pts)}
-    return points, slopes
+    return slopes
 
 
 def lv_references(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -244,21 +281,31 @@ def lv_references(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for r in lv:
         if r["stage"] == "reference":
             out["reference"].setdefault(r["label"], []).append(r)
-    out["reference"] = {label: _spread(runs) for label, runs in sorted(out["reference"].items())}
+    by_label = sorted(out["reference"].items())
+    out["reference"] = {label: _spread(runs) for label, runs in by_label}
+    out["reference_polished"] = {label: {**_spread(runs, "polished_train_loss"),
+                                         "test_median": _median_range(_finite(runs, "test_loss"))[0],
+                                         "polished_test_median": _median_range(_finite(runs, "polished_test_loss"))[0]}
+                                 for label, runs in by_label}
     return out
 
 
-def _spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median [min, max] final training MSE of the runs of one cell that did not diverge (NaN
-    when none), the median of their plateau measures and of their steps, and how many runs
-    diverged and how many reached the step cap still falling."""
-    median, low, high = _median_range(_loss(r, "final_train_loss") for r in runs if not _diverged(r))
+def _spread(runs: list[dict[str, Any]], key: str = "final_train_loss") -> dict[str, Any]:
+    """Median [min, max] of ``key`` (final training MSE, or ``polished_train_loss``) over the runs of
+    one cell that did not diverge and have it (NaN when none; ``count`` of them), the median of their
+    plateau measures and of their steps (L-BFGS, and stage polish's), and how many runs diverged and
+    how many reached the step cap still falling (L-BFGS, and stage polish)."""
+    median, low, high = _median_range(_finite(runs, key))
     drops = [r["plateau"] for r in runs if math.isfinite(r["plateau"])]
     steps = [int(r["steps"]) for r in runs if r.get("steps") is not None]
-    return {"median": median, "min": low, "max": high, "lr": runs[0]["lr"], "n_params": runs[0]["n_params"],
-            "seeds": len(runs), "steps": statistics.median(steps) if steps else math.nan,
+    polish_steps = [int(r["polish_steps"]) for r in runs if r.get("polish_steps") is not None]
+    return {"median": median, "min": low, "max": high, "count": len(_finite(runs, key)), "lr": runs[0]["lr"],
+            "n_params": runs[0]["n_params"], "seeds": len(runs),
+            "steps": statistics.median(steps) if steps else math.nan,
+            "polish_steps": statistics.median(polish_steps) if polish_steps else math.nan,
             "plateau": statistics.median(drops) if drops else math.nan,
-            "diverged": sum(map(_diverged, runs)), "falling_at_cap": sum(bool(r.get("falling_at_cap")) for r in runs)}
+            "diverged": sum(map(_diverged, runs)), "falling_at_cap": sum(bool(r.get("falling_at_cap")) for r in runs),
+            "polish_falling_at_cap": sum(bool(r.get("polish_falling_at_cap")) for r in runs)}
 
 
 def pack_times(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -293,10 +340,10 @@ def step_cost(run_dir: Path, repeats: int = 5) -> tuple[float, int]:
     return statistics.median(times), peak_bytes(lambda: next(steps))
 
 
-def _cached(run_dir: Path, name: str, compute: Any) -> Any:
-    """``compute()`` cached in ``<run_dir>/<name>`` with the last checkpoint's mtime (a rerun of
-    the analysis reuses it while the run has not changed); None from compute is not cached."""
-    cache, checkpoint = run_dir / name, run_dir / "checkpoints" / "last.pt"
+def _cached(run_dir: Path, name: str, compute: Any, checkpoint: str = "last") -> Any:
+    """``compute()`` cached in ``<run_dir>/<name>`` with the mtime of ``checkpoints/<checkpoint>.pt``
+    (a rerun of the analysis reuses it while the run has not changed); None from compute is not cached."""
+    cache, checkpoint = run_dir / name, run_dir / "checkpoints" / f"{checkpoint}.pt"
     stamp = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
     if cache.exists():
         saved = json.loads(cache.read_text())
@@ -416,9 +463,19 @@ def plateau_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
         lines.append(f"- {stage}: {len(ruled) - len(capped)} of {len(runs)} runs stopped on the plateau rule, "
                      f"{len(capped)} ran to the cap ({sum(bool(r.get('falling_at_cap')) for r in capped)} of them "
                      f"still falling), {sum(map(_diverged, runs))} diverged")
+    polished = [r for r in rows if r.get("polish_stopped_on")]
+    if polished:
+        count = {how: sum(r["polish_stopped_on"] == how for r in polished) for how in ("plateau", "cap", "stalled")}
+        lines.append(f"- polish: {count['plateau']} of {len(polished)} polished runs stopped on its plateau rule, "
+                     f"{count['cap']} ran to its cap ({sum(bool(r.get('polish_falling_at_cap')) for r in polished)} "
+                     f"of them still falling), {count['stalled']} stalled (no step lowered the loss)")
     if not lines:
         return []
     return ["", "Plateau rule (`stopped_on`, `plateau_drop`, `falling_at_cap` in runs.csv):", "", *lines]
+
+
+def _slope_text(slopes: dict[str, dict[str, float]]) -> str:
+    return "; ".join(f"{f} {s['slope']:.2f} ± {s['stderr']:.2f} ({s['points']} sizes)" for f, s in slopes.items()) or "–"
 
 
 def _fmt(value: tuple[float, float, float]) -> str:
@@ -426,7 +483,7 @@ def _fmt(value: tuple[float, float, float]) -> str:
 
 
 def summary_markdown(table: list[dict[str, Any]], points: list[dict[str, Any]],
-                     slopes: dict[str, dict[str, float]], timing: dict[str, float],
+                     slopes: dict[str, dict[str, dict[str, float]]], timing: dict[str, float],
                      references: dict[str, Any], rows: Sequence[dict[str, Any]] = ()) -> str:
     lines = ["# KAN vs MLP study", "",
              "Median [min, max] over seeds at each family's chosen learning rate (lowest median validation "
@@ -463,8 +520,19 @@ def summary_markdown(table: list[dict[str, Any]], points: list[dict[str, Any]],
         lines.append(f"| {p['family']} | {p['hidden']} | {p['n_params']} | {p['lr']:g} | "
                      f"{p['median_train_loss']:.2e} | {p['min']:.2e} | {p['max']:.2e} | {p['steps']:.0f} | "
                      f"{p['diverged']}/{p['seeds']} | {p['falling_at_cap']}/{p['seeds']} |")
-    lines += ["", "Log–log slopes (loss ∝ N^slope, least squares over sizes, ± standard error): " + "; ".join(
-        f"{f} {s['slope']:.2f} ± {s['stderr']:.2f} ({s['points']} sizes)" for f, s in slopes.items()), ""]
+    lines += ["", "Log–log slopes (loss ∝ N^slope, least squares over sizes, ± standard error), at the L-BFGS "
+              "plateau: " + _slope_text(slopes["lbfgs"]) + "; after stage polish: " + _slope_text(slopes["polished"]), ""]
+    if any(p["polished_runs"] for p in points):
+        lines += ["Stage polish (Levenberg–Marquardt from each run's L-BFGS plateau, study.toml [polish]): the same "
+                  "runs' training MSE before and after, and their test MSE (new initial conditions):", "",
+                  "| family | hidden | params | L-BFGS median | polished median | min | max | LM steps (median) | "
+                  "LM falling at cap | test, L-BFGS | test, polished |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for p in points:
+            lines.append(f"| {p['family']} | {p['hidden']} | {p['n_params']} | {p['median_train_loss']:.2e} | "
+                         f"{p['polished_median']:.2e} | {p['polished_min']:.2e} | {p['polished_max']:.2e} | "
+                         f"{p['polish_steps']:.0f} | {p['polish_falling_at_cap']}/{p['polished_runs']} | "
+                         f"{p['test_median']:.2e} | {p['polished_test_median']:.2e} |")
+        lines.append("")
     kan, mlp = references["kan_le_400_best"], references["mlp_2_50_2"]
     if kan:
         lines.append(f"Best KAN of at most 400 parameters on Lotka–Volterra: training MSE {kan['final_train_loss']:.2e} "
@@ -480,6 +548,16 @@ def summary_markdown(table: list[dict[str, Any]], points: list[dict[str, Any]],
             lines.append(f"| {label} | {r['n_params']} | {r['lr']:g} | {r['steps']:.0f} | {r['median']:.2e} | "
                          f"{r['min']:.2e} | {r['max']:.2e} | {r['plateau']:.1%} | {r['diverged']}/{r['seeds']} | "
                          f"{r['falling_at_cap']}/{r['seeds']} |")
+    polished = {k: v for k, v in references.get("reference_polished", {}).items() if v["count"]}
+    if polished:
+        lines += ["", "Stage reference after stage polish:", "",
+                  "| model | params | L-BFGS median | polished median | min | max | LM steps (median) | "
+                  "LM falling at cap | test, L-BFGS | test, polished |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for label, r in polished.items():
+            lines.append(f"| {label} | {r['n_params']} | {references['reference'][label]['median']:.2e} | "
+                         f"{r['median']:.2e} | {r['min']:.2e} | {r['max']:.2e} | {r['polish_steps']:.0f} | "
+                         f"{r['polish_falling_at_cap']}/{r['count']} | {r['test_median']:.2e} | "
+                         f"{r['polished_test_median']:.2e} |")
     lines += plateau_lines(rows)
     lines += ["", "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items()),
               "(`<stage>_packs_sum`: the packs' training times added up, one after another; packs.csv lists them.)", ""]

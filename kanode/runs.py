@@ -379,16 +379,18 @@ class RunDir:
             raise ConfigError(f"{self.path} has no checkpoints/{path.name} to resume from")
         return check_trainer_state(load_checkpoint(path), path)
 
-    def load_best(self) -> dict[str, Any]:
-        """``checkpoints/best.pt`` ({"model", "step", "train_loss", "grid_size"}), checksum checked.
+    def load_best(self, name: str = "best") -> dict[str, Any]:
+        """``checkpoints/<name>.pt`` ({"model", "step", "train_loss", "grid_size"}; "best", or
+        "polished" as :mod:`kanode.polish` writes it), checksum checked.
 
         Raises ConfigError (one line) if it is missing or damaged.
         """
-        if not self.best_path.exists():
-            raise ConfigError(f"{self.path} has no checkpoints/best.pt")
-        state = load_checkpoint(self.best_path)
+        path = self.path / "checkpoints" / f"{name}.pt"
+        if not path.exists():
+            raise ConfigError(f"{self.path} has no checkpoints/{name}.pt")
+        state = load_checkpoint(path)
         if not isinstance(state.get("model"), dict) or "grid_size" not in state:
-            raise ConfigError(f"{self.best_path} is not a best-model checkpoint; the run directory is damaged")
+            raise ConfigError(f"{path} is not a model checkpoint; the run directory is damaged")
         return state
 
     # -------------------------------------------------------------- summary

@@ -10,12 +10,17 @@ an ``active`` mask (frozen members keep their state) come with each step;
 ``member_state(m)`` / ``load_member_state(m, state)`` move one member's state
 in the single-model format, so an ensemble member's checkpoint resumes as a
 single fit and back.
+
+``levenberg_marquardt`` is the one optimiser over a single flat parameter vector: the
+damped Gauss–Newton steps of :mod:`kanode.polish`, after a fit.
 """
 
 from kanode.optim.adam import BatchedAdam
 from kanode.optim.lbfgs import BatchedLBFGS
+from kanode.optim.levenberg import LMResult, levenberg_marquardt
 from kanode.optim.line_search import cubic_minimum, strong_wolfe
 
 OPTIMIZERS = {"adam": BatchedAdam, "lbfgs": BatchedLBFGS}
 
-__all__ = ["BatchedAdam", "BatchedLBFGS", "OPTIMIZERS", "cubic_minimum", "strong_wolfe"]
+__all__ = ["BatchedAdam", "BatchedLBFGS", "LMResult", "OPTIMIZERS", "cubic_minimum", "levenberg_marquardt",
+           "strong_wolfe"]

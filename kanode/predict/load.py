@@ -24,7 +24,8 @@ from ..runs import RunDir, ensemble_member_dirs, is_ensemble_dir
 
 __all__ = ["CHECKPOINTS", "LoadedEnsemble", "LoadedRun", "load_run"]
 
-CHECKPOINTS = ("last", "best")  # which checkpoint load_run reads: checkpoints/<name>.pt
+CHECKPOINTS = ("last", "best", "polished")  # which checkpoint load_run reads: checkpoints/<name>.pt
+# ("polished": written by kanode.polish after the fit)
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class LoadedRun:
         under ``torch.no_grad()`` or :func:`kanode.solve` it).
     data : the run's data (float64, CPU), split as the fit split it.
     config : the run's config, as in its ``config.toml``.
-    checkpoint : which checkpoint the field holds ("last" or "best").
+    checkpoint : which checkpoint the field holds ("last", "best" or "polished").
     """
 
     path: Path
@@ -83,7 +84,7 @@ def load_run(path: str | Path, checkpoint: str = "last") -> LoadedRun | LoadedEn
         directory (``ensemble.json``).
     checkpoint : "last" (default: the final model, the one the run's
         ``summary.json`` and figures describe; for a diverged run its last good
-        checkpoint) or "best" (the lowest training loss seen).
+        checkpoint), "best" (the lowest training loss seen) or "polished" (:mod:`kanode.polish`).
 
     Returns
     -------
@@ -121,10 +122,11 @@ def load_run(path: str | Path, checkpoint: str = "last") -> LoadedRun | LoadedEn
 def _load_member(path: Path, checkpoint: str) -> LoadedRun:
     run = RunDir(path)
     config = run.load_config()  # ConfigError: no directory, no or a damaged config.toml
-    if not (run.last_path if checkpoint == "last" else run.best_path).exists():
-        raise ConfigError(f"{path} has no checkpoints/{checkpoint}.pt (a run killed before its first "
-                          "checkpoint holds no trained field)")
-    state = run.load_last() if checkpoint == "last" else run.load_best()
+    if not (path / "checkpoints" / f"{checkpoint}.pt").exists():
+        raise ConfigError(f"{path} has no checkpoints/{checkpoint}.pt ("
+                          + ("run `python -m kanode.polish` on it first)" if checkpoint == "polished" else
+                             "a run killed before its first checkpoint holds no trained field)"))
+    state = run.load_last() if checkpoint == "last" else run.load_best(checkpoint)
     work = config.replace(dtype="float64", device="cpu")
     try:
         data = load_data(work).to(torch.float64, "cpu")

@@ -125,7 +125,7 @@ def test_outputs_and_resume(smoke: Path) -> None:
     assert "| lotka_volterra | large |" in summary
     timing = json.loads((results / "timing.json").read_text())
     assert f"analyse {timing['analyse']:.0f}" in summary  # this analysis's own time, not a previous one's
-    stages = sum(timing[s] for s in ("main", "budget", "reference", "analyse"))
+    stages = sum(timing[s] for s in ("main", "budget", "reference", "polish", "analyse"))
     assert stages <= timing["total_from_scratch_s"] < stages + 60  # one uninterrupted run, from scratch
     runs = _rows(results / "runs.csv")
     assert {r["stopped_on"] for r in runs} <= {"plateau", "cap"} and all(r["stopped_on"] for r in runs)
@@ -146,6 +146,34 @@ def test_outputs_and_resume(smoke: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing refitted
+
+
+@pytest.mark.slow
+def test_polish_continues_the_chosen_budget_runs_and_the_reference_runs(smoke: Path) -> None:
+    """Stage polish: exactly the budget runs at their cell's chosen rate and the reference runs,
+    each from its own final loss, downhill, within [smoke]'s cap; the tables are their medians."""
+    rows = _rows(smoke / "results/runs.csv")
+    report = _report()
+    typed = [{**r, "lr": float(r["lr"]), "final_val_loss": float(r["final_val_loss"])} for r in rows]
+    picked = {r["run_dir"] for runs in report.chosen(typed, "budget").values() for r in runs}
+    picked |= {r["run_dir"] for r in rows if r["stage"] == "reference"}
+    polished = {r["run_dir"] for r in rows if r["polish_stopped_on"]}
+    assert polished == picked and len(polished) == 5 * 2 + 2 * 2  # 5 budget cells, 2 reference labels; 2 seeds
+    for r in rows:
+        if r["run_dir"] not in picked:
+            assert math.isnan(float(r["polished_train_loss"]))
+            continue
+        result = json.loads((smoke / r["run_dir"] / "polish.json").read_text())
+        assert result["start_loss"] == pytest.approx(float(r["final_train_loss"]), rel=1e-9)
+        assert float(r["polished_train_loss"]) == result["train_mse"] <= result["start_loss"]
+        assert int(r["polish_steps"]) <= 3 and r["polish_stopped_on"] in ("plateau", "cap", "stalled")
+        assert math.isfinite(float(r["polished_test_loss"]))
+    for p in _rows(smoke / "results/budget.csv"):
+        label = {"kan": "kan", "mlp": "mlp1", "mlp2": "mlp2"}[p["family"]] + "_" + p["hidden"]
+        runs = [float(r["polished_train_loss"]) for r in rows if r["run_dir"] in picked and r["stage"] == "budget"
+                and r["label"].split("_lr=")[0] == label]
+        assert float(p["polished_median"]) == pytest.approx(statistics.median(runs))
+    assert "Stage polish (Levenberg–Marquardt" in (smoke / "results/summary.md").read_text()
 
 
 def _report():
