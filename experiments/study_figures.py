@@ -59,21 +59,24 @@ def loss_figure(out: Path, cells: dict[tuple[str, str, str], list[dict[str, Any]
 
 
 def budget_figure(points: list[dict[str, Any]], slopes: dict[str, dict[str, dict[str, float]]],
-                  reference: dict[str, dict[str, Any]] | None = None) -> Figure:
-    """Converged training loss against parameters on Lotka–Volterra, log–log, with fitted slopes:
-    at the L-BFGS plateau (filled markers, solid) and after stage polish (open markers, dashed,
-    where polished); ``reference`` (lv_references.json's "reference") adds the longer-L-BFGS
-    refits as open squares. ``slopes``: {"lbfgs": {family: ...}, "polished": {family: ...}}."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.6))
+                  reference: dict[str, dict[str, Any]] | None = None, n_fitted: int | None = None) -> Figure:
+    """Lotka–Volterra against parameters, log–log. Left: training MSE (median, [min, max]) with
+    fitted slopes, at the L-BFGS plateau (filled markers, solid) and after stage polish (open
+    markers, dashed, where polished); ``reference`` (lv_references.json's "reference") adds the
+    longer-L-BFGS refits as open squares. Right: the same runs' median test MSE (new initial
+    conditions), before and after polish. ``n_fitted``: the number of values fitted (a dotted
+    line where the parameters equal it). ``slopes``: {"lbfgs": {family: ...}, "polished": {...}}."""
+    fig, (ax, ax_test) = plt.subplots(1, 2, figsize=(11.0, 4.6))
     for label, r in (reference or {}).items():
         family = "kan" if label.startswith("kan") else "mlp"
         ax.errorbar([r["n_params"]], [r["median"]], yerr=[[r["median"] - r["min"]], [r["max"] - r["median"]]],
                     marker="s", mfc="none", capsize=3, color=COLOURS.get(family), linestyle="none",
                     label=f"{label}, {r['steps']:.0f} steps (stage reference)")
     names = {"kan": "KAN [2, h, 2]", "mlp": "MLP [2, h, 2]", "mlp2": "MLP [2, h, h, 2]"}
-    for key, low, high, stage, style in (("median_train_loss", "min", "max", "lbfgs", dict(marker="o")),
-                                         ("polished_median", "polished_min", "polished_max", "polished",
-                                          dict(marker="o", mfc="none", linestyle="--"))):
+    for key, low, high, test, stage, style in (
+            ("median_train_loss", "min", "max", "test_median", "lbfgs", dict(marker="o")),
+            ("polished_median", "polished_min", "polished_max", "polished_test_median", "polished",
+             dict(marker="o", mfc="none", linestyle="--"))):
         for family in sorted({p["family"] for p in points}):
             pts = sorted((p for p in points if p["family"] == family and math.isfinite(p[key])),
                          key=lambda p: p["n_params"])
@@ -87,13 +90,23 @@ def budget_figure(points: list[dict[str, Any]], slopes: dict[str, dict[str, dict
             if family in fitted:
                 label += f": slope {fitted[family]['slope']:.2f} ± {fitted[family]['stderr']:.2f}"
             ax.errorbar(n, med, yerr=err, capsize=3, color=COLOURS.get(family), label=label, **style)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("parameters")
+            ax_test.plot(n, [p[test] for p in pts], color=COLOURS.get(family), label=label.split(":")[0], **style)
+    for a in (ax, ax_test):
+        a.set_xscale("log")
+        a.set_yscale("log")
+        a.set_xlabel("parameters")
+        if n_fitted:
+            a.axvline(n_fitted, color="grey", linestyle=":", linewidth=1)
+    if n_fitted:
+        ax_test.text(n_fitted, 1.0, f" {n_fitted} values fitted", transform=ax_test.get_xaxis_transform(),
+                     va="top", fontsize=7, color="grey")
     ax.set_ylabel("final training MSE (median, [min, max])")
-    ax.set_title("Lotka–Volterra: loss against parameter budget")
+    ax.set_title("Lotka–Volterra: training loss against size")
+    ax_test.set_ylabel("test MSE, new initial conditions (median)")
+    ax_test.set_title("the same runs on new initial conditions")
     if points or reference:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
+        ax_test.legend(fontsize=6)
     else:
         ax.text(0.5, 0.5, "no finished budget runs yet", transform=ax.transAxes, ha="center")
     fig.tight_layout()

@@ -110,6 +110,16 @@ def collect(out: Path, study: dict[str, Any], stages: tuple[str, ...] = ("main",
     return rows
 
 
+def fitted_values(stage_dir: Path) -> int | None:
+    """How many observed values a run of this stage fits (its whole training window; one run's
+    count, the stage's runs share their data), None when there is no run."""
+    run = next(stage_dir.glob("*/*/seed*/summary.json"), None)
+    if run is None:
+        return None
+    _, data, _ = load_run_field(run.parent)
+    return int((~torch.isnan(data.y_train)).sum())
+
+
 def polish_columns(run_dir: Path, study: dict[str, Any]) -> dict[str, Any]:
     """Stage polish's result for one run (NaN / None where it was not polished): the training
     MSE and test loss of the polished model, its steps, how it stopped, and whether it reached the
@@ -421,7 +431,8 @@ def analyse(study: dict[str, Any], out: Path, results: Path, timing: dict[str, f
     references = lv_references(rows)
     (results / "lv_references.json").write_text(json.dumps(references, indent=1) + "\n")
     loss_figure(out, cells).savefig(results / "loss_curves.png", dpi=130)
-    budget_figure(points, slopes, references["reference"]).savefig(results / "budget.png", dpi=130)
+    budget_figure(points, slopes, references["reference"], n_fitted=fitted_values(out / "budget")).savefig(
+        results / "budget.png", dpi=130)
     generalisation_figure(out, table).savefig(results / "generalisation.png", dpi=130)
     timing["analyse"] = time.perf_counter() - start  # summary.md is the last file written
     if started is not None:
@@ -533,6 +544,11 @@ def summary_markdown(table: list[dict[str, Any]], points: list[dict[str, Any]],
                          f"{p['polish_steps']:.0f} | {p['polish_falling_at_cap']}/{p['polished_runs']} | "
                          f"{p['test_median']:.2e} | {p['polished_test_median']:.2e} |")
         lines.append("")
+    small = [p for p in points if p["family"] == "kan" and int(p["n_params"]) <= 400]
+    if small:
+        lines.append("Median training MSE of the Lotka–Volterra KANs of at most 400 parameters (goal <= 1e-6): "
+                     + "; ".join(f"{p['n_params']} p. {p['median_train_loss']:.2e} at the L-BFGS plateau, "
+                                 f"{p['polished_median']:.2e} polished" for p in small) + ".")
     kan, mlp = references["kan_le_400_best"], references["mlp_2_50_2"]
     if kan:
         lines.append(f"Best KAN of at most 400 parameters on Lotka–Volterra: training MSE {kan['final_train_loss']:.2e} "

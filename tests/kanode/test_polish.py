@@ -32,6 +32,12 @@ TINY = dict(system="lotka_volterra", train_fraction=0.1, method="rk4", adjoint=F
 MODELS = {"kan": dict(model="kan", widths=[2, 3, 2], grid_size=3), "mlp": dict(model="mlp", widths=[2, 8, 2])}
 
 
+def loss_of(field, data, config) -> float:
+    """The whole-window training MSE (no graph)."""
+    with torch.no_grad():
+        return float(training_loss(field, data, config, full=True))
+
+
 def central_jacobian(field, data, config, eps=1e-6):
     """(R, P) by central differences of training_residuals."""
     params = list(field.parameters())
@@ -66,7 +72,7 @@ def test_jacobian_against_central_differences(runs, name):
     field, data, config = load_run_field(runs[name])
     r, jac = residual_jacobian(field, data, config)
     assert jacobian_route(field, data, config) == ("eager" if name == "fitted_y0" else "fused")
-    assert float(r.pow(2).mean()) == pytest.approx(float(training_loss(field, data, config, full=True).detach()), rel=1e-12)
+    assert float(r.pow(2).mean()) == pytest.approx(loss_of(field, data, config), rel=1e-12)
     with torch.no_grad():
         numeric = central_jacobian(field, data, config)
     assert jac.shape == numeric.shape == (r.numel(), sum(p.numel() for p in field.parameters()))
@@ -82,7 +88,7 @@ def test_residuals_skip_missing_values(runs):
     data.y_train[0, 2, 1] = math.nan       # one observation missing
     r, jac = residual_jacobian(field, data, config)
     assert r.numel() == full.numel() - 1
-    assert float(r.pow(2).mean()) == pytest.approx(float(training_loss(field, data, config, full=True).detach()), rel=1e-12)
+    assert float(r.pow(2).mean()) == pytest.approx(loss_of(field, data, config), rel=1e-12)
     np.testing.assert_allclose(jac.numpy(), _eager_jacobian(field, data, config)[1].numpy(), rtol=1e-9,
                                atol=1e-11 * float(jac.abs().max()))
 
@@ -95,17 +101,17 @@ def test_polish_lowers_the_loss_and_saves_what_it_reports(runs, tmp_path, name):
     shutil.copytree(runs[name], run)
     before = json.loads((run / "summary.json").read_text())
     field, data, config = load_run_field(run)
-    start = float(training_loss(field, data, config, full=True))
+    start = loss_of(field, data, config)
     result = polish_run(run, max_steps=40, plateau_steps=5)
     assert result.start_loss == pytest.approx(start, rel=1e-12)
     assert result.train_mse == result.loss < 0.5 * start           # a tiny fit after 30 steps is far from a minimum
     assert all(b < a for a, b in zip(result.losses, result.losses[1:]))
     polished = load_run(run, "polished")
-    assert float(training_loss(polished.field, polished.data, config, full=True)) == pytest.approx(result.train_mse,
+    assert loss_of(polished.field, polished.data, config) == pytest.approx(result.train_mse,
                                                                                                   rel=1e-10)
     assert read_polish(run) == result
     assert json.loads((run / "summary.json").read_text()) == before  # the run's own files are untouched
-    assert float(training_loss(load_run(run).field, data, config, full=True)) == pytest.approx(start, rel=1e-12)
+    assert loss_of(load_run(run).field, data, config) == pytest.approx(start, rel=1e-12)
 
 
 def test_polish_objective_includes_l2(runs, tmp_path):
@@ -117,11 +123,11 @@ def test_polish_objective_includes_l2(runs, tmp_path):
     (run / "config.toml").write_text(text.replace("l2 = 0.0", "l2 = 0.001"))
     field, data, config = load_run_field(run)
     assert config.l2 == 0.001
-    objective = float(training_loss(field, data, config, full=True) + l2_penalty(field.net, config.l2))
+    objective = loss_of(field, data, config) + float(l2_penalty(field.net, config.l2).detach())
     result = polish_run(run, max_steps=5, plateau_steps=0)
     assert result.start_loss == pytest.approx(objective, rel=1e-12)
     polished = load_run(run, "polished").field
-    after = float(training_loss(polished, data, config, full=True) + l2_penalty(polished.net, config.l2))
+    after = loss_of(polished, data, config) + float(l2_penalty(polished.net, config.l2).detach())
     assert after == pytest.approx(result.loss, rel=1e-10) and after < objective
 
 
