@@ -47,8 +47,10 @@ POLISH_FILE = "polish.json"
 
 @dataclass(frozen=True)
 class PolishResult:
-    """One polished run: training objective before and after, accepted steps, how it stopped
-    (:data:`kanode.optim.levenberg.STOPS`), wall seconds, and the objective after each step."""
+    """One polished run: its training objective (the MSE, plus the l2 penalty when the run has one)
+    before and after, the training MSE after, accepted steps, how it stopped
+    (:data:`kanode.optim.levenberg.STOPS`), wall seconds, the objective after each step, and the
+    run's ``l2``."""
 
     run: str
     start_loss: float
@@ -58,6 +60,7 @@ class PolishResult:
     stopped_on: str
     seconds: float
     losses: tuple[float, ...]
+    l2: float = 0.0
 
 
 def read_polish(run_dir: str | Path) -> PolishResult | None:
@@ -115,7 +118,7 @@ def polish_run(run_dir: str | Path, *, max_steps: int = 200, plateau_steps: int 
     load(result.theta)
     train_mse = float(training_residuals(field, data, config).pow(2).mean())
     polished = PolishResult(str(run_dir), result.losses[0], result.losses[-1], train_mse, result.steps,
-                            result.stopped_on, time.perf_counter() - start, tuple(result.losses))
+                            result.stopped_on, time.perf_counter() - start, tuple(result.losses), config.l2)
     grid = getattr(field.net, "grid_size", None)
     atomic_torch_save({"model": field.state_dict(), "step": result.steps, "train_loss": train_mse,
                        "grid_size": grid}, Path(run_dir) / "checkpoints" / "polished.pt")
@@ -151,8 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{run}: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{run}: training MSE {p.start_loss:.4g} -> {p.train_mse:.4g} in {p.steps} steps "
-              f"({p.stopped_on}, {p.seconds:.1f} s); checkpoints/polished.pt", flush=True)
+        change = (f"training MSE {p.start_loss:.4g} -> {p.train_mse:.4g}" if not p.l2 else
+                  f"objective with l2 {p.start_loss:.4g} -> {p.loss:.4g}, training MSE {p.train_mse:.4g}")
+        print(f"{run}: {change} in {p.steps} steps ({p.stopped_on}, {p.seconds:.1f} s); checkpoints/polished.pt",
+              flush=True)
     return 1 if failed else 0
 
 

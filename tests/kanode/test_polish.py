@@ -136,3 +136,14 @@ def test_refusals(runs, tmp_path, capsys):
         load_run(runs["kan"], "polished")
     assert polish_main([str(tmp_path / "nothing")]) == 1
     assert "error" in capsys.readouterr().err
+
+
+def test_command_line(runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "cli"
+    shutil.copytree(runs["mlp"], run)
+    assert polish_main([str(run), "--max-steps", "2", "--plateau-steps", "0"]) == 0
+    result = read_polish(run)
+    assert result.steps == 2 and result.stopped_on == "cap" and result.l2 == 0.0
+    assert f"training MSE {result.start_loss:.4g} -> {result.train_mse:.4g} in 2 steps (cap" in capsys.readouterr().out
