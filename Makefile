@@ -34,10 +34,10 @@ test: $(DEV)
 test-fast: $(DEV)
 	$(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
-# The layer, optimiser and trainer tests again with kanode's C++ kernels switched
+# The layer, optimiser, trainer and polish tests again with kanode's C++ kernels switched
 # off: the PyTorch paths that machines without g++ (or with KANODE_NATIVE=0) run.
 test-eager: $(DEV)
-	KANODE_NATIVE=0 $(PY) -m pytest $(XDIST) tests/kanode/nn tests/kanode/test_optim.py tests/kanode/test_train.py $(PYTEST_ARGS)
+	KANODE_NATIVE=0 $(PY) -m pytest $(XDIST) tests/kanode/nn tests/kanode/test_optim.py tests/kanode/test_train.py tests/kanode/test_polish.py $(PYTEST_ARGS)
 
 bench: $(BASE)
 	$(PY) experiments/bench_layers.py

@@ -11,7 +11,8 @@ The Jacobian takes one of two routes (same numbers to rounding):
   member m's target moved by 1 at residual m only, one forward and backward of
   the fused window kernel (:class:`kanode.compiled.CompiledLoss`): member m's
   loss gradient is (2 / R) · ∂r_m/∂θ. B-spline KANs on uniform grids and MLPs,
-  fixed-step methods, no fitted initial states; 30× faster than the eager
+  fixed-step methods, no fitted initial states, the C++ kernel built (not
+  ``KANODE_NATIVE=0``); 30× faster than the eager
   route for a [2, 10, 2] KAN on Lotka–Volterra.
 * ``"eager"`` — every other field: one reverse pass vmapped over the R rows
   (``is_grads_batched``).
@@ -58,7 +59,10 @@ def _compiled_loss(method: str, step_size: float) -> CompiledLoss:  # keeps its 
 
 def jacobian_route(field: nn.Module, data: FitData, config: FitConfig) -> str:
     """``"fused"`` or ``"eager"``: how :func:`residual_jacobian` differentiates this field."""
-    if _fused(config, data) is None or getattr(field, "initial_state", None) is not None:
+    from kanode import window
+
+    if (_fused(config, data) is None or getattr(field, "initial_state", None) is not None
+            or not window.available()):
         return "eager"
     from kanode.net_tensors import network_tensors
 
