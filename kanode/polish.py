@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from kanode.checkpoints import atomic_torch_save
+from kanode.checkpoints import atomic_torch_save, atomic_write
 from kanode.config import ConfigError
 from kanode.optim.levenberg import levenberg_marquardt
 from kanode.residuals import residual_jacobian, training_residuals
@@ -122,7 +122,8 @@ def polish_run(run_dir: str | Path, *, max_steps: int = 200, plateau_steps: int 
     grid = getattr(field.net, "grid_size", None)
     atomic_torch_save({"model": field.state_dict(), "step": result.steps, "train_loss": train_mse,
                        "grid_size": grid}, Path(run_dir) / "checkpoints" / "polished.pt")
-    (Path(run_dir) / POLISH_FILE).write_text(json.dumps(asdict(polished), indent=1) + "\n")
+    text = json.dumps(asdict(polished), indent=1) + "\n"
+    atomic_write(Path(run_dir) / POLISH_FILE, lambda fh: fh.write(text), binary=False)
     return polished
 
 

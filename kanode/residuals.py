@@ -12,8 +12,9 @@ The Jacobian takes one of two routes (same numbers to rounding):
   the fused window kernel (:class:`kanode.compiled.CompiledLoss`): member m's
   loss gradient is (2 / R) · ∂r_m/∂θ. B-spline KANs on uniform grids and MLPs,
   fixed-step methods, no fitted initial states, the C++ kernel built (not
-  ``KANODE_NATIVE=0``); 30× faster than the eager
-  route for a [2, 10, 2] KAN on Lotka–Volterra.
+  ``KANODE_NATIVE=0``). For a [2, 10, 2] KAN on the study's Lotka–Volterra
+  window (R = 140) 0.07 s against the eager route's 1.3 s; for an MLP
+  [2, 50, 2] the two are equal (0.1 s).
 * ``"eager"`` — every other field: one reverse pass vmapped over the R rows
   (``is_grads_batched``).
 """
