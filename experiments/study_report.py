@@ -134,7 +134,8 @@ def polish_columns(run_dir: Path, study: dict[str, Any]) -> dict[str, Any]:
         run_dir, study["test"]["n_ic"], study["test"]["data_seed"], checkpoint="polished"), checkpoint="polished")
     return {"polished_train_loss": result.train_mse, "polished_test_loss": test, "polish_steps": result.steps,
             "polish_stopped_on": result.stopped_on, "polish_seconds": result.seconds,
-            "polish_falling_at_cap": result.stopped_on == "cap" and (drop is None or not drop < rule["plateau_rtol"])}
+            "polish_falling_at_cap": falling_at_cap({"status": "finished", "stopped_on": result.stopped_on,
+                                                     "plateau_drop": drop}, rule["plateau_rtol"])}
 
 
 def falling_at_cap(summary: dict[str, Any], rtol: float) -> bool:
@@ -305,11 +306,12 @@ def _spread(runs: list[dict[str, Any]], key: str = "final_train_loss") -> dict[s
     one cell that did not diverge and have it (NaN when none; ``count`` of them), the median of their
     plateau measures and of their steps (L-BFGS, and stage polish's), and how many runs diverged and
     how many reached the step cap still falling (L-BFGS, and stage polish)."""
-    median, low, high = _median_range(_finite(runs, key))
+    values = _finite(runs, key)
+    median, low, high = _median_range(values)
     drops = [r["plateau"] for r in runs if math.isfinite(r["plateau"])]
     steps = [int(r["steps"]) for r in runs if r.get("steps") is not None]
     polish_steps = [int(r["polish_steps"]) for r in runs if r.get("polish_steps") is not None]
-    return {"median": median, "min": low, "max": high, "count": len(_finite(runs, key)), "lr": runs[0]["lr"],
+    return {"median": median, "min": low, "max": high, "count": len(values), "lr": runs[0]["lr"],
             "n_params": runs[0]["n_params"], "seeds": len(runs),
             "steps": statistics.median(steps) if steps else math.nan,
             "polish_steps": statistics.median(polish_steps) if polish_steps else math.nan,

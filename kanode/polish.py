@@ -34,10 +34,11 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from kanode.checkpoints import atomic_torch_save, atomic_write
+from kanode.checkpoints import atomic_write
 from kanode.config import ConfigError
 from kanode.optim.levenberg import levenberg_marquardt
 from kanode.residuals import residual_jacobian, training_residuals
+from kanode.runs import RunDir
 
 __all__ = ["PolishResult", "polish_run", "read_polish", "MAX_PARAMS", "POLISH_FILE"]
 
@@ -120,8 +121,7 @@ def polish_run(run_dir: str | Path, *, max_steps: int = 200, plateau_steps: int 
     polished = PolishResult(str(run_dir), result.losses[0], result.losses[-1], train_mse, result.steps,
                             result.stopped_on, time.perf_counter() - start, tuple(result.losses), config.l2)
     grid = getattr(field.net, "grid_size", None)
-    atomic_torch_save({"model": field.state_dict(), "step": result.steps, "train_loss": train_mse,
-                       "grid_size": grid}, Path(run_dir) / "checkpoints" / "polished.pt")
+    RunDir(Path(run_dir)).save_best(field.state_dict(), result.steps, train_mse, grid, name="polished")
     text = json.dumps(asdict(polished), indent=1) + "\n"
     atomic_write(Path(run_dir) / POLISH_FILE, lambda fh: fh.write(text), binary=False)
     return polished

@@ -364,9 +364,10 @@ class RunDir:
         os.replace(self.previous_path, self.last_path)
 
     def save_best(self, model_state: dict[str, Any], step: int, loss: float,
-                  grid_size: int | None) -> None:
+                  grid_size: int | None, name: str = "best") -> None:
+        """``checkpoints/<name>.pt``: "best", or "polished" (:mod:`kanode.polish`)."""
         atomic_torch_save({"model": model_state, "step": step, "train_loss": loss,
-                           "grid_size": grid_size}, self.best_path)
+                           "grid_size": grid_size}, self.path / "checkpoints" / f"{name}.pt")
 
     def load_last(self, previous: bool = False) -> dict[str, Any]:
         """The training state of ``checkpoints/last.pt`` (``previous.pt`` with ``previous``),

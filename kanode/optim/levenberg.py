@@ -65,8 +65,7 @@ def _damped_step(gram: Tensor, grad: Tensor, damping: float) -> Tensor:
 def levenberg_marquardt(residuals: Callable[[Tensor], Tensor],
                         jacobian: Callable[[Tensor], tuple[Tensor, Tensor]],
                         theta: Tensor, *, max_steps: int = 200, plateau_steps: int = 10,
-                        plateau_rtol: float = 0.01, damping: float = 1e-3, max_tries: int = 12,
-                        callback: Callable[[int, float, float], None] | None = None) -> LMResult:
+                        plateau_rtol: float = 0.01, damping: float = 1e-3, max_tries: int = 12) -> LMResult:
     """Minimise ‖residuals(θ)‖² from ``theta`` (P,).
 
     Parameters
@@ -78,7 +77,6 @@ def levenberg_marquardt(residuals: Callable[[Tensor], Tensor],
         (relative) over the last ``plateau_steps`` accepted steps (0: never).
     damping : the first λ as a fraction of the largest diagonal entry of JᵀJ.
     max_tries : λ increases (×10) tried per step before giving up (``stalled``).
-    callback : called after each accepted step with (step, S, λ).
 
     A non-finite trial S counts as a rise. Raises ValueError on bad settings
     and when S is not finite at ``theta``.
@@ -92,7 +90,7 @@ def levenberg_marquardt(residuals: Callable[[Tensor], Tensor],
         raise ValueError("the sum of squares is not finite at the starting parameters; nothing to polish")
     result = LMResult(theta, [loss])
     lam = math.nan
-    for step in range(1, max_steps + 1):
+    for _ in range(max_steps):
         r, jac = jacobian(theta)                                       # (R,), (R, P)
         gram, grad = jac.T @ jac, jac.T @ r                            # (P, P), (P,)
         if math.isnan(lam):
@@ -108,8 +106,6 @@ def levenberg_marquardt(residuals: Callable[[Tensor], Tensor],
             result.stopped_on = "stalled"
             break
         result.losses.append(loss)
-        if callback is not None:
-            callback(step, loss, lam)
         if plateau_steps and plateaued(result.losses, plateau_steps, plateau_rtol):
             result.stopped_on = "plateau"
             break
